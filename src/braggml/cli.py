@@ -1,0 +1,320 @@
+"""The ``braggml`` command line: parses arguments, wires the library together and reports.
+
+Every :class:`~braggml.errors.BraggMLError` becomes one line on stderr and exit status 2; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import BraggMLError, ConfigError
+
+log = logging.getLogger("braggml")
+
+EXIT_BAD_INPUT = 2
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _finder_params() -> dict[str, tuple[Any, list[str]]]:
+    """Every parameter of the registered classical finders: name -> (annotation, finders that have it)."""
+    from .config import field_types
+    from .finder import available_finders, finder_class
+
+    params: dict[str, tuple[Any, list[str]]] = {}
+    for name in available_finders():
+        try:
+            cls = finder_class(name)
+        except ImportError:  # a finder whose optional dependency is missing
+            continue
+        for field_name, annotation in field_types(cls.config_class).items():
+            entry = params.setdefault(field_name, (annotation, []))
+            entry[1].append(name)
+    return params
+
+
+def _add_geometry_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("detector geometry (gives radius, resolution and panels; optional)")
+    g.add_argument("--geom", metavar="FILE", help="CrystFEL .geom file")
+    g.add_argument("--beam-center", nargs=2, type=float, metavar=("ROW", "COL"), help="beam centre, pixels")
+    g.add_argument("--pixel-size-mm", type=float, help="pixel size of a flat detector (mm)")
+    g.add_argument("--distance-mm", type=float, help="sample-to-detector distance (mm)")
+    w = g.add_mutually_exclusive_group()
+    w.add_argument("--wavelength-a", type=float, help="X-ray wavelength (Angstrom)")
+    w.add_argument("--photon-energy-ev", type=float, help="photon energy (eV)")
+
+
+def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="HDF5/CXI/NeXus, CBF, TIFF, .npy/.npz files or quoted globs; FILE::/dataset/path picks a dataset",
+    )
+    parser.add_argument("--dataset", metavar="PATH", help="dataset holding the frames in every HDF5 input")
+    m = parser.add_argument_group("masks (bad pixels are never part of a peak)")
+    m.add_argument(
+        "--mask",
+        metavar="FILE[::PATH]",
+        help="mask file (HDF5, npy/npz, CBF, TIFF); by default non-zero marks a bad pixel",
+    )
+    m.add_argument(
+        "--mask-one-means-good", action="store_true", help="the mask file writes 1 for good pixels (CrystFEL style)"
+    )
+    m.add_argument("--saturation", type=float, metavar="VALUE", help="mask pixels at or above this value")
+
+
+# ---------------------------------------------------------------------------------------------- info
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .io.describe import describe, format_description
+
+    for path in args.files:
+        print(format_description(describe(path)))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- find
+def _finder_settings(args: argparse.Namespace, params: dict[str, tuple[Any, list[str]]]) -> tuple[str, dict]:
+    """The finder name and its parameters from --config, flags and --param, in increasing priority."""
+    from .config import load_config_file
+    from .finder import DEFAULT_FINDER
+
+    settings: dict[str, Any] = {}
+    name = None
+    if args.config:
+        data = load_config_file(args.config)
+        name = data.pop("finder", None)
+        chosen = args.finder or name or DEFAULT_FINDER
+        section = data.pop(chosen, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{args.config}: section {chosen!r} must be a mapping of parameters")
+        for key in list(data):
+            if key in params:
+                settings[key] = data.pop(key)
+        if data:
+            raise ConfigError(f"{args.config}: unknown setting(s) {', '.join(map(repr, data))} for finder {chosen!r}")
+        settings.update(section)
+    finder_name = args.finder or name or DEFAULT_FINDER
+    for key, (_annotation, owners) in params.items():
+        value = getattr(args, f"fp_{key}", None)
+        if value is None:
+            continue
+        if finder_name not in owners:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{flag} does not apply to finder {finder_name!r} (it belongs to {', '.join(owners)})")
+        settings[key] = value
+    for item in args.param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--param expects NAME=VALUE, got {item!r}")
+        settings[key.strip()] = value.strip()
+    return finder_name, settings
+
+
+def _cmd_find(args: argparse.Namespace) -> int:
+    from .config import config_to_dict
+    from .finder import make_finder
+    from .io.atomic import atomic_output
+    from .io.frames import open_frames
+    from .io.peaklists import write_event_list, write_peaks
+    from .pipeline import combine_masks, find_in_frames, maps_for_run
+
+    finder_name, settings = _finder_settings(args, args._finder_params)
+    finder = make_finder(finder_name, **settings)
+    if args.min_peaks < 0:
+        raise ConfigError(f"--min-peaks must be >= 0, got {args.min_peaks}")
+    if args.hits_out and args.output and Path(args.hits_out).resolve() == Path(args.output).resolve():
+        raise ConfigError("--hits-out and -o name the same file")
+
+    source = open_frames(args.inputs, dataset=args.dataset)
+    shape = source.shape
+    maps = maps_for_run(
+        shape,
+        geom=args.geom,
+        beam_center_rowcol=args.beam_center,
+        pixel_size_mm=args.pixel_size_mm,
+        distance_mm=args.distance_mm,
+        wavelength_a=args.wavelength_a,
+        photon_energy_ev=args.photon_energy_ev,
+    )
+    user_mask = None
+    if args.mask:
+        from .io.masks import load_mask
+
+        user_mask = load_mask(args.mask, shape=shape, one_means_good=args.mask_one_means_good)
+    mask = combine_masks(shape, source.file_mask(), user_mask, maps.mask)
+    if args.saturation is not None:
+        saturation = args.saturation
+    else:
+        saturation = source.saturation
+
+    def frames():
+        for frame in source:
+            bad = frame.bad
+            if saturation is not None:
+                bad = bad | (frame.data >= saturation)
+            yield frame.data, frame.ref, bad
+
+    log.info("finder %s: %s", finder_name, config_to_dict(finder.config))
+    peaks, summary = find_in_frames(
+        finder,
+        frames(),
+        n_frames=len(source),
+        mask=mask,
+        maps=maps,
+        min_peaks=max(args.min_peaks, 1),
+        progress=args.progress or (not args.quiet and sys.stderr.isatty()),
+    )
+    if args.output:
+        write_peaks(peaks, args.output, format=args.format, maps=maps)
+        import yaml
+
+        with atomic_output(str(args.output) + ".yaml", mode="w") as fh:
+            yaml.safe_dump(
+                {
+                    "braggml": __version__,
+                    "inputs": list(args.inputs),
+                    "finder": finder_name,
+                    finder_name: config_to_dict(finder.config),
+                },
+                fh,
+                sort_keys=False,
+            )
+    if args.hits_out:
+        counts = peaks.counts_per_frame()
+        hits = [ref for ref, n in zip(peaks.frames or (), counts) if n >= max(args.min_peaks, 1)]
+        write_event_list(hits, args.hits_out)
+    if not args.quiet:
+        print(f"finder: {finder_name}")
+        for line in summary.lines():
+            print(line)
+        if args.output:
+            print(f"peaks written to {args.output}")
+        if args.hits_out:
+            print(f"hit list written to {args.hits_out}")
+    return 0
+
+
+def _add_find_parser(sub: argparse._SubParsersAction) -> None:
+    from .finder import DEFAULT_FINDER, available_finders
+
+    p = sub.add_parser(
+        "find",
+        help="find Bragg peaks in detector frames and write a peak list",
+        description=(
+            "Find Bragg peaks in every frame of the inputs (in the order given; a glob sorted by name) and write "
+            "a peak list: CXI (.h5/.cxi, CrystFEL --peaks=cxi), CrystFEL stream (.stream) or CSV (.csv). "
+            f"With no --finder, {DEFAULT_FINDER} runs with defaults meant to work on common detectors untuned."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_input_arguments(p)
+    p.add_argument("--finder", choices=available_finders(), help=f"peak finder (default: {DEFAULT_FINDER})")
+    p.add_argument("-o", "--output", metavar="PEAKS", help="peak list to write (.h5/.cxi, .stream, .csv)")
+    p.add_argument("--format", choices=["cxi", "stream", "csv"], help="peak-list format (default: from extension)")
+    p.add_argument("--min-peaks", type=int, default=1, metavar="N", help="a frame with >= N peaks is a hit")
+    p.add_argument("--hits-out", metavar="LIST", help="write hit frames as a CrystFEL event list (file //index)")
+    p.add_argument("--config", metavar="YAML", help="finder settings: 'finder: NAME' and a 'NAME:' mapping")
+    p.add_argument(
+        "-p", "--param", action="append", metavar="NAME=VALUE", help="set any finder parameter (repeatable)"
+    )
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    _add_geometry_arguments(p)
+    params = _finder_params()
+    fp = p.add_argument_group("finder parameters (each applies to the finders named; defaults are the finder's)")
+    for key, (_annotation, owners) in sorted(params.items()):
+        fp.add_argument(
+            "--" + key.replace("_", "-"),
+            dest=f"fp_{key}",
+            type=str,  # converted and checked by the finder's configuration
+            metavar="V",
+            default=None,
+            help=f"[{', '.join(owners)}]",
+        )
+    p.set_defaults(func=_cmd_find, _finder_params=params)
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
+    from .simulate.cli_support import add_simulate_arguments, run_simulate
+
+    p = sub.add_parser(
+        "simulate",
+        help="simulate realistic diffraction frames with ground truth",
+        description="Simulate serial-crystallography frames with peak-level ground truth, written as CXI/HDF5.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_simulate_arguments(p)
+    p.set_defaults(func=run_simulate)
+
+
+# ---------------------------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(out_dir=Path(args.out), n_frames=args.frames, seed=args.seed, progress=not args.quiet)
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="simulate a small run, find its peaks and score them (no data needed)",
+        description="Simulate a few frames with ground truth, run the default finder on them and score it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", default="braggml-demo", metavar="DIR", help="folder for the demo's files")
+    p.add_argument("--frames", type=int, default=8, help="number of frames to simulate")
+    p.add_argument("--seed", type=int, default=2026, help="random seed")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="braggml",
+        description="Find Bragg peaks in X-ray crystallography detector frames (classical and learned finders).",
+    )
+    parser.add_argument("--version", action="version", version=f"braggml {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("info", help="show what a detector file holds", description="Show datasets, frames and masks.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=_cmd_info)
+
+    _add_find_parser(sub)
+    _add_simulate_parser(sub)
+    _add_demo_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="braggml: %(levelname)s: %(message)s")
+    logging.captureWarnings(True)
+    try:
+        return int(args.func(args) or 0)
+    except BraggMLError as exc:
+        print(f"braggml {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # unwritable output folder, full disk, ...
+        print(f"braggml {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"braggml {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["main", "build_parser"]

@@ -1,0 +1,177 @@
+"""Running a finder over a run of frames: masks combined, geometry applied, progress shown, peaks gathered."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ConfigError
+from .finder import PeakFinder
+from .geometry import PixelMaps
+from .peaks import FrameRef, PeakList
+
+__all__ = ["RunSummary", "find_in_frames", "combine_masks", "maps_for_run"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What a run did: frames, hits, peaks, failures and time."""
+
+    n_frames: int = 0
+    n_hits: int = 0
+    n_peaks: int = 0
+    seconds: float = 0.0
+    min_peaks: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.n_frames / self.seconds if self.seconds > 0 else float("nan")
+
+    def lines(self) -> list[str]:
+        """The summary as short human-readable lines."""
+        out = [
+            f"frames: {self.n_frames}   hits (>= {self.min_peaks} peaks): {self.n_hits}   peaks: {self.n_peaks}",
+            f"time: {self.seconds:.2f} s ({self.frames_per_second:.2f} frames/s)",
+        ]
+        if self.rejected:
+            out.append("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())))
+        if self.failures:
+            out.append(f"failures: {len(self.failures)}")
+            out.extend(f"  {f}" for f in self.failures)
+        return out
+
+
+def combine_masks(shape: tuple[int, int], *masks: NDArray[np.bool_] | None) -> NDArray[np.bool_]:
+    """OR of the given bad-pixel masks (None ignored); each must have ``shape``."""
+    out = np.zeros(shape, dtype=bool)
+    for m in masks:
+        if m is None:
+            continue
+        if m.shape != tuple(shape):
+            raise ValueError(f"mask of shape {m.shape} does not match frames of shape {tuple(shape)}")
+        out |= m
+    return out
+
+
+def find_in_frames(
+    finder: PeakFinder,
+    frames: Iterable[tuple[NDArray, FrameRef, NDArray[np.bool_] | None]],
+    *,
+    n_frames: int | None = None,
+    mask: NDArray[np.bool_] | None = None,
+    maps: PixelMaps | None = None,
+    min_peaks: int = 1,
+    progress: bool = True,
+    on_frame: Callable[[int, PeakList], None] | None = None,
+) -> tuple[PeakList, RunSummary]:
+    """Run ``finder`` on every frame, in order.
+
+    Parameters
+    ----------
+    finder : PeakFinder
+        The finder to run.
+    frames : iterable of (image, ref, bad)
+        Each frame, its provenance and its own invalid pixels (or None).
+    n_frames : int, optional
+        Number of frames, for the progress bar.
+    mask : (H, W) bool ndarray, optional
+        Bad pixels shared by all frames (file, user and geometry masks combined).
+    maps : PixelMaps, optional
+        Detector maps; the fallback is used when omitted.
+    min_peaks : int
+        A frame with at least this many peaks counts as a hit in the summary.
+    progress : bool
+        Show a progress bar with frames/s.
+    on_frame : callable, optional
+        Called with (frame number, one-frame peaks) after each frame.
+    """
+    from tqdm.auto import tqdm
+
+    results: list[PeakList] = []
+    refs: list[FrameRef] = []
+    summary = RunSummary(min_peaks=min_peaks)
+    start = time.perf_counter()
+    with tqdm(total=n_frames, unit="frame", disable=not progress, dynamic_ncols=True, leave=False) as bar:
+        for k, (image, ref, bad) in enumerate(frames):
+            frame_mask = combine_masks(image.shape, mask, bad)
+            peaks = finder.find(image, frame_mask, maps=maps)
+            for cause, count in getattr(finder, "last_rejections", {}).items():
+                summary.rejected[cause] = summary.rejected.get(cause, 0) + int(count)
+            results.append(peaks)
+            refs.append(ref)
+            summary.n_hits += int(len(peaks) >= min_peaks)
+            summary.n_peaks += len(peaks)
+            if on_frame is not None:
+                on_frame(k, peaks)
+            bar.update(1)
+            bar.set_postfix(peaks=len(peaks), hits=summary.n_hits, refresh=False)
+    summary.n_frames = len(results)
+    summary.seconds = time.perf_counter() - start
+    return PeakList.concatenate(results, frames=refs), summary
+
+
+def maps_for_run(
+    shape: tuple[int, int],
+    *,
+    geom: str | None = None,
+    beam_center_rowcol: tuple[float, float] | None = None,
+    pixel_size_mm: float | None = None,
+    distance_mm: float | None = None,
+    wavelength_a: float | None = None,
+    photon_energy_ev: float | None = None,
+) -> PixelMaps:
+    """The detector maps of a run from whatever geometry the user gave.
+
+    A CrystFEL ``.geom`` file wins; otherwise a flat detector from the beam centre (plus pixel size and distance
+    for resolution). With nothing given, one panel with the radius measured from the image centre is used and a
+    warning says so.
+    """
+    from .geometry import HC_KEV_A
+
+    if photon_energy_ev is not None:
+        if photon_energy_ev <= 0:
+            raise ConfigError(f"--photon-energy-ev must be > 0, got {photon_energy_ev}")
+        wavelength_a = HC_KEV_A / (photon_energy_ev / 1000.0)
+    for name, value in (("pixel_size_mm", pixel_size_mm), ("distance_mm", distance_mm), ("wavelength_a", wavelength_a)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")
+    if geom is not None:
+        from .io.geom import read_crystfel_geom
+
+        geometry = read_crystfel_geom(geom)
+        if wavelength_a is not None:
+            geometry = geometry.with_wavelength(wavelength_a)
+        return geometry.pixel_maps(shape)
+    if beam_center_rowcol is not None:
+        if pixel_size_mm is not None and distance_mm is not None:
+            from .geometry import flat_geometry
+
+            return flat_geometry(
+                shape,
+                pixel_size_mm=pixel_size_mm,
+                distance_mm=distance_mm,
+                beam_center_rowcol=tuple(beam_center_rowcol),
+                wavelength_a=wavelength_a,
+            ).pixel_maps(shape)
+        rows, cols = shape
+        radius = np.hypot(
+            np.arange(rows, dtype=np.float32)[:, None] - np.float32(beam_center_rowcol[0]),
+            np.arange(cols, dtype=np.float32)[None, :] - np.float32(beam_center_rowcol[1]),
+        ).astype(np.float32)
+        return PixelMaps(np.zeros(shape, np.int32), radius, np.zeros(shape, bool), None, known=True)
+    if pixel_size_mm is not None or distance_mm is not None:
+        raise ConfigError("--pixel-size-mm/--distance-mm need --beam-center (or use --geom)")
+    log.warning(
+        "no detector geometry given: treating the frame as one panel with the beam at the image centre "
+        "(give --geom or --beam-center for correct radial backgrounds and resolution)"
+    )
+    return PixelMaps.fallback(shape)

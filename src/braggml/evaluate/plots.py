@@ -1,0 +1,154 @@
+"""Pictures people look at: a frame with its peaks, recall against SNR, precision-recall, peak counts.
+
+Every function writes a PNG (matplotlib's Agg backend, no screen needed) and returns its path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..io.atomic import atomic_output
+from ..peaks import PeakList
+from .matching import Match, match_peaks
+
+__all__ = ["plot_frame", "plot_recall_vs_snr", "plot_precision_recall", "plot_peak_counts", "precision_recall_curve"]
+
+
+def _figure(width: float = 6.4, height: float = 4.8):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def plot_frame(
+    image: NDArray,
+    path: str | Path,
+    *,
+    mask: NDArray[np.bool_] | None = None,
+    found: PeakList | None = None,
+    truth: PeakList | None = None,
+    radius_px: float = 2.0,
+    title: str = "",
+    marker_size: float = 10.0,
+) -> Path:
+    """Save a frame on a log scale, masked pixels grey, with its peaks marked.
+
+    With both ``found`` and ``truth`` (one-frame lists), true positives are green circles, misses orange
+    squares and false peaks red crosses; with one of them, its peaks are circled.
+    """
+    import matplotlib as mpl
+    from matplotlib.colors import LogNorm
+
+    data = np.asarray(image, dtype=np.float64)
+    bad = ~np.isfinite(data)
+    if mask is not None:
+        bad |= mask
+    good = data[~bad]
+    floor = max(np.percentile(good, 1) if good.size else 1.0, 0.0) + 1.0
+    shown = np.ma.masked_array(np.clip(data, floor - 1.0, None) - (floor - 1.0) + 1.0, mask=bad)
+    top = float(np.percentile(shown.compressed(), 99.9)) if good.size else 10.0
+    cmap = mpl.colormaps["viridis"].with_extremes(bad="0.6")
+    fig = _figure(7.5, 7.5 * data.shape[0] / data.shape[1] + 0.6)
+    ax = fig.add_subplot()
+    im = ax.imshow(shown, cmap=cmap, norm=LogNorm(vmin=1.0, vmax=max(top, 2.0)), interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.8, label=f"value - {floor - 1.0:.3g} (log)")
+    ring = dict(facecolors="none", s=marker_size**2, linewidths=0.9)
+    if found is not None and truth is not None:
+        m: Match = match_peaks(found, truth, radius_px=radius_px)
+        tp = found.take(m.found_matched)
+        fp = found.take(~m.found_matched)
+        miss = truth.take(~m.truth_matched)
+        ax.scatter(tp.col, tp.row, edgecolors="lime", marker="o", label=f"found, true ({len(tp)})", **ring)
+        ax.scatter(miss.col, miss.row, edgecolors="orange", marker="s", label=f"missed ({len(miss)})", **ring)
+        ax.scatter(fp.col, fp.row, c="red", marker="x", s=marker_size**2 * 0.6, linewidths=1.0,
+                   label=f"false ({len(fp)})")
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+    else:
+        peaks = found if found is not None else truth
+        if peaks is not None:
+            ax.scatter(peaks.col, peaks.row, edgecolors="red", marker="o", label=f"peaks ({len(peaks)})", **ring)
+            ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+    ax.set_xlabel("col (fs), px")
+    ax.set_ylabel("row (ss), px")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_recall_vs_snr(evaluations: Mapping[str, object], path: str | Path) -> Path:
+    """Recall in truth-SNR bins for one or more finders (``{name: Evaluation}``)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, ev in evaluations.items():
+        bins = [b for b in ev.recall_by_snr if b["n_true"]]  # type: ignore[attr-defined]
+        if not bins:
+            continue
+        centres = [np.sqrt(max(b["low"], 0.5) * (b["high"] if np.isfinite(b["high"]) else 2 * b["low"]))
+                   for b in bins]
+        ax.plot(centres, [b["recall"] for b in bins], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("true spot SNR")
+    ax.set_ylabel("recall")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def precision_recall_curve(
+    found: PeakList, truth: PeakList, *, radius_px: float = 2.0
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Precision and recall of ``found`` kept above each score threshold.
+
+    Matching is done once on all peaks; a peak's match counts for every threshold below its score.
+    Returns (thresholds, precision, recall), thresholds in decreasing order.
+    """
+    m = match_peaks(found, truth, radius_px=radius_px)
+    score = np.nan_to_num(found.score, nan=1.0)
+    order = np.argsort(-score, kind="stable")
+    tp = np.cumsum(m.found_matched[order])
+    n = np.arange(1, len(order) + 1)
+    precision = tp / n
+    recall = tp / max(len(truth), 1)
+    return score[order], precision, recall
+
+
+def plot_precision_recall(
+    scored: Mapping[str, PeakList], truth: PeakList, path: str | Path, *, radius_px: float = 2.0
+) -> Path:
+    """Precision-recall curves of scored finders (``{name: peaks}``)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, peaks in scored.items():
+        _, p, r = precision_recall_curve(peaks, truth, radius_px=radius_px)
+        ax.plot(r, p, label=name)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_peak_counts(counts: Mapping[str, NDArray[np.integer]], path: str | Path) -> Path:
+    """Peaks per frame for each named series (e.g. truth and each finder)."""
+    fig = _figure(7.0, 3.6)
+    ax = fig.add_subplot()
+    for name, c in counts.items():
+        ax.plot(np.arange(len(c)), c, marker=".", linewidth=1.0, label=name)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("peaks")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

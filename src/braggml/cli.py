@@ -123,7 +123,7 @@ def _cmd_find(args: argparse.Namespace) -> int:
     from .io.atomic import atomic_output
     from .io.frames import open_frames
     from .io.peaklists import write_event_list, write_peaks
-    from .pipeline import combine_masks, find_in_frames, maps_for_run
+    from .pipeline import combine_masks, find_in_frames, resolve_geometry
 
     finder_name, settings = _finder_settings(args, args._finder_params)
     finder = make_finder(finder_name, **settings)
@@ -132,9 +132,12 @@ def _cmd_find(args: argparse.Namespace) -> int:
     if args.hits_out and args.output and Path(args.hits_out).resolve() == Path(args.output).resolve():
         raise ConfigError("--hits-out and -o name the same file")
 
+    for path in (args.output, args.hits_out):  # fail before the run, not after it
+        if path and not Path(path).resolve().parent.is_dir():
+            raise ConfigError(f"{path}: output folder {Path(path).resolve().parent} does not exist")
     source = open_frames(args.inputs, dataset=args.dataset)
     shape = source.shape
-    maps = maps_for_run(
+    run_geometry = resolve_geometry(
         shape,
         geom=args.geom,
         beam_center_rowcol=args.beam_center,
@@ -142,13 +145,15 @@ def _cmd_find(args: argparse.Namespace) -> int:
         distance_mm=args.distance_mm,
         wavelength_a=args.wavelength_a,
         photon_energy_ev=args.photon_energy_ev,
+        data_file=source.files[0],
     )
+    maps = run_geometry.maps
     user_mask = None
     if args.mask:
         from .io.masks import load_mask
 
         user_mask = load_mask(args.mask, shape=shape, one_means_good=args.mask_one_means_good)
-    mask = combine_masks(shape, source.file_mask(), user_mask, maps.mask)
+    mask = combine_masks(shape, source.file_mask(), user_mask, maps.mask, run_geometry.mask)
     if args.saturation is not None:
         saturation = args.saturation
     else:
@@ -159,6 +164,9 @@ def _cmd_find(args: argparse.Namespace) -> int:
             bad = frame.bad
             if saturation is not None:
                 bad = bad | (frame.data >= saturation)
+            flags = run_geometry.frame_flags(frame.data)
+            if flags is not None:
+                bad = bad | flags
             yield frame.data, frame.ref, bad
 
     log.info("finder %s: %s", finder_name, config_to_dict(finder.config))
@@ -172,7 +180,7 @@ def _cmd_find(args: argparse.Namespace) -> int:
         progress=args.progress or (not args.quiet and sys.stderr.isatty()),
     )
     if args.output:
-        write_peaks(peaks, args.output, format=args.format, maps=maps)
+        write_peaks(peaks, args.output, format=args.format, maps=maps, geometry=run_geometry.geometry)
         import yaml
 
         with atomic_output(str(args.output) + ".yaml", mode="w") as fh:
@@ -255,6 +263,152 @@ def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_simulate)
 
 
+# ---------------------------------------------------------------------------------------------- evaluate
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate.metrics import evaluate_peaks
+    from .evaluate.truth import load_truth
+    from .io.atomic import atomic_output
+    from .io.peaklists import read_peaks
+
+    if not args.radius > 0:
+        raise ConfigError(f"--radius must be > 0, got {args.radius}")
+    truth = load_truth(args.truth, min_snr=args.min_snr)
+    found = read_peaks(args.peaks)
+    if found.n_frames != truth.peaks.n_frames:
+        raise ConfigError(
+            f"{args.peaks} has {found.n_frames} frames but the truth {args.truth} has {truth.peaks.n_frames}"
+        )
+    ev = evaluate_peaks(
+        found,
+        truth.peaks,
+        radius_px=args.radius,
+        truth_resolution_a=truth.resolution_a,
+        truth_is_hit=truth.is_hit,
+        min_peaks=args.min_peaks,
+    )
+    print(f"truth: {truth.source}")
+    print(f"peaks: {args.peaks}")
+    for line in ev.table_lines():
+        print(line)
+    if args.json:
+        with atomic_output(args.json, mode="w") as fh:
+            json.dump(ev.to_dict(), fh, indent=1)
+        print(f"figures written to {args.json}")
+    if args.report:
+        report = _write_evaluation_report(Path(args.report), args, ev, found, truth)
+        print(f"report written to {report}")
+    return 0
+
+
+def _write_evaluation_report(out: Path, args: argparse.Namespace, ev, found, truth) -> Path:
+    import numpy as np
+
+    from .evaluate.plots import plot_frame, plot_peak_counts, plot_precision_recall, plot_recall_vs_snr
+    from .evaluate.report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    name = Path(args.peaks).name
+    pictures = {
+        "recall against truth SNR": plot_recall_vs_snr({name: ev}, out / "recall_vs_snr.png"),
+        "peaks per frame": plot_peak_counts(
+            {"truth": truth.peaks.counts_per_frame(), name: found.counts_per_frame()}, out / "peak_counts.png"
+        ),
+    }
+    if np.isfinite(found.score).any():
+        pictures["precision-recall"] = plot_precision_recall({name: found}, truth.peaks, out / "precision_recall.png")
+    refs = truth.peaks.frames or found.frames
+    if refs:
+        from .io.frames import open_frames
+
+        counts = truth.peaks.counts_per_frame()
+        k = int(np.argmax(counts))
+        ref = refs[k]
+        try:
+            frame = open_frames(f"{ref.file}::{ref.dataset}" if ref.dataset else ref.file).frame(ref.index)
+        except BraggMLError as exc:
+            log.warning("frame picture left out: %s", exc)
+        else:
+            pictures[f"frame {k}"] = plot_frame(
+                frame.data,
+                out / f"frame_{k}.png",
+                mask=frame.bad,
+                found=found.for_frame(k),
+                truth=truth.peaks.for_frame(k),
+                radius_px=args.radius,
+                title=f"{ref}",
+            )
+    return write_report(out, {name: ev}, pictures=pictures, notes=[f"Truth: {truth.source}."])
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a peak list against ground truth or another peak list",
+        description=(
+            "Match found peaks one-to-one to true peaks within a radius, frame by frame, and report precision, "
+            "recall, F1, centroid errors, recall by SNR and resolution, and hit finding. The truth is a braggml "
+            "simulated file or any peak list (CXI, stream, CSV), so two finders can be compared on real data."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--truth", required=True, metavar="FILE", help="simulated file or peak list holding the truth")
+    p.add_argument("--peaks", required=True, metavar="PEAKS", help="peak list to score")
+    p.add_argument("--radius", type=float, default=2.0, help="largest distance of a match (px)")
+    p.add_argument("--min-peaks", type=int, default=10, help="a frame with >= N found peaks is called a hit")
+    p.add_argument("--min-snr", type=float, help="score only simulated truth spots with at least this SNR")
+    p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
+    p.add_argument("--report", metavar="DIR", help="write a Markdown report with pictures into DIR")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+# ---------------------------------------------------------------------------------------------- show
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .evaluate.plots import plot_frame
+    from .io.frames import open_frames
+    from .io.peaklists import read_peaks
+    from .pipeline import combine_masks
+
+    source = open_frames(args.file, dataset=args.dataset)
+    if not 0 <= args.frame < len(source):
+        raise ConfigError(f"--frame {args.frame} out of range: {args.file} holds {len(source)} frames")
+    frame = source.frame(args.frame)
+    found = truth = None
+    if args.peaks:
+        found = read_peaks(args.peaks)
+        if args.frame >= found.n_frames:
+            raise ConfigError(f"{args.peaks} has no frame {args.frame} ({found.n_frames} frames)")
+        found = found.for_frame(args.frame)
+    if args.truth:
+        from .evaluate.truth import load_truth
+
+        truth_all = load_truth(args.truth).peaks
+        if args.frame >= truth_all.n_frames:
+            raise ConfigError(f"{args.truth} has no frame {args.frame} ({truth_all.n_frames} frames)")
+        truth = truth_all.for_frame(args.frame)
+    mask = combine_masks(frame.data.shape, source.file_mask(), frame.bad)
+    out = plot_frame(frame.data, args.output, mask=mask, found=found, truth=truth, title=str(frame.ref))
+    print(f"picture written to {out}")
+    return 0
+
+
+def _add_show_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "show",
+        help="save a PNG of a frame with its peaks",
+        description="Save a frame on a log scale (masked pixels grey) with found and/or true peaks marked.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("file", metavar="FILE", help="detector file (FILE::/dataset allowed)")
+    p.add_argument("--dataset", metavar="PATH", help="dataset holding the frames")
+    p.add_argument("--frame", type=int, default=0, help="frame number in the file")
+    p.add_argument("--peaks", metavar="PEAKS", help="peak list to mark")
+    p.add_argument("--truth", metavar="FILE", help="truth to mark (simulated file or peak list)")
+    p.add_argument("-o", "--output", default="frame.png", metavar="PNG", help="picture to write")
+    p.set_defaults(func=_cmd_show)
+
+
 # ---------------------------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -293,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_find_parser(sub)
     _add_simulate_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_show_parser(sub)
     _add_demo_parser(sub)
     return parser
 

@@ -1,18 +1,44 @@
 """Detector geometry: what each pixel is (panel, distance from the beam, resolution, bad or not).
 
 Finders do not read geometry files; they take :class:`PixelMaps`, per-pixel arrays computed once per run from
-a :class:`DetectorGeometry` (flat detector parameters or a CrystFEL ``.geom`` file, see
+a :class:`DetectorGeometry` (flat detector parameters, :func:`flat_geometry`, or a CrystFEL ``.geom`` file, see
 :func:`braggml.io.geom.read_crystfel_geom`) or, when nothing is known, from :func:`PixelMaps.fallback`.
+
+Coordinates follow CrystFEL's geometry model (crystfel_geometry(5)). The laboratory frame has +z along the
+beam, +y up and +x completing a right-handed frame; the beam passes through x = y = 0. A panel covers the
+data-array rectangle ``min_ss..max_ss`` x ``min_fs..max_fs`` (inclusive) and its ``corner_x, corner_y`` is the
+outer corner of its first pixel, in pixels of that panel. The *centre* of data pixel ``(ss, fs)`` is therefore
+at::
+
+    corner + (fs - min_fs + 0.5) * fs_vector + (ss - min_ss + 0.5) * ss_vector      (pixels)
+    z = (clen_m + coffset_m) * res_px_per_m + the z components of the same sum      (pixels)
+
+braggml's peak positions put pixel centres at integers (``row = ss``, ``col = fs`` for the centre of
+``image[ss, fs]``), so a sub-pixel peak at ``(row, col)`` sits at ``fs = col + 0.5`` in CrystFEL's numbers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["PixelMaps", "HC_KEV_A"]
+from .errors import ConfigError
+
+__all__ = [
+    "PixelMaps",
+    "HC_KEV_A",
+    "Panel",
+    "BadRegion",
+    "MaskSpec",
+    "MetadataRef",
+    "DetectorGeometry",
+    "flat_geometry",
+    "electron_wavelength_a",
+]
 
 #: h*c in keV * Angstrom: wavelength_a = HC_KEV_A / energy_kev.
 HC_KEV_A = 12.398419843320026
@@ -71,3 +97,655 @@ class PixelMaps:
             resolution_a=None,
             known=False,
         )
+
+
+# -- geometry model ------------------------------------------------------------------------------------------
+
+#: Vector type of a panel's fast- and slow-scan directions, (x, y, z) in pixels.
+Vector3 = tuple[float, float, float]
+
+_H_J_S = 6.62607015e-34
+_ELECTRON_MASS_KG = 9.1093837015e-31
+_ELEMENTARY_CHARGE_C = 1.602176634e-19
+_SPEED_OF_LIGHT_M_S = 299792458.0
+
+
+def electron_wavelength_a(voltage_v: float) -> float:
+    """Relativistic wavelength (Angstrom) of electrons accelerated through ``voltage_v`` volts.
+
+    Examples
+    --------
+    >>> round(electron_wavelength_a(200e3), 5)
+    0.02508
+    """
+    if not voltage_v > 0:
+        raise ConfigError(f"electron accelerating voltage must be > 0 V, got {voltage_v!r}")
+    energy_j = _ELEMENTARY_CHARGE_C * voltage_v
+    momentum = math.sqrt(
+        2.0 * _ELECTRON_MASS_KG * energy_j * (1.0 + energy_j / (2.0 * _ELECTRON_MASS_KG * _SPEED_OF_LIGHT_M_S**2))
+    )
+    return _H_J_S / momentum * 1e10
+
+
+@dataclass(frozen=True)
+class MetadataRef:
+    """A beam or detector value that CrystFEL takes from each data file rather than from the geometry.
+
+    Attributes
+    ----------
+    quantity : str
+        ``"photon_energy"``, ``"wavelength"``, ``"electron_voltage"`` or ``"clen"``.
+    location : str
+        Path of the value in the data files (an HDF5 dataset such as ``/LCLS/photon_energy_eV``).
+    unit : str
+        Unit of the stored value (``eV``, ``keV``, ``m``, ``A``, ``mm``, ``V`` or ``kV``).
+    """
+
+    quantity: str
+    location: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """A bad-pixel mask named by the geometry (CrystFEL ``maskN_data``, ``maskN_file`` and bit tests).
+
+    Attributes
+    ----------
+    dataset : str
+        Dataset path of the mask array (may hold ``%`` placeholders like the frame data path).
+    file : str or None
+        File holding the mask; None means the file the frames come from.
+    good_bits : int
+        A pixel is bad unless all of these bits are set.
+    bad_bits : int
+        A pixel is bad if any of these bits is set.
+    """
+
+    dataset: str
+    file: str | None = None
+    good_bits: int = 0
+    bad_bits: int = 0
+
+    def bad_pixels(self, values: NDArray[np.integer]) -> NDArray[np.bool_]:
+        """Apply the bit tests to a mask array: True where the pixel is bad.
+
+        Examples
+        --------
+        >>> MaskSpec("/mask", good_bits=0x1, bad_bits=0x4).bad_pixels(np.array([1, 0, 5, 3])).tolist()
+        [False, True, True, False]
+        """
+        v = np.asarray(values).astype(np.int64, copy=False)
+        bad = np.zeros(v.shape, bool)
+        if self.good_bits:
+            bad |= (v & self.good_bits) != self.good_bits
+        if self.bad_bits:
+            bad |= (v & self.bad_bits) != 0
+        return bad
+
+
+def _vector(value: Vector3, where: str) -> Vector3:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} must be three numbers (x, y, z), got {value!r}") from exc
+    if len(out) != 3 or not all(math.isfinite(v) for v in out):
+        raise ConfigError(f"{where} must be three finite numbers (x, y, z), got {value!r}")
+    if math.hypot(out[0], out[1], out[2]) == 0.0:
+        raise ConfigError(f"{where} must not be the zero vector")
+    return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One detector panel (CrystFEL meaning): a rectangle of the data array placed in the laboratory.
+
+    Attributes
+    ----------
+    name : str
+        Panel name (``p0``, ``q0a0``...).
+    min_fs, max_fs, min_ss, max_ss : int
+        Inclusive data-array range of the panel: columns ``min_fs..max_fs``, rows ``min_ss..max_ss``.
+    corner_x, corner_y : float
+        Laboratory position of the outer corner of the panel's first pixel, in pixels of this panel.
+    res_px_per_m : float
+        Pixels per metre (one over the pixel size).
+    fs_vector, ss_vector : tuple of 3 float
+        Laboratory (x, y, z) displacement of one step along fast scan (col) and slow scan (row), in pixels.
+    clen_m : float or None
+        Camera length (sample to detector along z), None when unknown or taken from the data files.
+    clen_metadata : MetadataRef or None
+        Where the camera length is read from the data files, when the geometry names a location.
+    coffset_m : float
+        Extra z offset of this panel added to the camera length.
+    adu_per_photon, adu_per_ev : float or None
+        Detector gain; only one is normally given.
+    max_adu : float or None
+        Saturation value.
+    bad : bool
+        The whole panel is ignored (CrystFEL ``no_index``).
+    masks : tuple of MaskSpec
+        Bad-pixel masks of this panel.
+    data : str or None
+        Dataset path of the panel's data (may hold ``%``).
+    dims : tuple of str or None
+        Layout of the data array (``("%", "ss", "fs")``), CrystFEL ``dim0``, ``dim1``...
+    flag_lessthan, flag_morethan, flag_equal : float or None
+        Pixel values marking a pixel bad (strict inequalities); applied by the frame reader.
+    mask_edge_pixels : int
+        Width of the border of the panel masked as bad.
+    """
+
+    name: str
+    min_fs: int
+    max_fs: int
+    min_ss: int
+    max_ss: int
+    corner_x: float
+    corner_y: float
+    res_px_per_m: float
+    fs_vector: Vector3 = (1.0, 0.0, 0.0)
+    ss_vector: Vector3 = (0.0, 1.0, 0.0)
+    clen_m: float | None = None
+    clen_metadata: MetadataRef | None = None
+    coffset_m: float = 0.0
+    adu_per_photon: float | None = None
+    adu_per_ev: float | None = None
+    max_adu: float | None = None
+    bad: bool = False
+    masks: tuple[MaskSpec, ...] = ()
+    data: str | None = None
+    dims: tuple[str, ...] | None = None
+    flag_lessthan: float | None = None
+    flag_morethan: float | None = None
+    flag_equal: float | None = None
+    mask_edge_pixels: int = 0
+
+    def __post_init__(self) -> None:
+        where = f"panel {self.name!r}"
+        if not self.name:
+            raise ConfigError("panel name must not be empty")
+        for lo, hi in (("min_fs", "max_fs"), ("min_ss", "max_ss")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if int(a) != a or int(b) != b:
+                raise ConfigError(f"{where}: {lo}/{hi} must be integers, got {a!r}, {b!r}")
+            object.__setattr__(self, lo, int(a))
+            object.__setattr__(self, hi, int(b))
+            if a < 0 or b < a:
+                raise ConfigError(f"{where}: need 0 <= {lo} <= {hi}, got {lo}={a}, {hi}={b}")
+        for name in ("corner_x", "corner_y", "coffset_m"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: {name} must be finite, got {value!r}")
+            object.__setattr__(self, name, value)
+        if not (math.isfinite(self.res_px_per_m) and self.res_px_per_m > 0):
+            raise ConfigError(f"{where}: res_px_per_m must be > 0, got {self.res_px_per_m!r}")
+        if self.clen_m is not None and not (math.isfinite(self.clen_m) and self.clen_m > 0):
+            raise ConfigError(f"{where}: clen_m must be > 0, got {self.clen_m!r}")
+        if self.mask_edge_pixels < 0:
+            raise ConfigError(f"{where}: mask_edge_pixels must be >= 0, got {self.mask_edge_pixels!r}")
+        object.__setattr__(self, "fs_vector", _vector(self.fs_vector, f"{where}: fs_vector"))
+        object.__setattr__(self, "ss_vector", _vector(self.ss_vector, f"{where}: ss_vector"))
+        object.__setattr__(self, "masks", tuple(self.masks))
+        if self.dims is not None:
+            object.__setattr__(self, "dims", tuple(self.dims))
+
+    @property
+    def width(self) -> int:
+        """Number of fast-scan pixels (columns)."""
+        return self.max_fs - self.min_fs + 1
+
+    @property
+    def height(self) -> int:
+        """Number of slow-scan pixels (rows)."""
+        return self.max_ss - self.min_ss + 1
+
+    @property
+    def pixel_size_m(self) -> float:
+        return 1.0 / self.res_px_per_m
+
+    @property
+    def distance_m(self) -> float | None:
+        """``clen_m + coffset_m``, None when the camera length is unknown."""
+        return None if self.clen_m is None else self.clen_m + self.coffset_m
+
+    def contains(self, ss: NDArray[np.integer], fs: NDArray[np.integer]) -> NDArray[np.bool_]:
+        """True where integer data coordinates ``(ss, fs)`` fall on this panel."""
+        ss = np.asarray(ss)
+        fs = np.asarray(fs)
+        return (ss >= self.min_ss) & (ss <= self.max_ss) & (fs >= self.min_fs) & (fs <= self.max_fs)
+
+    def lab_xyz_px(
+        self, d_ss: NDArray[np.floating], d_fs: NDArray[np.floating]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Laboratory position (pixels) of points ``d_ss, d_fs`` pixels from the panel's corner.
+
+        ``z`` is measured from the sample when the camera length is known, else from the detector plane.
+        The centre of the panel's first pixel is at ``d_ss = d_fs = 0.5``.
+        """
+        d_ss = np.asarray(d_ss, dtype=np.float64)
+        d_fs = np.asarray(d_fs, dtype=np.float64)
+        fx, fy, fz = self.fs_vector
+        sx, sy, sz = self.ss_vector
+        x = self.corner_x + d_fs * fx + d_ss * sx
+        y = self.corner_y + d_fs * fy + d_ss * sy
+        z = d_fs * fz + d_ss * sz
+        if self.distance_m is not None:
+            z = z + self.distance_m * self.res_px_per_m
+        return x, y, z
+
+
+@dataclass(frozen=True)
+class BadRegion:
+    """A region excluded by the geometry: a lab-frame x/y box, or an fs/ss rectangle of the data array.
+
+    Lab-frame boxes are in pixels and, as in CrystFEL, tested at the outer corner of each pixel (the point
+    ``corner + (fs - min_fs) * fs_vector + (ss - min_ss) * ss_vector``). fs/ss rectangles are inclusive data-array
+    coordinates, limited to ``panel`` when one is named.
+    """
+
+    name: str
+    min_x: float | None = None
+    max_x: float | None = None
+    min_y: float | None = None
+    max_y: float | None = None
+    min_fs: int | None = None
+    max_fs: int | None = None
+    min_ss: int | None = None
+    max_ss: int | None = None
+    panel: str | None = None
+
+    def __post_init__(self) -> None:
+        xy = [self.min_x, self.max_x, self.min_y, self.max_y]
+        fsss = [self.min_fs, self.max_fs, self.min_ss, self.max_ss]
+        has_xy = any(v is not None for v in xy)
+        has_fsss = any(v is not None for v in fsss)
+        where = f"bad region {self.name!r}"
+        if has_xy and has_fsss:
+            raise ConfigError(f"{where}: mixes x/y and fs/ss limits; use one or the other")
+        if has_xy and not all(v is not None for v in xy):
+            raise ConfigError(f"{where}: needs all of min_x, max_x, min_y, max_y")
+        if has_fsss and not all(v is not None for v in fsss):
+            raise ConfigError(f"{where}: needs all of min_fs, max_fs, min_ss, max_ss")
+        if not (has_xy or has_fsss):
+            raise ConfigError(f"{where}: gives no limits (min_x.. or min_fs..)")
+
+    @property
+    def is_fsss(self) -> bool:
+        return self.min_fs is not None
+
+
+@dataclass(frozen=True, eq=False)
+class DetectorGeometry:
+    """A detector: panels placed in the laboratory, bad regions, the beam wavelength and an optional mask.
+
+    Attributes
+    ----------
+    panels : tuple of Panel
+        The panels, in file order (the order gives the panel ids of :meth:`pixel_maps`).
+    bad_regions : tuple of BadRegion
+        Regions excluded from every frame.
+    wavelength_a : float or None
+        Beam wavelength (Angstrom), None when unknown or taken from the data files.
+    beam_metadata : MetadataRef or None
+        Where the wavelength / photon energy is read from the data files, when the geometry names a location.
+    bandwidth : float or None
+        Relative bandwidth (standard deviation / wavelength).
+    mask : (H, W) bool ndarray or None
+        Detector-wide bad-pixel mask (True = bad) added to :meth:`pixel_maps`.
+    source : str or None
+        File the geometry was read from.
+
+    Examples
+    --------
+    >>> geom = flat_geometry((5, 7), pixel_size_mm=0.1, distance_mm=100.0, beam_center_rowcol=(2.0, 3.0))
+    >>> maps = geom.pixel_maps()
+    >>> float(maps.radius_px[2, 6])
+    3.0
+    """
+
+    panels: tuple[Panel, ...]
+    bad_regions: tuple[BadRegion, ...] = ()
+    wavelength_a: float | None = None
+    beam_metadata: MetadataRef | None = None
+    bandwidth: float | None = None
+    mask: NDArray[np.bool_] | None = None
+    source: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "panels", tuple(self.panels))
+        object.__setattr__(self, "bad_regions", tuple(self.bad_regions))
+        if not self.panels:
+            raise ConfigError("a detector geometry needs at least one panel")
+        names = [p.name for p in self.panels]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"panel names must be unique, repeated: {', '.join(dupes)}")
+        for region in self.bad_regions:
+            if region.panel is not None and region.panel not in names:
+                raise ConfigError(f"bad region {region.name!r} names unknown panel {region.panel!r}")
+        if self.wavelength_a is not None and not (math.isfinite(self.wavelength_a) and self.wavelength_a > 0):
+            raise ConfigError(f"wavelength_a must be > 0, got {self.wavelength_a!r}")
+        if self.mask is not None:
+            m = np.asarray(self.mask)
+            if m.ndim != 2:
+                raise ConfigError(f"geometry mask must be 2-D (H, W), got shape {m.shape}")
+            m = m.astype(bool, copy=True)
+            m.setflags(write=False)
+            object.__setattr__(self, "mask", m)
+
+    # -- properties -------------------------------------------------------------------------------------
+    @property
+    def photon_energy_ev(self) -> float | None:
+        """Photon energy (eV) equivalent to :attr:`wavelength_a`."""
+        return None if self.wavelength_a is None else HC_KEV_A * 1000.0 / self.wavelength_a
+
+    @property
+    def data_shape(self) -> tuple[int, int]:
+        """Smallest (H, W) frame holding every panel."""
+        return (max(p.max_ss for p in self.panels) + 1, max(p.max_fs for p in self.panels) + 1)
+
+    @property
+    def n_panels(self) -> int:
+        return len(self.panels)
+
+    @property
+    def clen_known(self) -> bool:
+        """True when every panel's camera length is a number."""
+        return all(p.clen_m is not None for p in self.panels)
+
+    def panel(self, name: str) -> Panel:
+        """The panel called ``name``."""
+        for p in self.panels:
+            if p.name == name:
+                return p
+        raise KeyError(f"no panel {name!r}; panels are {', '.join(p.name for p in self.panels)}")
+
+    # -- sub-pixel positions ------------------------------------------------------------------------------
+    def panel_index_at(self, row: NDArray[np.floating], col: NDArray[np.floating]) -> NDArray[np.int64]:
+        """Index of the panel holding each sub-pixel position (pixel centres at integers), -1 for none."""
+        row = np.asarray(row, dtype=np.float64)
+        col = np.asarray(col, dtype=np.float64)
+        ss = np.floor(row + 0.5)
+        fs = np.floor(col + 0.5)
+        out = np.full(row.shape, -1, np.int64)
+        for i, p in enumerate(self.panels):
+            hit = (out < 0) & p.contains(ss, fs)
+            out[hit] = i
+        return out
+
+    def lab_position_px(
+        self, row: NDArray[np.floating], col: NDArray[np.floating]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+        """Laboratory ``x, y, z`` (pixels of each point's panel) and panel index of sub-pixel positions.
+
+        Points on no panel get NaN. ``z`` is NaN where the camera length is unknown.
+        """
+        row = np.asarray(row, dtype=np.float64)
+        col = np.asarray(col, dtype=np.float64)
+        idx = self.panel_index_at(row, col)
+        x = np.full(row.shape, np.nan)
+        y = np.full(row.shape, np.nan)
+        z = np.full(row.shape, np.nan)
+        for i, p in enumerate(self.panels):
+            sel = idx == i
+            if not sel.any():
+                continue
+            px, py, pz = p.lab_xyz_px(row[sel] + 0.5 - p.min_ss, col[sel] + 0.5 - p.min_fs)
+            x[sel], y[sel] = px, py
+            if p.distance_m is not None:
+                z[sel] = pz
+        return x, y, z, idx
+
+    def resolution_at(self, row: NDArray[np.floating], col: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Resolution d (Angstrom) at sub-pixel positions; NaN off the panels or when unknown."""
+        x, y, z, _ = self.lab_position_px(row, col)
+        if self.wavelength_a is None:
+            return np.full(x.shape, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            two_theta = np.arctan2(np.hypot(x, y), z)
+            return self.wavelength_a / (2.0 * np.sin(two_theta / 2.0))
+
+    # -- per-pixel maps -----------------------------------------------------------------------------------
+    def pixel_maps(self, shape: tuple[int, int] | None = None) -> PixelMaps:
+        """Per-pixel maps of frames of shape ``shape`` (default :attr:`data_shape`).
+
+        Parameters
+        ----------
+        shape : (H, W) tuple of int, optional
+            Frame shape; every panel must fit inside it. Pixels covered by no panel get ``panel_id = -1``,
+            ``radius_px = NaN`` and ``mask = True``.
+
+        Returns
+        -------
+        PixelMaps
+            ``panel_id`` from the panels' rectangles (the first panel listed wins where two overlap, with a
+            warning); ``radius_px`` the distance of each pixel centre from the beam axis in the panel's pixels;
+            ``resolution_a`` d = wavelength / (2 sin(theta)) with 2 theta = atan(r / z), None when the
+            wavelength or a camera length is unknown (``inf`` on the beam axis); ``mask`` True on pixels
+            of no panel, of ``bad`` panels, of bad regions, of panel edges (``mask_edge_pixels``) and of
+            :attr:`mask`.
+
+        Raises
+        ------
+        ConfigError
+            ``shape`` is not two positive integers, a panel lies outside it or :attr:`mask` has
+            another shape.
+        """
+        shape = self.data_shape if shape is None else shape
+        try:
+            height, width = (int(s) for s in shape)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"pixel_maps shape must be (H, W), got {shape!r}") from exc
+        if height <= 0 or width <= 0:
+            raise ConfigError(f"pixel_maps shape must be positive, got {shape!r}")
+        for p in self.panels:
+            if p.max_ss >= height or p.max_fs >= width:
+                raise ConfigError(
+                    f"geometry panel {p.name!r} covers rows {p.min_ss}..{p.max_ss}, columns "
+                    f"{p.min_fs}..{p.max_fs}, outside frames of shape {(height, width)}"
+                    + (f" (geometry {self.source})" if self.source else "")
+                )
+        with_resolution = self.wavelength_a is not None and self.clen_known
+        panel_id = np.full((height, width), -1, np.int32)
+        radius = np.full((height, width), np.nan, np.float32)
+        resolution = np.full((height, width), np.nan, np.float32) if with_resolution else None
+        mask = np.zeros((height, width), bool)
+        overlaps: list[str] = []
+        for i, p in enumerate(self.panels):
+            block = (slice(p.min_ss, p.max_ss + 1), slice(p.min_fs, p.max_fs + 1))
+            free = panel_id[block] < 0
+            if not free.all():
+                overlaps.append(p.name)
+            d_ss = np.arange(p.height, dtype=np.float64)[:, None]
+            d_fs = np.arange(p.width, dtype=np.float64)[None, :]
+            x, y, z = p.lab_xyz_px(d_ss + 0.5, d_fs + 0.5)
+            r = np.broadcast_to(np.hypot(x, y), free.shape)
+            panel_id[block][free] = i
+            radius[block][free] = r[free]
+            if resolution is not None:
+                z = np.broadcast_to(z, free.shape)
+                with np.errstate(divide="ignore"):
+                    two_theta = np.arctan2(r, z)
+                    d = self.wavelength_a / (2.0 * np.sin(two_theta / 2.0))  # type: ignore[operator]
+                resolution[block][free] = d[free]
+            bad = self._panel_bad(p, d_ss, d_fs)
+            mask[block][free] = bad[free]
+        if overlaps:
+            warnings.warn(
+                f"geometry panels overlap ({', '.join(overlaps)} overlap earlier panels); "
+                "the pixels keep the first panel",
+                stacklevel=2,
+            )
+        mask |= panel_id < 0
+        if self.mask is not None:
+            if self.mask.shape != (height, width):
+                raise ConfigError(
+                    f"geometry mask has shape {self.mask.shape}, frames have {(height, width)}"
+                )
+            mask |= self.mask
+        return PixelMaps(panel_id=panel_id, radius_px=radius, mask=mask, resolution_a=resolution, known=True)
+
+    def _panel_bad(self, p: Panel, d_ss: NDArray[np.float64], d_fs: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Geometry-only bad pixels of panel ``p`` (shape (height, width))."""
+        bad = np.zeros((p.height, p.width), bool)
+        if p.bad:
+            bad[:] = True
+            return bad
+        e = p.mask_edge_pixels
+        if e:
+            bad[:e, :] = True
+            bad[-e:, :] = True
+            bad[:, :e] = True
+            bad[:, -e:] = True
+        corner_x = corner_y = None
+        for region in self.bad_regions:
+            if region.panel is not None and region.panel != p.name:
+                continue
+            if region.is_fsss:
+                ss = d_ss + p.min_ss
+                fs = d_fs + p.min_fs
+                bad |= (
+                    (ss >= region.min_ss) & (ss <= region.max_ss)  # type: ignore[operator]
+                    & (fs >= region.min_fs) & (fs <= region.max_fs)  # type: ignore[operator]
+                )
+            else:
+                if corner_x is None:
+                    corner_x, corner_y, _ = p.lab_xyz_px(d_ss, d_fs)
+                bad |= (
+                    (corner_x >= region.min_x) & (corner_x <= region.max_x)  # type: ignore[operator]
+                    & (corner_y >= region.min_y) & (corner_y <= region.max_y)  # type: ignore[operator]
+                )
+        return bad
+
+    def flagged_pixels(self, image: NDArray[np.number]) -> NDArray[np.bool_]:
+        """Pixels of one frame marked bad by the panels' value flags (``flag_lessthan``, ``flag_morethan``,
+        ``flag_equal``; strict inequalities, as in CrystFEL).
+
+        Parameters
+        ----------
+        image : (H, W) ndarray
+            One frame; every panel must fit inside it.
+
+        Returns
+        -------
+        (H, W) bool ndarray
+            True where a flag marks the pixel bad; all False when no panel sets a flag.
+        """
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise ConfigError(f"flagged_pixels needs one (H, W) frame, got shape {image.shape}")
+        out = np.zeros(image.shape, bool)
+        for p in self.panels:
+            if p.flag_lessthan is None and p.flag_morethan is None and p.flag_equal is None:
+                continue
+            if p.max_ss >= image.shape[0] or p.max_fs >= image.shape[1]:
+                raise ConfigError(f"geometry panel {p.name!r} lies outside frames of shape {image.shape}")
+            block = (slice(p.min_ss, p.max_ss + 1), slice(p.min_fs, p.max_fs + 1))
+            values = image[block]
+            bad = out[block]
+            if p.flag_lessthan is not None:
+                bad |= values < p.flag_lessthan
+            if p.flag_morethan is not None:
+                bad |= values > p.flag_morethan
+            if p.flag_equal is not None:
+                bad |= values == p.flag_equal
+        return out
+
+    # -- derived geometries ---------------------------------------------------------------------------------
+    def with_wavelength(self, wavelength_a: float | None) -> DetectorGeometry:
+        """The same geometry with another wavelength (e.g. read from the data files)."""
+        return replace(self, wavelength_a=wavelength_a)
+
+    def with_mask(self, mask: NDArray[np.bool_] | None) -> DetectorGeometry:
+        """The same geometry with a detector-wide bad-pixel mask (True = bad)."""
+        return replace(self, mask=mask)
+
+
+def _wavelength_from(wavelength_a: float | None, photon_energy_ev: float | None) -> float | None:
+    if wavelength_a is not None and photon_energy_ev is not None:
+        raise ConfigError("give wavelength_a or photon_energy_ev, not both")
+    if photon_energy_ev is not None:
+        if not (math.isfinite(photon_energy_ev) and photon_energy_ev > 0):
+            raise ConfigError(f"photon_energy_ev must be > 0, got {photon_energy_ev!r}")
+        return HC_KEV_A * 1000.0 / photon_energy_ev
+    if wavelength_a is not None and not (math.isfinite(wavelength_a) and wavelength_a > 0):
+        raise ConfigError(f"wavelength_a must be > 0, got {wavelength_a!r}")
+    return wavelength_a
+
+
+def flat_geometry(
+    shape: tuple[int, int],
+    *,
+    pixel_size_mm: float,
+    distance_mm: float,
+    beam_center_rowcol: tuple[float, float],
+    wavelength_a: float | None = None,
+    photon_energy_ev: float | None = None,
+) -> DetectorGeometry:
+    """A single flat panel perpendicular to the beam.
+
+    Parameters
+    ----------
+    shape : (H, W) tuple of int
+        Frame shape.
+    pixel_size_mm : float
+        Pixel size (square pixels).
+    distance_mm : float
+        Sample-to-detector distance along the beam.
+    beam_center_rowcol : (2,) tuple of float
+        Where the beam meets the detector, in array coordinates with pixel centres at integers
+        (``(row, col)``; XDS/CBF ``Beam_xy`` is ``(col, row)`` in those coordinates).
+    wavelength_a, photon_energy_ev : float, optional
+        Beam wavelength or photon energy (at most one); without either, :meth:`DetectorGeometry.pixel_maps`
+        gives no resolution.
+
+    Returns
+    -------
+    DetectorGeometry
+        One panel ``p0`` with fast scan along +x and slow scan along -y (rows go down, y goes up).
+
+    Raises
+    ------
+    ConfigError
+        A size or distance is not positive, or both wavelength and photon energy are given.
+
+    Examples
+    --------
+    >>> geom = flat_geometry((3, 3), pixel_size_mm=0.075, distance_mm=100.0, beam_center_rowcol=(1, 1),
+    ...                      wavelength_a=1.0)
+    >>> round(float(geom.pixel_maps().resolution_a[1, 2]), 1)   # 1 pixel off-axis
+    1333.3
+    """
+    try:
+        height, width = (int(s) for s in shape)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"shape must be (H, W), got {shape!r}") from exc
+    if height <= 0 or width <= 0:
+        raise ConfigError(f"shape must be positive, got {shape!r}")
+    if not (math.isfinite(pixel_size_mm) and pixel_size_mm > 0):
+        raise ConfigError(f"pixel_size_mm must be > 0, got {pixel_size_mm!r}")
+    if not (math.isfinite(distance_mm) and distance_mm > 0):
+        raise ConfigError(f"distance_mm must be > 0, got {distance_mm!r}")
+    try:
+        beam_row, beam_col = (float(v) for v in beam_center_rowcol)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"beam_center_rowcol must be (row, col), got {beam_center_rowcol!r}") from exc
+    if not (math.isfinite(beam_row) and math.isfinite(beam_col)):
+        raise ConfigError(f"beam_center_rowcol must be finite, got {beam_center_rowcol!r}")
+    wavelength = _wavelength_from(wavelength_a, photon_energy_ev)
+    panel = Panel(
+        name="p0",
+        min_fs=0,
+        max_fs=width - 1,
+        min_ss=0,
+        max_ss=height - 1,
+        # centre of pixel (row, col) at x = col - beam_col, y = -(row - beam_row)
+        corner_x=-(beam_col + 0.5),
+        corner_y=beam_row + 0.5,
+        res_px_per_m=1000.0 / pixel_size_mm,
+        fs_vector=(1.0, 0.0, 0.0),
+        ss_vector=(0.0, -1.0, 0.0),
+        clen_m=distance_mm / 1000.0,
+    )
+    return DetectorGeometry(panels=(panel,), wavelength_a=wavelength)

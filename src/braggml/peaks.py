@@ -98,15 +98,17 @@ class PeakList:
     def __post_init__(self) -> None:
         n = None
         for name, dtype in PEAK_COLUMNS.items():
-            value = np.ascontiguousarray(getattr(self, name), dtype=dtype).reshape(-1)
+            # A private copy: the caller's arrays stay writable and cannot change the frozen list later.
+            value = np.array(getattr(self, name), dtype=dtype, copy=True).reshape(-1)
             value.setflags(write=False)
             object.__setattr__(self, name, value)
             if n is None:
                 n = value.size
             elif value.size != n:
                 raise ValueError(f"PeakList column {name!r} has {value.size} entries, expected {n}")
-        if self.n_frames < 0:
-            raise ValueError(f"n_frames must be >= 0, got {self.n_frames}")
+        if isinstance(self.n_frames, (bool, np.bool_)) or int(self.n_frames) != self.n_frames or self.n_frames < 0:
+            raise ValueError(f"n_frames must be an integer >= 0, got {self.n_frames!r}")
+        object.__setattr__(self, "n_frames", int(self.n_frames))
         if self.frame.size:
             if self.frame.min() < 0 or self.frame.max() >= self.n_frames:
                 raise ValueError(

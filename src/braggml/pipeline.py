@@ -12,10 +12,10 @@ from numpy.typing import NDArray
 
 from .errors import ConfigError
 from .finder import PeakFinder
-from .geometry import PixelMaps
+from .geometry import HC_KEV_A, DetectorGeometry, PixelMaps, flat_geometry
 from .peaks import FrameRef, PeakList
 
-__all__ = ["RunSummary", "find_in_frames", "combine_masks", "maps_for_run"]
+__all__ = ["RunSummary", "RunGeometry", "find_in_frames", "combine_masks", "resolve_geometry"]
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,20 @@ def find_in_frames(
     return PeakList.concatenate(results, frames=refs), summary
 
 
-def maps_for_run(
+@dataclass(frozen=True, eq=False)
+class RunGeometry:
+    """The detector description of a run: the geometry (when one was given) and its per-pixel maps."""
+
+    maps: PixelMaps
+    geometry: DetectorGeometry | None = None
+    mask: NDArray[np.bool_] | None = None
+
+    def frame_flags(self, image: NDArray) -> NDArray[np.bool_] | None:
+        """Pixels of one frame flagged bad by the geometry's value flags (CrystFEL ``flag_*``), if any."""
+        return self.geometry.flagged_pixels(image) if self.geometry is not None else None
+
+
+def resolve_geometry(
     shape: tuple[int, int],
     *,
     geom: str | None = None,
@@ -128,50 +141,50 @@ def maps_for_run(
     distance_mm: float | None = None,
     wavelength_a: float | None = None,
     photon_energy_ev: float | None = None,
-) -> PixelMaps:
-    """The detector maps of a run from whatever geometry the user gave.
+    data_file: str | None = None,
+) -> RunGeometry:
+    """The detector description of a run from whatever geometry the user gave.
 
-    A CrystFEL ``.geom`` file wins; otherwise a flat detector from the beam centre (plus pixel size and distance
-    for resolution). With nothing given, one panel with the radius measured from the image centre is used and a
-    warning says so.
+    A CrystFEL ``.geom`` file wins (its masks are read, relative to ``data_file`` where they name no file);
+    otherwise a flat detector from the beam centre (plus pixel size and distance for resolution). With nothing
+    given, one panel with the radius measured from the image centre is used and a warning says so.
     """
-    from .geometry import HC_KEV_A
-
     if photon_energy_ev is not None:
-        if photon_energy_ev <= 0:
-            raise ConfigError(f"--photon-energy-ev must be > 0, got {photon_energy_ev}")
+        if not photon_energy_ev > 0:
+            raise ConfigError(f"photon_energy_ev must be > 0, got {photon_energy_ev}")
         wavelength_a = HC_KEV_A / (photon_energy_ev / 1000.0)
     for name, value in (("pixel_size_mm", pixel_size_mm), ("distance_mm", distance_mm), ("wavelength_a", wavelength_a)):
         if value is not None and not value > 0:
             raise ConfigError(f"{name} must be > 0, got {value}")
     if geom is not None:
-        from .io.geom import read_crystfel_geom
+        from .io.geom import read_crystfel_geom, read_geometry_masks
 
         geometry = read_crystfel_geom(geom)
         if wavelength_a is not None:
             geometry = geometry.with_wavelength(wavelength_a)
-        return geometry.pixel_maps(shape)
+        geometry_mask = read_geometry_masks(geometry, shape, data_file=data_file)
+        maps = geometry.pixel_maps(shape)
+        return RunGeometry(maps, geometry, geometry_mask)
     if beam_center_rowcol is not None:
         if pixel_size_mm is not None and distance_mm is not None:
-            from .geometry import flat_geometry
-
-            return flat_geometry(
+            geometry = flat_geometry(
                 shape,
                 pixel_size_mm=pixel_size_mm,
                 distance_mm=distance_mm,
-                beam_center_rowcol=tuple(beam_center_rowcol),
+                beam_center_rowcol=(float(beam_center_rowcol[0]), float(beam_center_rowcol[1])),
                 wavelength_a=wavelength_a,
-            ).pixel_maps(shape)
+            )
+            return RunGeometry(geometry.pixel_maps(shape), geometry)
         rows, cols = shape
         radius = np.hypot(
             np.arange(rows, dtype=np.float32)[:, None] - np.float32(beam_center_rowcol[0]),
             np.arange(cols, dtype=np.float32)[None, :] - np.float32(beam_center_rowcol[1]),
         ).astype(np.float32)
-        return PixelMaps(np.zeros(shape, np.int32), radius, np.zeros(shape, bool), None, known=True)
+        return RunGeometry(PixelMaps(np.zeros(shape, np.int32), radius, np.zeros(shape, bool), None, known=True))
     if pixel_size_mm is not None or distance_mm is not None:
         raise ConfigError("--pixel-size-mm/--distance-mm need --beam-center (or use --geom)")
     log.warning(
         "no detector geometry given: treating the frame as one panel with the beam at the image centre "
         "(give --geom or --beam-center for correct radial backgrounds and resolution)"
     )
-    return PixelMaps.fallback(shape)
+    return RunGeometry(PixelMaps.fallback(shape))

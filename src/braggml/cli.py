@@ -11,10 +11,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import BraggMLError, ConfigError
+
+if TYPE_CHECKING:
+    from .peaks import PeakList
+    from .pipeline import FindJob, PreparedRun
 
 log = logging.getLogger("braggml")
 
@@ -68,6 +72,11 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         "--mask-one-means-good", action="store_true", help="the mask file writes 1 for good pixels (CrystFEL style)"
     )
     m.add_argument("--saturation", type=float, metavar="VALUE", help="mask pixels at or above this value")
+    m.add_argument(
+        "--detector-kind",
+        choices=["photon-counting", "integrating"],
+        help="override the kind read from the file (decides which values are markers, e.g. Pilatus -1/-2)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- info
@@ -117,70 +126,41 @@ def _finder_settings(args: argparse.Namespace, params: dict[str, tuple[Any, list
     return finder_name, settings
 
 
-def _cmd_find(args: argparse.Namespace) -> int:
-    from .config import config_to_dict
-    from .finder import make_finder
-    from .io.atomic import atomic_output
-    from .io.frames import open_frames
-    from .io.peaklists import write_event_list, write_peaks
-    from .pipeline import combine_masks, find_in_frames, resolve_geometry
+def _find_job(args: argparse.Namespace) -> FindJob:
+    """The :class:`~braggml.pipeline.FindJob` the ``find`` arguments describe (finder settings checked)."""
+    from .pipeline import FindJob
 
     finder_name, settings = _finder_settings(args, args._finder_params)
-    finder = make_finder(finder_name, **settings)
-    if args.min_peaks < 0:
-        raise ConfigError(f"--min-peaks must be >= 0, got {args.min_peaks}")
-    if args.hits_out and args.output and Path(args.hits_out).resolve() == Path(args.output).resolve():
-        raise ConfigError("--hits-out and -o name the same file")
-
-    for path in (args.output, args.hits_out):  # fail before the run, not after it
-        if path and not Path(path).resolve().parent.is_dir():
-            raise ConfigError(f"{path}: output folder {Path(path).resolve().parent} does not exist")
-    source = open_frames(args.inputs, dataset=args.dataset)
-    shape = source.shape
-    run_geometry = resolve_geometry(
-        shape,
+    if args.min_peaks < 1:
+        raise ConfigError(f"--min-peaks must be >= 1, got {args.min_peaks}")
+    job = FindJob(
+        inputs=tuple(args.inputs),
+        dataset=args.dataset,
+        finder=finder_name,
+        params=tuple(settings.items()),
+        mask=args.mask,
+        mask_one_means_good=args.mask_one_means_good,
+        saturation=args.saturation,
+        detector_kind=args.detector_kind,
         geom=args.geom,
-        beam_center_rowcol=args.beam_center,
+        beam_center_rowcol=tuple(args.beam_center) if args.beam_center else None,
         pixel_size_mm=args.pixel_size_mm,
         distance_mm=args.distance_mm,
         wavelength_a=args.wavelength_a,
         photon_energy_ev=args.photon_energy_ev,
-        data_file=source.files[0],
+        min_peaks=args.min_peaks,
     )
-    maps = run_geometry.maps
-    user_mask = None
-    if args.mask:
-        from .io.masks import load_mask
+    job.make_finder()  # reject bad settings before any file is opened
+    return job
 
-        user_mask = load_mask(args.mask, shape=shape, one_means_good=args.mask_one_means_good)
-    mask = combine_masks(shape, source.file_mask(), user_mask, maps.mask, run_geometry.mask)
-    if args.saturation is not None:
-        saturation = args.saturation
-    else:
-        saturation = source.saturation
 
-    def frames():
-        for frame in source:
-            bad = frame.bad
-            if saturation is not None:
-                bad = bad | (frame.data >= saturation)
-            flags = run_geometry.frame_flags(frame.data)
-            if flags is not None:
-                bad = bad | flags
-            yield frame.data, frame.ref, bad
+def _write_find_outputs(args: argparse.Namespace, run: PreparedRun, peaks: PeakList) -> None:
+    from .config import config_to_dict
+    from .io.atomic import atomic_output
+    from .io.peaklists import write_event_list, write_peaks
 
-    log.info("finder %s: %s", finder_name, config_to_dict(finder.config))
-    peaks, summary = find_in_frames(
-        finder,
-        frames(),
-        n_frames=len(source),
-        mask=mask,
-        maps=maps,
-        min_peaks=max(args.min_peaks, 1),
-        progress=args.progress or (not args.quiet and sys.stderr.isatty()),
-    )
     if args.output:
-        write_peaks(peaks, args.output, format=args.format, maps=maps, geometry=run_geometry.geometry)
+        write_peaks(peaks, args.output, format=args.format, maps=run.geometry.maps, geometry=run.geometry.geometry)
         import yaml
 
         with atomic_output(str(args.output) + ".yaml", mode="w") as fh:
@@ -188,25 +168,42 @@ def _cmd_find(args: argparse.Namespace) -> int:
                 {
                     "braggml": __version__,
                     "inputs": list(args.inputs),
-                    "finder": finder_name,
-                    finder_name: config_to_dict(finder.config),
+                    "finder": run.job.finder,
+                    run.job.finder: config_to_dict(run.finder.config),
                 },
                 fh,
                 sort_keys=False,
             )
     if args.hits_out:
         counts = peaks.counts_per_frame()
-        hits = [ref for ref, n in zip(peaks.frames or (), counts) if n >= max(args.min_peaks, 1)]
+        hits = [ref for ref, n in zip(peaks.frames or (), counts) if n >= run.job.min_peaks]
         write_event_list(hits, args.hits_out)
+
+
+def _cmd_find(args: argparse.Namespace) -> int:
+    from .config import config_to_dict
+    from .pipeline import PreparedRun
+
+    if args.hits_out and args.output and Path(args.hits_out).resolve() == Path(args.output).resolve():
+        raise ConfigError("--hits-out and -o name the same file")
+    for path in (args.output, args.hits_out):  # fail before the run, not after it
+        if path and not Path(path).resolve().parent.is_dir():
+            raise ConfigError(f"{path}: output folder {Path(path).resolve().parent} does not exist")
+    job = _find_job(args)
+    run = PreparedRun(job)
+    log.info("finder %s: %s", job.finder, config_to_dict(run.finder.config))
+    progress = args.progress or (not args.quiet and sys.stderr.isatty())
+    peaks, summary = run.run(progress=progress)
+    _write_find_outputs(args, run, peaks)
     if not args.quiet:
-        print(f"finder: {finder_name}")
+        print(f"finder: {job.finder}")
         for line in summary.lines():
             print(line)
         if args.output:
             print(f"peaks written to {args.output}")
         if args.hits_out:
             print(f"hit list written to {args.hits_out}")
-    return 0
+    return 1 if summary.failures and summary.n_frames == len(summary.failures) else 0
 
 
 def _add_find_parser(sub: argparse._SubParsersAction) -> None:

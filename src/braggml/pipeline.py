@@ -6,16 +6,25 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .errors import ConfigError
-from .finder import PeakFinder
+from .finder import DEFAULT_FINDER, PeakFinder
 from .geometry import HC_KEV_A, DetectorGeometry, PixelMaps, flat_geometry
 from .peaks import FrameRef, PeakList
 
-__all__ = ["RunSummary", "RunGeometry", "find_in_frames", "combine_masks", "resolve_geometry"]
+__all__ = [
+    "FindJob",
+    "PreparedRun",
+    "RunSummary",
+    "RunGeometry",
+    "find_in_frames",
+    "combine_masks",
+    "resolve_geometry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +73,7 @@ def combine_masks(shape: tuple[int, int], *masks: NDArray[np.bool_] | None) -> N
 
 def find_in_frames(
     finder: PeakFinder,
-    frames: Iterable[tuple[NDArray, FrameRef, NDArray[np.bool_] | None]],
+    frames: Iterable[tuple[NDArray | None, FrameRef, NDArray[np.bool_] | None]],
     *,
     n_frames: int | None = None,
     mask: NDArray[np.bool_] | None = None,
@@ -80,7 +89,8 @@ def find_in_frames(
     finder : PeakFinder
         The finder to run.
     frames : iterable of (image, ref, bad)
-        Each frame, its provenance and its own invalid pixels (or None).
+        Each frame, its provenance and its own invalid pixels (or None). A frame that could not be read comes
+        as ``(None, ref, message)``: it is counted as a failure, gets no peaks, and the run goes on.
     n_frames : int, optional
         Number of frames, for the progress bar.
     mask : (H, W) bool ndarray, optional
@@ -102,6 +112,13 @@ def find_in_frames(
     start = time.perf_counter()
     with tqdm(total=n_frames, unit="frame", disable=not progress, dynamic_ncols=True, leave=False) as bar:
         for k, (image, ref, bad) in enumerate(frames):
+            if image is None:
+                log.error("%s: %s", ref, bad)
+                summary.failures.append(f"{ref}: {bad}")
+                results.append(PeakList.empty(1))
+                refs.append(ref)
+                bar.update(1)
+                continue
             frame_mask = combine_masks(image.shape, mask, bad)
             peaks = finder.find(image, frame_mask, maps=maps)
             for cause, count in getattr(finder, "last_rejections", {}).items():
@@ -142,6 +159,7 @@ def resolve_geometry(
     wavelength_a: float | None = None,
     photon_energy_ev: float | None = None,
     data_file: str | None = None,
+    warn: bool = True,
 ) -> RunGeometry:
     """The detector description of a run from whatever geometry the user gave.
 
@@ -183,8 +201,120 @@ def resolve_geometry(
         return RunGeometry(PixelMaps(np.zeros(shape, np.int32), radius, np.zeros(shape, bool), None, known=True))
     if pixel_size_mm is not None or distance_mm is not None:
         raise ConfigError("--pixel-size-mm/--distance-mm need --beam-center (or use --geom)")
-    log.warning(
-        "no detector geometry given: treating the frame as one panel with the beam at the image centre "
-        "(give --geom or --beam-center for correct radial backgrounds and resolution)"
-    )
+    if warn:
+        log.warning(
+            "no detector geometry given: treating the frame as one panel with the beam at the image centre "
+            "(give --geom or --beam-center for correct radial backgrounds and resolution)"
+        )
     return RunGeometry(PixelMaps.fallback(shape))
+
+
+@dataclass(frozen=True)
+class FindJob:
+    """Everything that defines a ``braggml find`` run; small and picklable, so workers can open their own frames.
+
+    Attributes mirror the command line: inputs (files, globs, ``FILE::/dataset``), the frame dataset, the finder's
+    name and parameters, masks, saturation, detector kind and geometry.
+    """
+
+    inputs: tuple[str, ...]
+    dataset: str | None = None
+    finder: str = DEFAULT_FINDER
+    params: tuple[tuple[str, Any], ...] = ()
+    mask: str | None = None
+    mask_one_means_good: bool = False
+    saturation: float | None = None
+    detector_kind: str | None = None
+    geom: str | None = None
+    beam_center_rowcol: tuple[float, float] | None = None
+    pixel_size_mm: float | None = None
+    distance_mm: float | None = None
+    wavelength_a: float | None = None
+    photon_energy_ev: float | None = None
+    min_peaks: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("no inputs given")
+        if self.min_peaks < 1:
+            raise ConfigError(f"min_peaks must be >= 1, got {self.min_peaks}")
+
+    def make_finder(self) -> PeakFinder:
+        from .finder import make_finder
+
+        return make_finder(self.finder, **dict(self.params))
+
+
+class PreparedRun:
+    """A :class:`FindJob` opened: frames, finder, geometry and the run-wide mask, ready to process any range."""
+
+    def __init__(self, job: FindJob, *, warn_without_geometry: bool = True) -> None:
+        from .io.frames import open_frames
+
+        self.job = job
+        self.finder = job.make_finder()
+        self.source = open_frames(
+            list(job.inputs), dataset=job.dataset, detector_kind=job.detector_kind, saturation=job.saturation
+        )
+        shape = self.source.shape
+        self.geometry = resolve_geometry(
+            shape,
+            geom=job.geom,
+            beam_center_rowcol=job.beam_center_rowcol,
+            pixel_size_mm=job.pixel_size_mm,
+            distance_mm=job.distance_mm,
+            wavelength_a=job.wavelength_a,
+            photon_energy_ev=job.photon_energy_ev,
+            data_file=self.source.files[0],
+            warn=warn_without_geometry,
+        )
+        user_mask = None
+        if job.mask:
+            from .io.masks import load_mask
+
+            user_mask = load_mask(job.mask, shape=shape, one_means_good=job.mask_one_means_good)
+        self.mask = combine_masks(
+            shape, self.source.file_mask(), user_mask, self.geometry.maps.mask, self.geometry.mask
+        )
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def frames(self, start: int = 0, stop: int | None = None):
+        """(image, ref, bad) of frames ``start <= k < stop``; an unreadable frame yields (None, ref, message)."""
+        from .errors import DataFormatError
+
+        stop = len(self.source) if stop is None else stop
+        if not 0 <= start <= stop <= len(self.source):
+            raise ConfigError(f"frame range {start}..{stop} outside the run's {len(self.source)} frames")
+        refs = self.source.refs
+        try:
+            for k in range(start, stop):
+                try:
+                    frame = self.source.frame(k)
+                except DataFormatError as exc:
+                    yield None, refs[k], str(exc)
+                    continue
+                bad = frame.bad
+                flags = self.geometry.frame_flags(frame.data)
+                if flags is not None:
+                    bad = bad | flags
+                yield frame.data, frame.ref, bad
+        finally:
+            self.source.close()
+
+    def run(
+        self, start: int = 0, stop: int | None = None, *, progress: bool = False, on_frame=None
+    ) -> tuple[PeakList, RunSummary]:
+        """Find the peaks of frames ``start <= k < stop``; the peak list covers just those frames."""
+        stop = len(self.source) if stop is None else stop
+        return find_in_frames(
+            self.finder,
+            self.frames(start, stop),
+            n_frames=stop - start,
+            mask=self.mask,
+            maps=self.geometry.maps,
+            min_peaks=self.job.min_peaks,
+            progress=progress,
+            on_frame=on_frame,
+        )

@@ -1,0 +1,153 @@
+"""The command line, run in-process through ``main(argv)`` and once as a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from braggml.cli import main
+from braggml.io.peaklists import read_peaks
+
+SPOTS = [(40.3, 50.6), (90.0, 30.2), (20.7, 100.1), (110.4, 110.8)]
+
+
+def _frame(seed: int, spots=SPOTS, shape=(128, 144)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices(shape)
+    image = np.full(shape, 20.0)
+    for r, c in spots:
+        image += 800.0 * np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * 1.0**2))
+    return rng.poisson(image).astype(np.int32)
+
+
+@pytest.fixture()
+def cxi_file(tmp_path: Path) -> Path:
+    path = tmp_path / "run.cxi"
+    frames = np.stack([_frame(0), _frame(1), np.random.default_rng(2).poisson(20.0, (128, 144)).astype(np.int32)])
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry_1/data_1/data", data=frames, chunks=(1, 128, 144), compression="gzip")
+        mask = np.zeros((128, 144), np.uint16)
+        mask[:, 0:3] = 1
+        f.create_dataset("entry_1/data_1/mask", data=mask)
+    return path
+
+
+def _nearest(peaks, frame: int, r: float, c: float) -> float:
+    sel = peaks.frame == frame
+    return float(np.min(np.hypot(peaks.row[sel] - r, peaks.col[sel] - c)))
+
+
+def test_find_default_finder_writes_cxi(cxi_file: Path, tmp_path: Path, capsys):
+    out = tmp_path / "peaks.h5"
+    assert main(["find", str(cxi_file), "-o", str(out)]) == 0
+    peaks = read_peaks(out)
+    assert peaks.n_frames == 3
+    counts = peaks.counts_per_frame()
+    assert counts[0] == len(SPOTS) and counts[1] == len(SPOTS)
+    assert counts[2] == 0
+    for frame in (0, 1):
+        for r, c in SPOTS:
+            assert _nearest(peaks, frame, r, c) < 0.3
+    assert peaks.frames is not None and peaks.frames[1].index == 1
+    assert (tmp_path / "peaks.h5.yaml").is_file()
+    printed = capsys.readouterr().out
+    assert "frames: 3" in printed and "peaks: 8" in printed
+
+
+@pytest.mark.parametrize("suffix", [".stream", ".csv"])
+def test_find_writes_other_formats_and_hit_list(cxi_file: Path, tmp_path: Path, suffix: str):
+    out = tmp_path / f"peaks{suffix}"
+    hits = tmp_path / "hits.lst"
+    argv = ["find", str(cxi_file), "-o", str(out), "--min-peaks", "3", "--hits-out", str(hits), "-q"]
+    assert main(argv) == 0
+    assert read_peaks(out).counts_per_frame().tolist() == [4, 4, 0]
+    lines = hits.read_text().splitlines()
+    assert lines == [f"{cxi_file} //0", f"{cxi_file} //1"]
+
+
+def test_find_with_each_classical_finder(cxi_file: Path, tmp_path: Path):
+    for name in ("threshold", "peakfinder8", "dispersion", "dispersion_extended"):
+        out = tmp_path / f"{name}.csv"
+        assert main(["find", str(cxi_file), "--finder", name, "-o", str(out), "-q"]) == 0, name
+        peaks = read_peaks(out)
+        for r, c in SPOTS:
+            assert _nearest(peaks, 0, r, c) < 0.5, name
+
+
+def test_finder_flag_and_config_file(cxi_file: Path, tmp_path: Path):
+    out = tmp_path / "p.csv"
+    # a threshold above every spot's peak finds nothing
+    assert main(["find", str(cxi_file), "--adc-threshold", "1e6", "-o", str(out), "-q"]) == 0
+    assert len(read_peaks(out)) == 0
+    config = tmp_path / "settings.yaml"
+    config.write_text("finder: peakfinder8\npeakfinder8:\n  adc_threshold: 1000000\n")
+    assert main(["find", str(cxi_file), "--config", str(config), "-o", str(out), "-q"]) == 0
+    assert len(read_peaks(out)) == 0
+
+
+def _error(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_bad_inputs_give_one_line(tmp_path: Path, cxi_file: Path, capsys):
+    assert "missing.h5" in _error(["find", str(tmp_path / "missing.h5")], capsys)
+    assert "nothing*" in _error(["find", str(tmp_path / "nothing*.h5")], capsys)
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    assert "notes.h5" in _error(["find", str(text)], capsys)
+    assert "/no/such" in _error(["find", f"{cxi_file}::/no/such"], capsys)
+    assert "minimum_snr" in _error(["find", str(cxi_file), "--minimum-snr", "-3"], capsys)
+    flag_error = _error(["find", str(cxi_file), "--finder", "peakfinder8", "--sigma-strong", "3"], capsys)
+    assert "--sigma-strong does not apply" in flag_error
+    config = tmp_path / "bad.yaml"
+    config.write_text("peakfinder8:\n  no_such_knob: 1\n")
+    assert "no_such_knob" in _error(["find", str(cxi_file), "--config", str(config)], capsys)
+    out_in_missing_dir = tmp_path / "nowhere" / "peaks.h5"
+    assert "nowhere" in _error(["find", str(cxi_file), "-o", str(out_in_missing_dir)], capsys)
+
+
+def test_failed_run_leaves_no_output(tmp_path: Path, cxi_file: Path, capsys):
+    out = tmp_path / "peaks.h5"
+    assert main(["find", str(cxi_file), f"{tmp_path}/missing.h5", "-o", str(out)]) == 2
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_info(cxi_file: Path, capsys):
+    assert main(["info", str(cxi_file)]) == 0
+    out = capsys.readouterr().out
+    assert "/entry_1/data_1/data" in out and "3" in out and "mask" in out
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("find", "info", "simulate", "demo"):
+        assert command in out
+
+
+def test_subprocess_python_m_braggml(cxi_file: Path, tmp_path: Path):
+    out = tmp_path / "peaks.stream"
+    run = subprocess.run(
+        [sys.executable, "-m", "braggml", "find", str(cxi_file), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Begin chunk" in out.read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "braggml", "find", str(tmp_path / "absent.cxi")], capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and "absent.cxi" in bad.stderr

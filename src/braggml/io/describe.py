@@ -1,0 +1,168 @@
+"""What a detector file holds, for ``braggml info FILE``: datasets, the frame dataset, masks, detector."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataFormatError, InputNotFoundError
+from . import cbf as _cbf
+from . import hdf5 as _hdf5
+from .frames import _npz_headers, _sniff, open_frames
+from .masks import detector_kind_from_text, split_spec
+
+__all__ = ["describe", "format_description"]
+
+
+def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Summarise a frame file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file, optionally ``FILE::/dataset``.
+
+    Returns
+    -------
+    dict
+        ``file``, ``format``, ``size_bytes``; ``datasets`` (HDF5: list of dicts with ``path``, ``shape``,
+        ``dtype``, ``chunks``, ``filters``, ``link``; ``.npz``: arrays); ``frame_dataset``, ``n_frames``,
+        ``frame_shape``, ``dtype``, ``masks``, ``detector``, ``detector_kind`` (with
+        ``detector_kind_from``: ``'metadata'`` or ``'values'``), ``saturation``; ``cbf_header`` for CBF;
+        ``problem`` (one line) when the frames cannot be read.
+
+    Raises
+    ------
+    InputNotFoundError
+        When the file does not exist.
+    DataFormatError
+        When it is not a readable HDF5/CBF/TIFF/.npy/.npz file.
+    """
+    text = os.fspath(path)
+    file, dataset = split_spec(text)
+    p = Path(file)
+    if not p.exists():
+        raise InputNotFoundError(f"{file}: no such file")
+    if p.is_dir():
+        raise DataFormatError(f"{file}: is a folder, not a file")
+    kind = _sniff(file)
+    info: dict[str, Any] = {
+        "file": file,
+        "format": kind,
+        "size_bytes": p.stat().st_size,
+        "datasets": [],
+        "frame_dataset": None,
+        "n_frames": None,
+        "frame_shape": None,
+        "dtype": None,
+        "masks": [],
+        "detector": "",
+        "detector_kind": None,
+        "detector_kind_from": None,
+        "saturation": None,
+    }
+    if kind == "hdf5":
+        with _hdf5.open_hdf5(file) as h5:
+            info["datasets"] = [
+                {
+                    "path": d.path,
+                    "shape": d.shape,
+                    "dtype": d.dtype,
+                    "chunks": d.chunks,
+                    "filters": list(d.filters),
+                    "link": d.link,
+                }
+                for d in _hdf5.list_datasets(h5)
+            ]
+            info["masks"] = _hdf5.find_mask_paths(h5)
+    elif kind == "npz":
+        headers = _npz_headers(file)
+        info["datasets"] = [
+            {"path": k, "shape": s, "dtype": str(t), "chunks": None, "filters": [], "link": ""}
+            for k, (s, t) in headers.items()
+        ]
+    elif kind == "cbf":
+        info["cbf_header"] = _cbf.read_cbf_header(file).essentials()
+    try:
+        with open_frames(text) as source:
+            first = source._files[0]
+            segments = getattr(first, "_segments", None)
+            if segments:
+                paths = [s[0] for s in segments]
+                info["frame_dataset"] = paths[0] if len(paths) == 1 else paths
+            elif first.n_frames and first.ref(0).dataset:
+                info["frame_dataset"] = first.ref(0).dataset
+            info["n_frames"] = len(source)
+            info["frame_shape"] = source.shape
+            info["dtype"] = str(source.dtype)
+            info["detector"] = first.kind_text
+            from_text = detector_kind_from_text(first.kind_text)
+            info["detector_kind"] = source.detector_kind
+            info["detector_kind_from"] = "metadata" if from_text is not None else "values"
+            info["saturation"] = source.saturation
+    except DataFormatError as exc:
+        info["problem"] = str(exc)
+    return info
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_fmt(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _clip(text: str | None, n: int = 100) -> str | None:
+    if text is None or len(text) <= n:
+        return text
+    return text[: n - 3] + "..."
+
+
+def format_description(info: dict[str, Any]) -> str:
+    """Human-readable text of :func:`describe`'s dict."""
+    lines = [f"{info['file']}  ({info['format']}, {info['size_bytes']:,} bytes)"]
+    datasets = info.get("datasets") or []
+    if datasets:
+        lines.append("datasets:")
+        width = min(max(len(d["path"]) for d in datasets), 60)
+        for d in datasets:
+            extra = []
+            if d.get("chunks"):
+                extra.append(f"chunks {_fmt(tuple(d['chunks']))}")
+            if d.get("filters"):
+                extra.append("filters " + ", ".join(d["filters"]))
+            if d.get("link"):
+                extra.append(f"-> {d['link']}")
+            lines.append(
+                f"  {d['path']:<{width}}  {_fmt(tuple(d['shape'])):<20} {d['dtype']:<8} {'  '.join(extra)}".rstrip()
+            )
+    header = info.get("cbf_header")
+    if header:
+        lines.append("CBF header:")
+        for key, value in header.items():
+            lines.append(f"  {key:<16} {_fmt(value)}")
+    frame_dataset = info.get("frame_dataset")
+    if isinstance(frame_dataset, list):
+        frame_dataset = f"{frame_dataset[0]} ... {frame_dataset[-1]} ({len(frame_dataset)} linked datasets)"
+    rows = [
+        ("frame dataset", frame_dataset),
+        ("frames", info.get("n_frames")),
+        ("frame shape", info.get("frame_shape")),
+        ("dtype", info.get("dtype")),
+        ("masks", ", ".join(info.get("masks") or []) or None),
+        ("detector", _clip(info.get("detector") or None)),
+        (
+            "detector kind",
+            f"{info['detector_kind']} (from {info['detector_kind_from']})" if info.get("detector_kind") else None,
+        ),
+        ("saturation", info.get("saturation")),
+    ]
+    for key, value in rows:
+        lines.append(f"{key + ':':<15} {_fmt(value)}")
+    if info.get("problem"):
+        lines.append(f"problem:        {info['problem']}")
+    return "\n".join(lines)

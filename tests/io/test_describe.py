@@ -95,6 +95,31 @@ def test_describe_cbf_header(tmp_path: Path) -> None:
     assert info["detector_kind"] == "photon-counting"
     text = format_description(info)
     assert "wavelength_a     0.96859" in text and "count_cutoff     115897" in text
+    assert info["geometry"]["beam_center_rowcol"] == pytest.approx((1306.96, 1261.61))
+    assert info["geometry"]["distance_mm"] == pytest.approx(351.0)
+    assert (
+        "geometry:       beam centre (row, col) (1306.96, 1261.61) px, pixel 0.172 mm, distance 351 mm, "
+        "wavelength 0.96859 A (from CBF header of h.cbf)"
+    ) in text
+
+
+def test_describe_nexus_geometry_and_none(tmp_path: Path) -> None:
+    path = tmp_path / "n.h5"
+    with h5py.File(path, "w") as f:
+        f["entry/data/data"] = np.zeros((1, 20, 24), np.uint16)
+        det = f.create_group("entry/instrument/detector")
+        det["beam_center_x"] = 11.0
+        det["beam_center_x"].attrs["units"] = "pixels"
+        det["beam_center_y"] = 9.5
+        det["beam_center_y"].attrs["units"] = "pixels"
+    info = describe(path)
+    assert info["geometry"]["beam_center_rowcol"] == (9.5, 11.0) and info["geometry"]["radius_map_shape"] is None
+    assert "geometry:       beam centre (row, col) (9.50, 11.00) px (from NeXus metadata of n.h5)" in (
+        format_description(info)
+    )
+    np.save(tmp_path / "f.npy", np.zeros((16, 16)))
+    info = describe(tmp_path / "f.npy")
+    assert info["geometry"] is None and "geometry:       -" in format_description(info)
 
 
 def test_describe_npz_lists_arrays(tmp_path: Path) -> None:

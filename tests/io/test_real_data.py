@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from braggml.errors import DataFormatError
-from braggml.io import describe, open_frames
+from braggml.io import describe, format_description, open_frames
 
 pytestmark = pytest.mark.real_data
 
@@ -147,6 +147,7 @@ def test_rayonix_zero_is_not_masked_by_sign(real_data: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(PACKED_CBF))
 def test_packed_cbf_matches_converted_file(real_data: Path, name: str) -> None:
+    pytest.importorskip("pycbf")
     converted, index = PACKED_CBF[name]
     source = open_frames(real_data / name)
     assert source.detector_kind == INTEGRATING and source.dtype == np.int32
@@ -178,11 +179,57 @@ def test_describe_real_files(real_data: Path) -> None:
     info = describe(real_data / "thaumatin_grid" / "thau_3_2_0001.cbf.bz2")
     assert info["cbf_header"]["wavelength_a"] == pytest.approx(0.96859)
     assert info["cbf_header"]["beam_row_col_px"] == pytest.approx((1306.96, 1261.61))
+    assert info["geometry"]["beam_center_rowcol"] == pytest.approx((1306.96, 1261.61))
+    assert "geometry:       beam centre (row, col) (1306.96, 1261.61) px" in format_description(info)
 
 
 def test_describe_packed_cspad_cbf(real_data: Path) -> None:
+    pytest.importorskip("pycbf")
     info = describe(real_data / "thermolysin_cspad" / "idx-20130301060858401.cbf")
     header = info["cbf_header"]
     assert header["compression"] == "x-CBF_PACKED" and header["sections"] == 32
     assert header["detector"] == "CS PAD" and info["detector_kind"] == "integrating"
     assert info["frame_shape"] == (5920, 388)
+
+
+def test_geometry_hint_thaumatin_cbf_header(real_data: Path) -> None:
+    hint = open_frames(real_data / "thaumatin_grid" / "thau_3_2_0001.cbf.bz2").geometry_hint()
+    assert hint is not None
+    assert hint.beam_center_rowcol == pytest.approx((1306.96, 1261.61))
+    assert hint.wavelength_a == pytest.approx(0.9686, abs=1e-4)
+    assert hint.pixel_size_mm == pytest.approx(0.172) and hint.distance_mm == pytest.approx(351.0)
+
+
+def test_geometry_hint_thermolysin_radius_map(real_data: Path) -> None:
+    hint = open_frames(real_data / "thermolysin_cspad" / "thermolysin_cspad.h5").geometry_hint()
+    assert hint is not None and hint.beam_center_rowcol is None
+    assert hint.radius_px is not None and hint.radius_px.shape == (756, 3136)
+    assert float(hint.radius_px.max()) == pytest.approx(1174.6, abs=0.1)
+
+
+def test_geometry_hint_rayonix_imgcif_header(real_data: Path) -> None:
+    pytest.importorskip("pycbf")
+    hint = open_frames(real_data / "rayonix_kapton" / "hit-20181213155134902.cbf").geometry_hint()
+    assert hint is not None and hint.beam_center_rowcol == pytest.approx((960.0, 960.0), abs=1.0)
+    assert hint.pixel_size_mm == pytest.approx(0.1771, abs=1e-4) and hint.wavelength_a == pytest.approx(1.304, abs=1e-3)
+    assert hint.distance_mm == pytest.approx(124.0)
+
+
+def test_geometry_hint_refused_where_the_header_misleads(real_data: Path) -> None:
+    p12m = open_frames(real_data / "pilatus_misc" / "DLS_I23_P12M_thau_00001.cbf.gz").geometry_hint()
+    assert p12m is not None and p12m.beam_center_rowcol is None and p12m.wavelength_a == pytest.approx(2.7552)
+    saxs = open_frames(real_data / "negatives" / "AgBehenate_228.hdf5").geometry_hint()
+    assert saxs is not None and saxs.beam_center_rowcol is None and saxs.pixel_size_mm is None
+    tiff = open_frames(real_data / "negatives" / "CeO2_Pilatus1M.tif").geometry_hint()
+    assert tiff is not None and tiff.beam_center_rowcol == pytest.approx((515.77, 498.18))
+
+
+def test_real_hint_drives_resolve_geometry(real_data: Path) -> None:
+    from braggml.pipeline import resolve_geometry
+
+    source = open_frames(real_data / "thermolysin_cspad" / "thermolysin_cspad.h5")
+    run = resolve_geometry(source.shape, hint=source.geometry_hint())
+    assert run.maps.known and run.maps.radius_px.shape == (756, 3136)
+    source = open_frames(real_data / "thaumatin_grid" / "thau_3_2_0001.cbf.bz2")
+    run = resolve_geometry(source.shape, hint=source.geometry_hint())
+    assert run.geometry is not None and np.unravel_index(np.argmin(run.maps.radius_px), source.shape) == (1307, 1262)

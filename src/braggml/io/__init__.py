@@ -8,6 +8,7 @@ from __future__ import annotations
 from .atomic import atomic_output
 from .describe import describe, format_description
 from .frames import Frame, FrameSource, expand_inputs, open_frames
+from .geom import parse_crystfel_geom, read_crystfel_geom, read_geometry_masks, write_crystfel_geom
 from .masks import (
     DETECTOR_KINDS,
     PILATUS_OVERLOAD,
@@ -17,11 +18,13 @@ from .masks import (
     invalid_pixels,
     load_mask,
 )
-from .geom import parse_crystfel_geom, read_crystfel_geom, read_geometry_masks, write_crystfel_geom
+from .metadata import GeometryHint, geometry_hint
 from .peaklists import PEAK_FORMATS, peak_format, read_event_list, read_peaks, write_event_list, write_peaks
 
 __all__ = [
     "PEAK_FORMATS",
+    "GeometryHint",
+    "geometry_hint",
     "atomic_output",
     "parse_crystfel_geom",
     "peak_format",

@@ -11,6 +11,7 @@ from . import cbf as _cbf
 from . import hdf5 as _hdf5
 from .frames import _npz_headers, _sniff, open_frames
 from .masks import detector_kind_from_text, split_spec
+from .metadata import GeometryHint
 
 __all__ = ["describe", "format_description"]
 
@@ -29,7 +30,10 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         ``file``, ``format``, ``size_bytes``; ``datasets`` (HDF5: list of dicts with ``path``, ``shape``,
         ``dtype``, ``chunks``, ``filters``, ``link``; ``.npz``: arrays); ``frame_dataset``, ``n_frames``,
         ``frame_shape``, ``dtype``, ``masks``, ``detector``, ``detector_kind`` (with
-        ``detector_kind_from``: ``'metadata'`` or ``'values'``), ``saturation``; ``cbf_header`` for CBF;
+        ``detector_kind_from``: ``'metadata'`` or ``'values'``), ``saturation``; ``geometry`` (what the file
+        states about its geometry, see :func:`braggml.io.metadata.geometry_hint`: ``beam_center_rowcol``,
+        ``pixel_size_mm``, ``distance_mm``, ``wavelength_a``, ``radius_map_shape``, ``source`` and a one-line
+        ``summary``; None when it states nothing); ``cbf_header`` for CBF;
         ``problem`` (one line) when the frames cannot be read.
 
     Raises
@@ -61,6 +65,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "detector_kind": None,
         "detector_kind_from": None,
         "saturation": None,
+        "geometry": None,
     }
     if kind == "hdf5":
         with _hdf5.open_hdf5(file) as h5:
@@ -101,9 +106,24 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
             info["detector_kind"] = source.detector_kind
             info["detector_kind_from"] = "metadata" if from_text is not None else "values"
             info["saturation"] = source.saturation
+            hint = source.geometry_hint()
+            info["geometry"] = None if hint is None else _hint_dict(hint)
     except DataFormatError as exc:
         info["problem"] = str(exc)
     return info
+
+
+def _hint_dict(hint: GeometryHint) -> dict[str, Any]:
+    radius = hint.radius_px
+    return {
+        "beam_center_rowcol": hint.beam_center_rowcol,
+        "pixel_size_mm": hint.pixel_size_mm,
+        "distance_mm": hint.distance_mm,
+        "wavelength_a": hint.wavelength_a,
+        "radius_map_shape": None if radius is None else tuple(int(n) for n in radius.shape),
+        "source": hint.source,
+        "summary": hint.summary(),
+    }
 
 
 def _fmt(value: Any) -> str:
@@ -160,6 +180,7 @@ def format_description(info: dict[str, Any]) -> str:
             f"{info['detector_kind']} (from {info['detector_kind_from']})" if info.get("detector_kind") else None,
         ),
         ("saturation", info.get("saturation")),
+        ("geometry", (info.get("geometry") or {}).get("summary")),
     ]
     for key, value in rows:
         lines.append(f"{key + ':':<15} {_fmt(value)}")

@@ -9,9 +9,9 @@ Formats:
 
 - HDF5 (``.h5``, ``.hdf5``, ``.cxi``, ``.nxs`` ... or any file with the HDF5 signature): CXI, NeXus,
   Cheetah and Eiger master layouts, or the largest image-like dataset (see :mod:`braggml.io.hdf5`);
-- CBF (``.cbf``, ``.cbf.gz``, ``.cbf.bz2``) and TIFF through fabio (``pip install braggml[cbf]``), except
-  ``x-CBF_PACKED`` CBF (LCLS CSPAD, Rayonix), decoded by :mod:`braggml.io.cbf` with its sections stacked along
-  the rows;
+- CBF (``.cbf``, ``.cbf.gz``, ``.cbf.bz2``) and TIFF through fabio, except ``x-CBF_PACKED`` CBF (LCLS CSPAD,
+  Rayonix), decoded by CBFlib (pycbf) with its sections stacked along the rows (both:
+  ``pip install "braggml[cbf]"``);
 - ``.npy`` (2-D or 3-D, memory-mapped) and ``.npz`` (``FILE::name`` picks an array; the array is loaded
   whole, as zip members cannot be memory-mapped); HEXRD sparse frame caches (``.npz``) are expanded to
   dense frames one at a time.
@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -45,6 +45,9 @@ from .masks import (
     invalid_pixels,
     split_spec,
 )
+
+if TYPE_CHECKING:
+    from .metadata import GeometryHint
 
 __all__ = ["Frame", "FrameSource", "open_frames", "expand_inputs", "HDF5_SUFFIXES"]
 
@@ -371,12 +374,14 @@ class _FrameCacheFile(_FrameFile):
 
 
 class _CbfFile(_FrameFile):
-    """A single-image CBF file (header read directly, pixels through fabio)."""
+    """A single-image CBF file (header read directly, pixels through fabio, or pycbf for packed data)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         header = _cbf.read_cbf_header(path)
-        if not header.packed:
+        if header.packed:
+            _cbf.require_pycbf()
+        else:
             _cbf.require_fabio()
         self.header = header
         self.n_frames = 1
@@ -548,6 +553,8 @@ class FrameSource:
         self._saturation = saturation
         self._mask: NDArray[np.bool_] | None = None
         self._mask_done = False
+        self._hint: GeometryHint | None = None
+        self._hint_done = False
 
     # -- sizes and provenance
     def __len__(self) -> int:
@@ -598,6 +605,16 @@ class FrameSource:
                         break
             self._kind = kind
         return self._kind  # type: ignore[return-value]
+
+    def geometry_hint(self) -> GeometryHint | None:
+        """The detector geometry the first file states (beam centre, pixel size, distance, wavelength, radius
+        map), or None; see :func:`braggml.io.metadata.geometry_hint`. Read once, then cached."""
+        if not self._hint_done:
+            from .metadata import geometry_hint
+
+            self._hint = geometry_hint(self._files[0].path, shape=self.shape)
+            self._hint_done = True
+        return self._hint
 
     def file_mask(self) -> NDArray[np.bool_] | None:
         """Union of the mask datasets stored in the files (non-zero = bad), or None when there are none.

@@ -7,16 +7,20 @@ BIN    := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# the CPU build of PyTorch first, so that the ml extra's range is already met
+TORCH  ?= torch==2.13.0
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[cbf]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[cbf,ml]"
 
 demo: install
 	$(BIN)/braggml demo --out braggml-demo
 
 test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ml,cluster]"
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/python

@@ -32,6 +32,8 @@ _REGISTRY: dict[str, str] = {
     "peakfinder8": "braggml.classical.peakfinder8:Peakfinder8",
     "dispersion": "braggml.classical.dispersion:DispersionFinder",
     "dispersion_extended": "braggml.classical.dispersion:DispersionExtendedFinder",
+    "cnn": "braggml.ml.finders:CNNFinder",
+    "svm": "braggml.ml.finders:SVMFinder",
 }
 
 

@@ -1,0 +1,179 @@
+"""The learned peak finders: candidates from a classical finder, then a trained patch classifier.
+
+``cnn`` (:class:`CNNFinder`) and ``svm`` (:class:`SVMFinder`) read a model file written by ``braggml train``;
+the model carries its candidate-finder settings and patch normalisation, so only the model file is needed.
+Each returned peak is a kept candidate: its centroid, intensity, background and SNR come from the candidate
+finder, and ``score`` holds the classifier's peak score in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ConfigError
+from ..finder import PeakFinder
+from ..geometry import PixelMaps
+from ..peaks import PeakList
+from .patches import CandidateConfig, PatchConfig, candidate_finder, candidate_patches
+
+__all__ = ["CNNFinder", "CNNFinderConfig", "SVMFinder", "SVMFinderConfig"]
+
+
+class _PatchClassifier(Protocol):
+    kind: str
+    patch_config: PatchConfig
+    candidate_config: CandidateConfig
+    threshold: float
+
+    def scores(self, patches: NDArray[np.floating], *, batch_size: int = ...) -> NDArray[np.float32]: ...
+
+
+def _check_common(model_path: str, score_threshold: float | None, batch_size: int) -> None:
+    if not isinstance(model_path, str):
+        raise ConfigError(f"model_path must be a path, got {model_path!r}")
+    if score_threshold is not None and not (math.isfinite(score_threshold) and 0.0 <= score_threshold <= 1.0):
+        raise ConfigError(f"score_threshold must lie in [0, 1] (or be unset), got {score_threshold!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+
+@dataclass(frozen=True)
+class CNNFinderConfig:
+    """Parameters of :class:`CNNFinder`.
+
+    Attributes
+    ----------
+    model_path : str
+        CNN model file written by ``braggml train --model cnn`` (required).
+    score_threshold : float or None
+        Keep candidates whose peak score is at least this; None uses the threshold stored in the model
+        (the one that maximised the F1 on its validation frames).
+    batch_size : int
+        Patches per forward pass.
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    """
+
+    model_path: str = ""
+    score_threshold: float | None = None
+    batch_size: int = 4096
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_common(self.model_path, self.score_threshold, self.batch_size)
+        if str(self.device).strip().lower() != "auto" and not (
+            self.device in ("cpu", "cuda") or (str(self.device).startswith("cuda:") and self.device[5:].isdigit())
+        ):
+            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class SVMFinderConfig:
+    """Parameters of :class:`SVMFinder`.
+
+    Attributes
+    ----------
+    model_path : str
+        SVM model file written by ``braggml train --model svm`` (required).
+    score_threshold : float or None
+        Keep candidates whose calibrated peak score is at least this; None uses the model's threshold.
+    batch_size : int
+        Patches per evaluation batch.
+    """
+
+    model_path: str = ""
+    score_threshold: float | None = None
+    batch_size: int = 4096
+
+    def __post_init__(self) -> None:
+        _check_common(self.model_path, self.score_threshold, self.batch_size)
+
+
+class _ClassifierFinder(PeakFinder):
+    """Shared machinery: load the model once, find candidates, classify their patches, keep the peaks."""
+
+    model: _PatchClassifier
+
+    def __init__(self, config: Any = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        if not self.config.model_path:
+            raise ConfigError(
+                f"the {self.name} finder needs model_path: the model file written by "
+                f"'braggml train --model {self.name}'"
+            )
+        self.model = self._load(self.config.model_path)
+        self.candidates = candidate_finder(self.model.candidate_config)
+        self.last_rejections: dict[str, int] = {}
+        self.last_candidates: PeakList = PeakList.empty(1)
+        self.last_scores: NDArray[np.float32] = np.zeros(0, np.float32)
+
+    def _load(self, path: str) -> _PatchClassifier:
+        raise NotImplementedError
+
+    @property
+    def threshold(self) -> float:
+        """The score threshold in use."""
+        t = self.config.score_threshold
+        return float(self.model.threshold if t is None else t)
+
+    def find(
+        self,
+        image: NDArray,
+        mask: NDArray[np.bool_] | None = None,
+        *,
+        maps: PixelMaps | None = None,
+    ) -> PeakList:
+        candidates, patches = candidate_patches(
+            self.candidates, image, mask, maps=maps, config=self.model.patch_config
+        )
+        scores = self.model.scores(patches, batch_size=self.config.batch_size) if len(candidates) else np.zeros(0)
+        keep = scores >= self.threshold
+        self.last_candidates = candidates
+        self.last_scores = np.asarray(scores, np.float32)
+        self.last_rejections = {"classifier": int((~keep).sum())}
+        kept = candidates.take(keep)
+        columns = kept.columns()
+        columns["score"] = np.asarray(scores, np.float64)[keep]
+        return PeakList(**columns, n_frames=1, frames=kept.frames)
+
+
+class CNNFinder(_ClassifierFinder):
+    """Candidates from the model's classical finder, kept where the patch CNN's peak score passes the threshold.
+
+    Examples
+    --------
+    >>> finder = CNNFinder(model_path="model.safetensors")  # doctest: +SKIP
+    >>> peaks = finder.find(image, mask, maps=maps)  # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "cnn"
+    config_class: ClassVar[type] = CNNFinderConfig
+    config: CNNFinderConfig
+
+    def _load(self, path: str) -> _PatchClassifier:
+        from .cnn import load_model
+
+        return load_model(path, device=self.config.device)
+
+
+class SVMFinder(_ClassifierFinder):
+    """Candidates from the model's classical finder, kept where the patch SVM's calibrated score passes.
+
+    Examples
+    --------
+    >>> finder = SVMFinder(model_path="svm.safetensors")  # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "svm"
+    config_class: ClassVar[type] = SVMFinderConfig
+    config: SVMFinderConfig
+
+    def _load(self, path: str) -> _PatchClassifier:
+        from .svm import load_model
+
+        return load_model(path)

@@ -1,0 +1,129 @@
+"""The cnn and svm finders end to end, and ``braggml train`` run in-process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from braggml.errors import ConfigError, DataFormatError
+from braggml.evaluate.matching import match_frame
+from braggml.ml.cli_support import add_train_arguments, run_train
+from braggml.ml.finders import CNNFinder, CNNFinderConfig, SVMFinder, SVMFinderConfig
+from braggml.simulate import Simulator, get_preset
+
+from .conftest import SEED
+
+
+def _train(tmp_path: Path, sim_file: Path, kind: str, *extra: str) -> tuple[int, Path]:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    out = tmp_path / f"{kind}.safetensors"
+    argv = [str(sim_file), "--model", kind, "-o", str(out), "--split", "0.6", "0.2", "0.2", "-q", *extra]
+    return run_train(parser.parse_args(argv)), out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, sim_file: Path) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    rc_cnn, cnn_path = _train(folder, sim_file, "cnn", "--epochs", "4", "--device", "cpu", "--channels", "8", "16",
+                              "--convs-per-stage", "1", "--hidden", "32")
+    rc_svm, svm_path = _train(folder, sim_file, "svm", "--cv-folds", "2", "--c-values", "0.01", "0.1",
+                              "--rbf-max-samples", "0")
+    assert rc_cnn == 0 and rc_svm == 0
+    return {"cnn": cnn_path, "svm": svm_path}
+
+
+def test_train_writes_model_metrics_and_plots(models: dict[str, Path]) -> None:
+    for kind, path in models.items():
+        assert path.is_file()
+        metrics = json.loads(path.with_suffix(".metrics.json").read_text())
+        test = metrics["test"]
+        assert set(test["patches"]) >= {"precision", "recall", "f1", "accuracy", "confusion"}
+        assert np.asarray(test["patches"]["confusion"]).shape == (2, 2)
+        assert 0.0 < test["peaks"]["f1"] <= 1.0
+        assert test["peaks"]["recall"] <= test["peaks"]["candidate_recall"]
+        plots = path.with_name(path.stem + "_plots")
+        names = {p.name for p in plots.glob("*.png")}
+        assert {"confusion_matrix.png", "precision_recall_patches.png", "precision_recall_peaks.png",
+                "training_curves.png"} <= names
+        if kind == "svm":
+            assert "coefficient_map.png" in names
+        split = metrics["info"]["split"]
+        sets = [set(split[k]) for k in ("train", "val", "test")]
+        assert all(sets) and not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+        assert metrics["test"]["n_frames"] == len(sets[2])
+
+
+def test_train_prints_per_epoch_metrics(tmp_path: Path, sim_file: Path, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = parser.parse_args([str(sim_file), "--model", "cnn", "-o", str(tmp_path / "m.safetensors"),
+                              "--epochs", "2", "--max-frames", "3", "--no-plots", "--device", "cpu",
+                              "--channels", "4", "8", "--convs-per-stage", "1", "--threads", "1"])
+    assert run_train(args) == 0
+    out = capsys.readouterr().out
+    assert "epoch   1/2" in out and "val P" in out and "F1" in out
+    assert "held-out test patches" in out and "confusion" in out
+    assert not (tmp_path / "m_plots").exists()
+
+
+def test_train_rejects_bad_options(tmp_path: Path, sim_file: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown setting"):
+        _train(tmp_path, sim_file, "cnn", "--candidate-param", "no_such_param=3")
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        _train(tmp_path, sim_file, "cnn", "--candidate-param", "minimum_snr")
+    with pytest.raises(ConfigError, match="does not exist"):
+        parser = argparse.ArgumentParser()
+        add_train_arguments(parser)
+        run_train(parser.parse_args([str(sim_file), "--model", "svm", "-o", str(tmp_path / "no" / "m.st")]))
+
+
+@pytest.mark.parametrize("kind", ["cnn", "svm"])
+def test_finder_finds_strong_spots_on_a_new_frame(models: dict[str, Path], kind: str) -> None:
+    sim = Simulator(get_preset("test"), seed=SEED)
+    frame = sim.frame(40)  # not one of the training frames
+    maps = sim.layout.pixel_maps(sim.wavelength_a)
+    finder = CNNFinder(model_path=str(models["cnn"]), device="cpu") if kind == "cnn" else \
+        SVMFinder(model_path=str(models["svm"]))
+    image = frame.image.copy()
+    peaks = finder.find(image, maps.mask, maps=maps)
+    np.testing.assert_array_equal(image, frame.image)
+    assert peaks.n_frames == 1 and len(peaks) > 0
+    assert np.all((peaks.score >= finder.threshold) & (peaks.score <= 1.0))
+    assert np.all(np.isfinite(peaks.row)) and np.all(np.isfinite(peaks.snr))
+    spots = frame.spots
+    strong = spots["observable"] & (spots["snr"] >= 20)
+    truth_rc = np.column_stack([spots["row"][strong], spots["col"][strong]])
+    _, ti = match_frame(np.column_stack([peaks.row, peaks.col]), truth_rc, 2.0)
+    assert ti.size >= 0.9 * strong.sum()
+    assert finder.last_rejections["classifier"] == len(finder.last_candidates) - len(peaks)
+    # a stricter threshold keeps a subset
+    strict = type(finder)(finder.config, score_threshold=0.99)
+    assert len(strict.find(frame.image, maps.mask, maps=maps)) <= len(peaks)
+
+
+def test_finder_configuration_errors(models: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="needs model_path"):
+        CNNFinder()
+    with pytest.raises(ConfigError, match="needs model_path"):
+        SVMFinder()
+    with pytest.raises(ConfigError, match="score_threshold"):
+        CNNFinderConfig(model_path="m", score_threshold=1.5)
+    with pytest.raises(ConfigError, match="batch_size"):
+        SVMFinderConfig(model_path="m", batch_size=0)
+    with pytest.raises(ConfigError, match="device"):
+        CNNFinder(model_path=str(models["cnn"]), device="gpu0")
+    with pytest.raises(DataFormatError, match="holds a svm model, not a cnn model"):
+        CNNFinder(model_path=str(models["svm"]))
+    with pytest.raises(DataFormatError, match="holds a cnn model, not a svm model"):
+        SVMFinder(model_path=str(models["cnn"]))
+
+
+def test_finder_on_an_empty_frame(models: dict[str, Path]) -> None:
+    finder = CNNFinder(model_path=str(models["cnn"]), device="cpu")
+    peaks = finder.find(np.zeros((64, 64), np.float32))
+    assert len(peaks) == 0 and peaks.n_frames == 1

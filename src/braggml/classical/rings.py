@@ -1,0 +1,168 @@
+"""Ice rings and powder rings: which peaks lie on them.
+
+Ice-Ih rings are recognised from the resolution of each peak (needs a known geometry); any other sharp,
+azimuthally continuous ring (powder, kapton, ice with unknown geometry) from a bump in the clipped radial
+background profile, which needs no geometry beyond the radius of each pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from ._radial import RadialStats
+
+__all__ = [
+    "ICE_RING_D_A",
+    "POWDER_RING_FRACTION",
+    "ICE_RING_FRACTION",
+    "RingEvidence",
+    "on_ice_rings",
+    "ring_evidence",
+    "powder_ring_bins",
+]
+
+#: Share of an annulus that must stand out for any ring to reject peaks.
+POWDER_RING_FRACTION = 0.4
+#: Share of an annulus at an ice-ring resolution that shows the ice ring is present (``ice_rings="auto"``).
+ICE_RING_FRACTION = 0.3
+
+#: d-spacings (Angstrom) of the strongest hexagonal ice (Ih) powder rings.
+ICE_RING_D_A: tuple[float, ...] = (3.897, 3.669, 3.441, 2.671, 2.249, 2.072, 1.948, 1.918, 1.883, 1.721)
+
+
+def on_ice_rings(
+    resolution_a: NDArray, width_inv_a: float, rings_a: tuple[float, ...] = ICE_RING_D_A
+) -> NDArray[np.bool_]:
+    """True where a resolution lies within ``width_inv_a`` (in 1/d, inverse Angstrom) of an ice ring.
+
+    Examples
+    --------
+    >>> on_ice_rings(np.array([3.67, 3.0, np.nan]), 0.004).tolist()
+    [True, False, False]
+    """
+    d = np.asarray(resolution_a, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / d
+    rings = 1.0 / np.asarray(rings_a, dtype=np.float64)
+    near = np.abs(inv[..., None] - rings) <= width_inv_a
+    return np.any(near, axis=-1) & np.isfinite(inv)
+
+
+@numba.njit(cache=True, nogil=True)
+def _elevated_counts(data, good, key, key_radius, level, n_r):  # pragma: no cover - compiled
+    above = np.zeros(n_r, np.int64)
+    total = np.zeros(n_r, np.int64)
+    h, w = data.shape
+    for r in range(h):
+        for c in range(r % 2, w, 2):  # every other pixel: the fractions need no more
+            if not good[r, c]:
+                continue
+            k = key[r, c]
+            b = key_radius[k]
+            total[b] += 1
+            if data[r, c] > level[k]:
+                above[b] += 1
+    return above, total
+
+
+def _running_baseline(values: NDArray[np.float64], ok: NDArray[np.bool_], size: int) -> NDArray[np.float64]:
+    """Running median over the ``ok`` entries of a 1-D profile, NaN elsewhere."""
+    out = np.full(values.size, np.nan)
+    idx = np.flatnonzero(ok)
+    if idx.size:
+        out[idx] = ndimage.median_filter(values[idx], size=size, mode="nearest")
+    return out
+
+
+@dataclass(frozen=True)
+class RingEvidence:
+    """How ring-like each radius of a frame is.
+
+    Attributes
+    ----------
+    fraction : (R,) float ndarray
+        Share of the good pixels at each rounded radius (pixels) that stand above the neighbouring
+        radii by the chosen contrast.
+    raised : (R,) bool ndarray
+        Whether the clipped background at that radius is above the neighbouring radii.
+    """
+
+    fraction: NDArray[np.float64]
+    raised: NDArray[np.bool_]
+
+    def on_ring(self, min_fraction: float, widen_px: int = 2) -> NDArray[np.bool_]:
+        """Radii where more than ``min_fraction`` of the pixels are elevated, widened by ``widen_px``."""
+        ring = self.raised & (self.fraction > min_fraction)
+        if widen_px > 0:
+            ring = ndimage.binary_dilation(ring, iterations=widen_px)
+        return ring
+
+
+def ring_evidence(
+    data: NDArray[np.float32],
+    good: NDArray[np.bool_],
+    stats: RadialStats,
+    *,
+    contrast: float,
+    half_window_px: int = 12,
+    min_count: int = 20,
+) -> RingEvidence:
+    """Measure, for every radius, how much of the annulus stands above the neighbouring radii.
+
+    For every statistics bin (radius, and panel when the statistics are per panel) the baseline is the
+    running median, over ``+-half_window_px`` bins of the same panel, of the clipped background, and
+    the noise the running median of the clipped sigma; panel offsets therefore cancel. A pixel is
+    elevated above ``baseline + contrast * noise`` (every other pixel is looked at). Bragg spots cover a
+    small part of any annulus; continuous powder, ice or kapton rings (full or half) cover much of it.
+
+    Parameters
+    ----------
+    data : (H, W) float32 ndarray
+    good : (H, W) bool ndarray
+    stats : RadialStats
+        Clipped statistics of the frame (per panel or not).
+    contrast : float
+        Height, in units of the background noise, above which a pixel counts as elevated.
+    """
+    n_r = int(stats.radius_bin.max()) + 1 if stats.radius_bin.size else 1
+    n_rows = stats.offset.size // n_r
+    offset = stats.offset.astype(np.float64).reshape(n_rows, n_r)
+    sigma = stats.sigma.astype(np.float64).reshape(n_rows, n_r)
+    count = stats.count.reshape(n_rows, n_r)
+    size = 2 * half_window_px + 1
+    baseline = np.full((n_rows, n_r), np.nan)
+    noise = np.full((n_rows, n_r), np.nan)
+    for row in range(n_rows):
+        ok = count[row] >= min_count
+        if ok.sum() >= 3:
+            baseline[row] = _running_baseline(offset[row], ok, size)
+            noise[row] = _running_baseline(sigma[row], ok, size)
+    usable = np.isfinite(baseline)
+    scale = np.maximum(np.nan_to_num(noise), 1e-6 * np.maximum(np.abs(np.nan_to_num(baseline)), 1.0))
+    level = np.where(usable, baseline + contrast * scale, np.inf).ravel().astype(np.float32)
+    above, total = _elevated_counts(data, good, stats.bin_index, stats.radius_bin, level, n_r)
+    weight = np.where(usable, count, 0).astype(np.float64)
+    excess = np.where(usable, offset - np.nan_to_num(baseline), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_excess = (weight * excess).sum(axis=0) / weight.sum(axis=0)
+        fraction = np.where(total > 0, above / np.maximum(total, 1), 0.0)
+    raised = (weight.sum(axis=0) >= min_count) & (np.nan_to_num(mean_excess) > 0)
+    return RingEvidence(fraction=fraction[stats.radius_group], raised=raised[stats.radius_group])
+
+
+def powder_ring_bins(
+    data: NDArray[np.float32],
+    good: NDArray[np.bool_],
+    stats: RadialStats,
+    *,
+    contrast: float,
+    min_fraction: float = POWDER_RING_FRACTION,
+) -> NDArray[np.bool_]:
+    """Radii lying on a ring: more than ``min_fraction`` of their pixels stand above the neighbouring
+    radii (see :func:`ring_evidence`); indexed by the rounded radius in pixels, widened by two pixels."""
+    return ring_evidence(data, good, stats, contrast=contrast).on_ring(min_fraction)

@@ -1,0 +1,138 @@
+"""The building blocks against brute-force versions: box sums, dispersion test, labelling, statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from classical_synthetic import gaussian_spots
+
+from braggml.classical._common import label_within_panels
+from braggml.classical._radial import estimate_gain, radial_statistics
+from braggml.classical.dispersion import DispersionFinder, box_sums, estimate_dispersion_gain
+from braggml.classical.peakfinder8 import Peakfinder8
+from braggml.classical.rings import on_ice_rings, powder_ring_bins
+from braggml.classical.threshold import ThresholdFinder
+from braggml.finder import make_finder
+from braggml.geometry import PixelMaps
+
+
+def test_box_sums_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    data = rng.normal(5, 2, (23, 31)).astype(np.float32)
+    valid = rng.random((23, 31)) > 0.2
+    k = 2
+    m, x, y = box_sums(data, valid, k)
+    for r in range(23):
+        for c in range(31):
+            win = (slice(max(r - k, 0), r + k + 1), slice(max(c - k, 0), c + k + 1))
+            v = data[win][valid[win]].astype(np.float64)
+            assert m[r, c] == v.size
+            assert x[r, c] == pytest.approx(v.sum(), abs=1e-6)
+            assert y[r, c] == pytest.approx((v**2).sum(), rel=1e-9, abs=1e-6)
+
+
+def test_dispersion_strong_pixels_follow_the_dials_formulae() -> None:
+    rng = np.random.default_rng(1)
+    data = rng.poisson(gaussian_spots((40, 50), [(20.0, 25.0)], amplitude=60.0, background=3.0))
+    data = data.astype(np.float32)
+    valid = np.ones(data.shape, bool)
+    finder = DispersionFinder(gain=1.0, kernel_size=3, sigma_background=6.0, sigma_strong=3.0)
+    strong, gain = finder.strong_pixels(data, valid)
+    assert gain == 1.0
+    k = 3
+    expected = np.zeros_like(strong)
+    for r in range(40):
+        for c in range(50):
+            v = data[max(r - k, 0) : r + k + 1, max(c - k, 0) : c + k + 1].astype(np.float64)
+            n, mean, var = v.size, v.mean(), v.var(ddof=1)
+            if n < 2 or mean <= 0:
+                continue
+            dispersed = var / mean > 1 + 6.0 * np.sqrt(2 / (n - 1))
+            expected[r, c] = dispersed and data[r, c] > mean + 3.0 * np.sqrt(mean) and data[r, c] > 0
+    np.testing.assert_array_equal(strong, expected)
+    assert strong[20, 25]
+
+
+def test_labelling_is_eight_connected_and_stops_at_panel_edges() -> None:
+    cand = np.zeros((6, 8), bool)
+    cand[1, 1] = cand[2, 2] = True  # diagonal neighbours
+    cand[4, 3:6] = True  # crosses the panel edge at column 4
+    panel = np.zeros((6, 8), np.int32)
+    panel[:, 4:] = 1
+    labels, n = label_within_panels(cand, panel)
+    assert n == 3
+    assert labels[1, 1] == labels[2, 2]
+    assert labels[4, 3] != labels[4, 4] and labels[4, 4] == labels[4, 5]
+    labels4, n4 = label_within_panels(cand, panel, connectivity=4)
+    assert n4 == 4
+
+
+def test_radial_statistics_clip_spots_out_of_the_background() -> None:
+    rng = np.random.default_rng(2)
+    maps = PixelMaps.fallback((200, 200))
+    image = rng.normal(100, 5, (200, 200)).astype(np.float32)
+    image[50:53, 50:53] += 5000
+    stats = radial_statistics(image, np.ones(image.shape, bool), maps.radius_px, maps.panel_id, snr=3.0, iterations=10)
+    used = stats.count > 150
+    assert np.allclose(stats.offset[used], 100, atol=1.5)
+    assert np.allclose(stats.sigma[used], 5, atol=0.8)
+
+
+def test_gain_estimated_from_poisson_background_in_any_units() -> None:
+    rng = np.random.default_rng(3)
+    maps = PixelMaps.fallback((300, 300))
+    expected = 2 + 200 * np.exp(-maps.radius_px / 60.0)
+    counts = rng.poisson(expected).astype(np.float32)
+    for gain in (1.0, 25.0):
+        data = counts * gain
+        stats = radial_statistics(data, np.ones(data.shape, bool), maps.radius_px, maps.panel_id, snr=5.0)
+        assert estimate_gain(stats.offset, stats.sigma, stats.count) == pytest.approx(gain, rel=0.15)
+        assert estimate_dispersion_gain(data, np.ones(data.shape, bool)) == pytest.approx(gain, rel=0.15)
+
+
+@pytest.mark.parametrize("finder_name", ["peakfinder8", "threshold", "dispersion", "dispersion_extended"])
+def test_photon_pairs_on_a_sparse_background_are_not_peaks(finder_name: str) -> None:
+    rng = np.random.default_rng(4)
+    image = rng.poisson(0.02, (300, 300)).astype(np.int32)
+    for r, c in rng.integers(5, 295, (40, 2)):
+        image[r, c : c + 2] = 1  # charge-shared single photons
+    image[150:153, 100:103] += 12  # a weak but real spot of about 100 photons
+    peaks = make_finder(finder_name).find(image)
+    assert len(peaks) == 1
+    assert abs(peaks.row[0] - 151) < 0.3 and abs(peaks.col[0] - 101) < 0.3
+
+
+def test_panel_offsets_of_an_integrating_detector_do_not_make_peaks() -> None:
+    rng = np.random.default_rng(5)
+    shape = (128, 256)
+    panel = np.zeros(shape, np.int32)
+    panel[:, 128:] = 1
+    fallback = PixelMaps.fallback(shape)
+    maps = PixelMaps(panel_id=panel, radius_px=fallback.radius_px, mask=np.zeros(shape, bool))
+    image = rng.normal(0, 8, shape) + np.where(panel == 1, 60.0, -20.0)  # pedestal offsets in ADU
+    image = np.rint(image).astype(np.int32)
+    image[40:42, 60:62] += 400
+    image[90:92, 200:202] += 400
+    for finder in (Peakfinder8(), ThresholdFinder()):
+        peaks = finder.find(image, maps=maps)
+        assert len(peaks) == 2, type(finder).__name__
+
+
+def test_powder_ring_radii_found_from_azimuthal_continuity() -> None:
+    rng = np.random.default_rng(6)
+    maps = PixelMaps.fallback((300, 300))
+    r = maps.radius_px.astype(np.float64)
+    half = np.arange(300)[None, :] < 150  # a half ring, as kapton gives
+    image = 20 + 40 * np.exp(-((r - 100) ** 2) / 2.0) * half
+    image = image + gaussian_spots((300, 300), [(149.5, 89.5), (60.0, 150.0)], amplitude=500.0, background=0)
+    data = rng.poisson(image).astype(np.float32)
+    good = np.ones(data.shape, bool)
+    stats = radial_statistics(data, good, maps.radius_px, maps.panel_id, snr=3.0, iterations=10)
+    ring = powder_ring_bins(data, good, stats, contrast=1.0)
+    assert ring[100] and ring[99] and ring[101]
+    assert not ring[60] and not ring[90] and not ring[130]
+
+
+def test_ice_ring_membership() -> None:
+    d = np.array([3.897, 3.95, 3.669, 2.0, 1.918, np.nan, 0.0])
+    assert on_ice_rings(d, 0.002).tolist() == [True, False, True, False, True, False, False]

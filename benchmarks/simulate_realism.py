@@ -128,6 +128,28 @@ def simulated(preset: str, overrides: dict, n_hits: int, n_blanks: int, seed: in
     return frames
 
 
+def truth_statistics(preset: str, overrides: dict, n_frames: int = 30, seed: int = 11) -> dict[str, float]:
+    """Spread of the truth over a run: spots per hit (observable, SNR >= 3) and spot FWHM (pixels) on hits."""
+    cfg = apply_overrides(get_preset(preset), overrides)
+    sim = Simulator(cfg, seed=seed)
+    counts, fwhm_rad, fwhm_tan, two_lattice = [], [], [], 0
+    for k in range(n_frames):
+        fr = sim.frame(k)
+        if not fr.info["hit"]:
+            continue
+        two_lattice += fr.info["n_lattices"] == 2
+        s = fr.spots
+        good = s["observable"] & (s["snr"] >= 3)
+        counts.append(int(good.sum()))
+        fwhm_rad.extend(2.3548 * s["sigma_radial_px"][good])
+        fwhm_tan.extend(2.3548 * s["sigma_tangential_px"][good])
+    out: dict[str, float] = {"hits": len(counts), "two_lattice_hits": two_lattice}
+    for name, values in (("spots", counts), ("fwhm_radial_px", fwhm_rad), ("fwhm_tangential_px", fwhm_tan)):
+        for pct in (10, 50, 90):
+            out[f"{name}_p{pct}"] = float(np.percentile(values, pct)) if values else float("nan")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- measurements
 def shell_stats(fr: Frame, n_shells: int = 60) -> tuple[NDArray, NDArray, NDArray, NDArray]:
     """Per-shell clipped mean and standard deviation (3 sigma, 3 passes), shells of equal width in radius."""
@@ -172,6 +194,47 @@ def find_spots(fr: Frame, n_sigma: float = 6.0) -> dict[str, NDArray]:
     height_sigma = ndimage.maximum(excess / sigma, labels, idx)
     keep = size >= 2
     return {"size": size[keep], "height": height[keep], "height_sigma": height_sigma[keep]}
+
+
+def spot_shapes(fr: Frame, beam_rc: tuple[float, float], half: int = 5, min_counts: float = 200.0) -> NDArray:
+    """Radial and tangential FWHM (pixels) of the strong, isolated spots the common finder finds.
+
+    Second moments of the background-subtracted counts over each spot's pixels and their 8 neighbours, in
+    the frame of the line to the beam centre, less the 1/12 px^2 of the pixel area, as FWHM (2.355 sigma).
+    Returns an (n, 2) array.
+    """
+    n_shells = 60
+    ok = ~fr.bad
+    rmax = float(fr.radius_px[ok].max())
+    shell = np.minimum((fr.radius_px / rmax * n_shells).astype(int), n_shells - 1)
+    _, _, mean, std = shell_stats(fr, n_shells)
+    bg = mean[shell]
+    sigma = np.maximum(np.maximum(std[shell], np.sqrt(np.maximum(bg, 0.0))), 0.5)
+    above = ok & (fr.image > bg + 6.0 * sigma) & (fr.image - bg >= 2.0)
+    labels, _ = ndimage.label(above, structure=np.ones((3, 3)))
+    rows, cols = fr.image.shape
+    out = []
+    for i, sl in enumerate(ndimage.find_objects(labels)):
+        cr = (sl[0].start + sl[0].stop) // 2
+        cc = (sl[1].start + sl[1].stop) // 2
+        if cr < half or cc < half or cr + half >= rows or cc + half >= cols:
+            continue
+        box = (slice(cr - half, cr + half + 1), slice(cc - half, cc + half + 1))
+        if fr.bad[box].any() or np.count_nonzero(np.unique(labels[box])) > 1:
+            continue
+        weight = np.maximum(fr.image[box] - bg[box], 0.0) * ndimage.binary_dilation(labels[box] == i + 1)
+        total = weight.sum()
+        if total < min_counts:
+            continue
+        rr, cc_grid = np.mgrid[box]
+        mr, mc = (weight * rr).sum() / total, (weight * cc_grid).sum() / total
+        radial = np.array([mr - beam_rc[0], mc - beam_rc[1]])
+        radial /= np.linalg.norm(radial)
+        offsets = np.stack([rr - mr, cc_grid - mc], axis=-1)
+        var_r = (weight * (offsets @ radial) ** 2).sum() / total
+        var_t = (weight * (offsets @ np.array([-radial[1], radial[0]])) ** 2).sum() / total
+        out.append(2.3548 * np.sqrt(np.maximum([var_r - 1 / 12, var_t - 1 / 12], 0.0)))
+    return np.asarray(out).reshape(-1, 2)
 
 
 def summarise(frames: list[Frame]) -> dict[str, float]:
@@ -299,11 +362,19 @@ def main() -> None:
     thau_hits = load_thaumatin([3, 6, 9, 12], hit=True)
     thau_blanks = load_thaumatin([16, 18], hit=False)
     thau_cell = {"crystal": {"cell": [57.8, 57.8, 150.2, 90.0, 90.0, 90.0]}}
-    pil = simulated("pilatus6m", thau_cell, n_hits=4, n_blanks=2)
+    pil = simulated("pilatus6m", thau_cell, n_hits=6, n_blanks=2)
     pil_hits = [f for f in pil if f.hit]
     pil_blanks = [f for f in pil if not f.hit]
     results["real thaumatin Pilatus6M hits"] = summarise(thau_hits)
     results["sim pilatus6m hits (thaumatin cell)"] = summarise(pil_hits)
+    beam_thau = (1306.96, 1261.61)
+    shape_sets = (("real thaumatin Pilatus6M hits", thau_hits), ("sim pilatus6m hits (thaumatin cell)", pil_hits))
+    for label, frames in shape_sets:
+        shapes = np.concatenate([spot_shapes(f, beam_thau) for f in frames])
+        for j, direction in enumerate(("radial", "tangential")):
+            for pct in (10, 50, 90):
+                results[label][f"fwhm_{direction}_p{pct}"] = float(np.percentile(shapes[:, j], pct))
+        results[label]["n_shape_spots"] = float(shapes.shape[0])
     results["real thaumatin Pilatus6M blanks"] = summarise(thau_blanks)
     results["sim pilatus6m blanks"] = summarise(pil_blanks)
     best_sim = max(pil_hits, key=lambda f: f.truth_spots or 0)
@@ -316,16 +387,12 @@ def main() -> None:
     )
 
     eig_real = load_eiger2()
-    eig = simulated(
-        "eiger4m",
-        {
-            "beam": {"energy_kev": 12.7},
-            "detector": {"distance_mm": 337.0},
-            "crystal": {"cell": [93.0, 93.0, 130.0, 90.0, 90.0, 120.0]},
-        },
-        n_hits=3,
-        n_blanks=0,
-    )
+    eig_overrides = {
+        "beam": {"energy_kev": 12.7},
+        "detector": {"distance_mm": 337.0},
+        "crystal": {"cell": [93.0, 93.0, 130.0, 90.0, 90.0, 120.0]},
+    }
+    eig = simulated("eiger4m", eig_overrides, n_hits=3, n_blanks=0)
     results["real EIGER2 4M stream frame"] = summarise(eig_real)
     results["sim eiger4m hits (337 mm, thermolysin cell)"] = summarise(eig)
     side_by_side(
@@ -334,7 +401,8 @@ def main() -> None:
     profiles(OUT / "realism_eiger4m_profiles.png", {"real hits": eig_real, "sim hits": eig}, "counts per pixel")
 
     cspad = load_cspad()
-    jf = simulated("jungfrau4m", {"crystal": {"cell": [93.0, 93.0, 130.0, 90.0, 90.0, 120.0]}}, n_hits=4, n_blanks=0)
+    jf_overrides = {"crystal": {"cell": [93.0, 93.0, 130.0, 90.0, 90.0, 120.0]}}
+    jf = simulated("jungfrau4m", jf_overrides, n_hits=4, n_blanks=0)
     results["real CSPAD thermolysin (ADU)"] = summarise(cspad)
     results["sim jungfrau4m hits (photons)"] = summarise(jf)
     profiles(OUT / "realism_xfel_profiles.png", {"real hits": cspad, "sim hits": jf}, "value per pixel")
@@ -370,7 +438,22 @@ def main() -> None:
     print(f"{'data set':<46}" + "".join(f"{c:>12}" for c in cols))
     for name, row in results.items():
         print(f"{name:<46}" + "".join(f"{row[c]:>12.3g}" for c in cols))
-    (OUT / "realism.json").write_text(json.dumps(results, indent=1))
+    truth = {
+        "pilatus6m (thaumatin cell)": truth_statistics("pilatus6m", thau_cell),
+        "eiger4m (337 mm, thermolysin cell)": truth_statistics("eiger4m", eig_overrides),
+        "jungfrau4m (thermolysin cell)": truth_statistics("jungfrau4m", jf_overrides),
+    }
+    tcols = list(next(iter(truth.values())))
+    print(f"\n{'truth over 30 frames':<46}" + "".join(f"{c.replace('_px', ''):>14}" for c in tcols))
+    for name, row in truth.items():
+        print(f"{name:<46}" + "".join(f"{row[c]:>14.3g}" for c in tcols))
+    print("\nmeasured FWHM (px) of strong isolated spots, radial p10/p50/p90 | tangential p10/p50/p90")
+    for name, row in results.items():
+        if "fwhm_radial_p50" in row:
+            rad = " / ".join(f"{row[f'fwhm_radial_p{p}']:.2f}" for p in (10, 50, 90))
+            tan = " / ".join(f"{row[f'fwhm_tangential_p{p}']:.2f}" for p in (10, 50, 90))
+            print(f"{name:<46} {rad} | {tan}  ({row['n_shape_spots']:.0f} spots)")
+    (OUT / "realism.json").write_text(json.dumps({"measured": results, "truth": truth}, indent=1))
     print(f"figures and realism.json in {OUT}")
 
 

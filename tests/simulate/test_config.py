@@ -63,6 +63,8 @@ def test_config_file_then_set(tmp_path) -> None:
         ({"crystal": {"d_min_range_a": [3.0, 2.0]}}, r"crystal.d_min_range_a must be \(min, max\)"),
         ({"detector": {"mode": "counting", "gain_adu_per_photon": 10}}, r"gain_adu_per_photon must be 1"),
         ({"crystal": "strong"}, r"'crystal' is a section"),
+        ({"crystal": {"mosaic_domain_size_um": 0}}, r"crystal.mosaic_domain_size_um must be > 0"),
+        ({"beam": {"focus_fwhm_um": -1}}, r"beam.focus_fwhm_um must be > 0"),
     ],
 )
 def test_bad_settings_are_rejected_by_name(overrides: dict, message: str) -> None:

@@ -310,9 +310,13 @@ def test_spot_profile_is_integrated_over_pixels() -> None:
             sub = (np.arange(20) + 0.5) / 20 - 0.5
             rr = (np.arange(r - 6, r + 7)[:, None] + sub[None, :]).reshape(-1)
             cc = (np.arange(c - 6, c + 7)[:, None] + sub[None, :]).reshape(-1)
-            gr = np.exp(-0.5 * ((rr - spots["row"][j]) / spots["sigma_row_px"][j]) ** 2)
-            gc = np.exp(-0.5 * ((cc - spots["col"][j]) / spots["sigma_col_px"][j]) ** 2)
-            dense = np.outer(gr, gc).reshape(13, 20, 13, 20).sum(axis=(1, 3))
+            cov = np.array([[spots["sigma_row_px"][j] ** 2, spots["cov_rowcol_px2"][j]],
+                            [spots["cov_rowcol_px2"][j], spots["sigma_col_px"][j] ** 2]], dtype=float)
+            prec = np.linalg.inv(cov)
+            dr = (rr - spots["row"][j])[:, None]
+            dc = (cc - spots["col"][j])[None, :]
+            dense_full = np.exp(-0.5 * (prec[0, 0] * dr**2 + 2 * prec[0, 1] * dr * dc + prec[1, 1] * dc**2))
+            dense = dense_full.reshape(13, 20, 13, 20).sum(axis=(1, 3))
             dense *= spots["photons"][j] / dense.sum()
             np.testing.assert_allclose(signal[box], dense, atol=2e-3 * spots["photons"][j])
             n_checked += 1
@@ -348,3 +352,90 @@ def test_saturation_clips_pixels_and_flags_spots() -> None:
     assert frame.image.max() == np.float32(30000.0)
     j = int(np.argmax(spots["peak_adu"]))
     assert frame.image[int(round(spots["row"][j])), int(round(spots["col"][j]))] == np.float32(30000.0)
+
+
+def _scattering_angles(sim: Simulator, spots: dict) -> tuple[np.ndarray, np.ndarray]:
+    """2 theta and theta of each spot, recomputed from its position on the detector."""
+    det = sim.config.detector
+    beam_r, beam_c = sim.layout.beam_rowcol
+    radius_mm = np.hypot(spots["row"] - beam_r, spots["col"] - beam_c) * det.pixel_size_mm
+    two_theta = np.arctan2(radius_mm, det.distance_mm)
+    return two_theta, two_theta / 2.0
+
+
+def test_mosaicity_streaks_tangentially_and_bandwidth_radially() -> None:
+    flat = {"divergence_mrad": 0.0, "energy_jitter_rel": 0.0}
+    base = {"cell": [40.0, 45.0, 50.0, 90.0, 90.0, 90.0], "mosaic_domain_size_um": 50.0, "crystal_size_um": 50.0}
+    det = {"psf_sigma_px": 0.3}
+    eta_deg = 0.5
+    mosaic = make_sim(seed=4, crystal={**base, "mosaicity_deg": eta_deg}, beam={**flat, "bandwidth_rel": 0.0},
+                      detector=det, artefacts=QUIET)
+    spots = mosaic.frame(0).spots
+    assert spots["row"].size >= 20
+    d_px = mosaic.config.detector.distance_mm / mosaic.config.detector.pixel_size_mm
+    two_theta, theta = _scattering_angles(mosaic, spots)
+    # A rotated mosaic block keeps |q|, hence 2 theta: the spot widens along the ring only.
+    np.testing.assert_allclose(spots["sigma_radial_px"], 0.3, rtol=0.02)
+    excess_tan = spots["sigma_tangential_px"].astype(float) ** 2 - spots["sigma_radial_px"].astype(float) ** 2
+    expected_tan = (d_px / np.cos(two_theta) * 2.0 * np.sin(theta) * np.radians(eta_deg)) ** 2
+    np.testing.assert_allclose(excess_tan, expected_tan, rtol=0.02)
+
+    bw = 0.01
+    streak = make_sim(seed=4, crystal={**base, "mosaicity_deg": 0.0}, beam={**flat, "bandwidth_rel": bw},
+                      detector=det, artefacts=QUIET)
+    spots = streak.frame(0).spots
+    assert spots["row"].size >= 20
+    two_theta, theta = _scattering_angles(streak, spots)
+    np.testing.assert_allclose(spots["sigma_tangential_px"], 0.3, rtol=0.02)
+    excess_rad = spots["sigma_radial_px"].astype(float) ** 2 - spots["sigma_tangential_px"].astype(float) ** 2
+    expected_rad = (d_px / np.cos(two_theta) ** 2 * 2.0 * np.tan(theta) * bw) ** 2
+    np.testing.assert_allclose(excess_rad, expected_rad, rtol=0.02)
+
+
+def test_elongated_spots_point_at_the_beam_at_any_azimuth() -> None:
+    sim = make_sim(seed=9, crystal={"cell": [30.0, 33.0, 36.0, 90.0, 90.0, 90.0], "mosaicity_deg": 0.0},
+                   beam={"bandwidth_rel": 0.015, "divergence_mrad": 0.0}, artefacts=QUIET)
+    beam_r, beam_c = sim.layout.beam_rowcol
+    angles = []
+    for k in range(3):
+        frame = sim.frame(k)
+        spots = frame.spots
+        signal = (frame.expected_photons - frame.background_photons).astype(float)
+        for j in range(frame.n_spots):
+            r, c = int(round(spots["row"][j])), int(round(spots["col"][j]))
+            elongated = spots["sigma_radial_px"][j] >= 2 * spots["sigma_tangential_px"][j]
+            if not (7 <= r < 249 and 7 <= c < 249 and elongated and spots["sigma_radial_px"][j] < 1.8):
+                continue
+            if np.sort(np.hypot(spots["row"] - spots["row"][j], spots["col"] - spots["col"][j]))[1] < 24:
+                continue
+            if sim.layout.mask[r - 6 : r + 7, c - 6 : c + 7].any():
+                continue
+            box = signal[r - 6 : r + 7, c - 6 : c + 7]
+            rr, cc = np.mgrid[r - 6 : r + 7, c - 6 : c + 7]
+            total = box.sum()
+            mr, mc = (box * rr).sum() / total, (box * cc).sum() / total
+            dr, dc = rr - mr, cc - mc
+            cov = np.array([[(box * dr * dr).sum(), (box * dr * dc).sum()],
+                            [(box * dr * dc).sum(), (box * dc * dc).sum()]]) / total
+            vals, vecs = np.linalg.eigh(cov)
+            long_axis = vecs[:, 1]
+            radial = np.array([spots["row"][j] - beam_r, spots["col"][j] - beam_c])
+            radial /= np.linalg.norm(radial)
+            angles.append(np.degrees(np.arccos(min(1.0, abs(long_axis @ radial)))))
+            # The measured spot holds the recorded covariance (pixel-area integration adds 1/12 px^2).
+            assert vals[1] == pytest.approx(spots["sigma_radial_px"][j] ** 2 + 1 / 12, rel=0.05)
+    assert len(angles) >= 5
+    assert max(angles) < 3.0
+
+
+def test_small_mosaic_domains_add_reflections_not_spot_size() -> None:
+    counts, widths = [], []
+    for domain_um in (5.0, 0.1):
+        sim = make_sim(seed=5, crystal={"cell": [40.0, 45.0, 50.0, 90.0, 90.0, 90.0],
+                                        "mosaicity_deg": 0.02, "mosaic_domain_size_um": domain_um},
+                       artefacts=QUIET)
+        spots = sim.frame(0).spots
+        counts.append(spots["row"].size)
+        widths.append(np.median(spots["sigma_radial_px"]))
+    assert counts[1] > 1.5 * counts[0]
+    assert widths[1] == pytest.approx(widths[0], rel=0.1)

@@ -77,9 +77,17 @@ class CrystalConfig:
     d_min_range_a : (min, max)
         Range of the per-crystal resolution limit (Angstrom), drawn uniformly; no spot lies beyond it.
     mosaicity_deg : float
-        Mosaic spread (standard deviation of block orientations, degrees).
+        Mosaic spread (standard deviation of block orientations, degrees). It widens the reach of each
+        reflection (which reflections diffract, their partiality) and, in a still with a narrow bandwidth,
+        streaks the spot only tangentially (along the powder ring, ``2 sin(theta) eta``): a rotated block keeps
+        ``|q|`` and so the scattering angle.
+    mosaic_domain_size_um : float
+        Size of the coherently diffracting mosaic domains; gives every reciprocal-lattice point a width of
+        about ``0.4 / size`` (reach at all resolutions, hence more low-resolution partials) and turns the
+        diffracted rays by only ``lambda * 0.4 / size`` (negligible on the detector).
     crystal_size_um : float
-        Crystal edge length (micrometre); sets the width of the reciprocal-lattice points.
+        Crystal edge length; with ``beam.focus_fwhm_um`` it sets the illuminated width, whose image widens every
+        spot on the detector.
     hit_fraction : float
         Fraction of frames holding a crystal; the others are blank (background and artefacts only).
     multi_lattice_fraction : float
@@ -93,9 +101,10 @@ class CrystalConfig:
     cell: tuple[float, float, float, float, float, float] = (79.1, 79.1, 37.9, 90.0, 90.0, 90.0)
     b_factor_a2: float = 25.0
     b_factor_spread_a2: float = 5.0
-    strength_range_photons: tuple[float, float] = (30.0, 30000.0)
+    strength_range_photons: tuple[float, float] = (10.0, 20000.0)
     d_min_range_a: tuple[float, float] = (1.6, 3.5)
-    mosaicity_deg: float = 0.05
+    mosaicity_deg: float = 0.1
+    mosaic_domain_size_um: float = 0.5
     crystal_size_um: float = 5.0
     hit_fraction: float = 0.8
     multi_lattice_fraction: float = 0.1
@@ -113,7 +122,8 @@ class CrystalConfig:
             raise ConfigError(f"crystal.cell {self.cell!r}: the angles do not make a valid cell")
         _non_negative("crystal", b_factor_a2=self.b_factor_a2, b_factor_spread_a2=self.b_factor_spread_a2,
                       mosaicity_deg=self.mosaicity_deg)
-        _positive("crystal", crystal_size_um=self.crystal_size_um)
+        _positive("crystal", crystal_size_um=self.crystal_size_um,
+                  mosaic_domain_size_um=self.mosaic_domain_size_um)
         _range("crystal", "strength_range_photons", self.strength_range_photons)
         _range("crystal", "d_min_range_a", self.d_min_range_a, low=0.3)
         _range("crystal", "second_lattice_scale_range", self.second_lattice_scale_range)
@@ -136,21 +146,27 @@ class BeamConfig:
     bandwidth_rel : float
         Relative standard deviation of the photon energies within one pulse/exposure.
     divergence_mrad : float
-        Standard deviation of the beam direction (milliradian).
+        Standard deviation of the beam direction (milliradian); turns the diffracted rays by as much (spot size
+        in both directions) and widens the reach of every reflection.
+    focus_fwhm_um : float
+        Full width at half maximum of the beam at the sample; the illuminated width is the smaller of it and
+        the crystal, and its image on the detector widens every spot.
     polarisation_fraction : float
         Fraction of the beam polarised along the column (horizontal) axis.
     """
 
     energy_kev: float = 12.0
     energy_jitter_rel: float = 0.001
-    bandwidth_rel: float = 0.001
+    bandwidth_rel: float = 0.0015
     divergence_mrad: float = 0.05
+    focus_fwhm_um: float = 1.5
     polarisation_fraction: float = 0.99
 
     def __post_init__(self) -> None:
         _positive("beam", energy_kev=self.energy_kev)
         _non_negative("beam", energy_jitter_rel=self.energy_jitter_rel, bandwidth_rel=self.bandwidth_rel,
                       divergence_mrad=self.divergence_mrad)
+        _positive("beam", focus_fwhm_um=self.focus_fwhm_um)
         _fraction("beam", polarisation_fraction=self.polarisation_fraction)
 
 

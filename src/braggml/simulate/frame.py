@@ -4,15 +4,17 @@ Physics per frame, all vectorised over reflections and pixels:
 
 1. A crystal (on a fraction of frames; two on some) in a uniformly random orientation. Its reciprocal lattice
    points ``q = R B h`` near the Ewald sphere of the shot's wavelength diffract; the excitation error
-   ``s = |k0 + q| - 1/lambda`` and the Gaussian width ``sigma_s`` of a reflection's reach (mosaicity, beam
-   divergence, bandwidth, crystal size) give the partiality ``exp(-s^2 / (2 sigma_s^2))``.
+   ``s = |k0 + q| - 1/lambda`` and the Gaussian width ``sigma_s`` of a reflection's reach (mosaic spread,
+   mosaic domain size, beam divergence, bandwidth) give the partiality ``exp(-s^2 / (2 sigma_s^2))``.
 2. The diffracted ray ``(k0 + q) / |k0 + q|`` meets the flat detector at the spot centre. Its expected photons
    are the crystal strength times a Wilson-distributed ``|E|^2`` (one draw per reflection and run: the same
    crystal form throughout) times ``exp(-B / (2 d^2))`` times the partiality, polarisation and solid angle.
-3. The spot profile is a Gaussian whose radial and tangential widths follow from divergence (the ray turns with
-   the beam), mosaicity (``2 sin(theta) eta``), bandwidth (radial streaking ``2 tan(theta) dlambda/lambda``),
-   crystal size and the sensor point spread; it is integrated exactly over
-   each pixel's area with error-function differences (the marginal widths along rows and columns).
+3. The spot is a 2-D Gaussian with its own radial and tangential widths, rotated to the spot's azimuth: the
+   mosaic spread streaks it along the ring only (``2 sin(theta) eta``; a rotated block keeps the scattering
+   angle), the bandwidth radially (``2 tan(theta) dlambda/lambda``), divergence and the domain size in both
+   directions; the illuminated width of the sample and the sensor point spread add on the detector. It is
+   integrated over each pixel's area (error-function differences for the round part, summed along the long
+   axis).
 4. Background: air scatter decaying in q, a constant floor, a broad water/solvent ring and, on some frames,
    ice-Ih rings, all times solid angle and polarisation; then the beamstop transmission, hot pixels, Poisson
    noise, cosmic-ray streaks, gain and read noise (integrating) or counting, saturation, dead pixels and gaps.
@@ -78,6 +80,9 @@ SPOT_COLUMNS: dict[str, Any] = {
     "geom_factor": np.float64,
     "sigma_row_px": np.float32,
     "sigma_col_px": np.float32,
+    "cov_rowcol_px2": np.float32,
+    "sigma_radial_px": np.float32,
+    "sigma_tangential_px": np.float32,
     "observable": np.bool_,
     "saturated": np.bool_,
 }
@@ -103,6 +108,11 @@ _STREAM_FRAME = 0
 _STREAM_DETECTOR = 1
 _STREAM_STRUCTURE = 2
 _N_BG_BINS = 16384
+#: Spacing (pixels) and reach (standard deviations) of the nodes along a spot's long axis.
+_NODE_SPACING_PX = 0.4
+_NODE_REACH = 3.5
+#: Longest extra width (pixels) rendered with the 3-point Gauss-Hermite rule.
+_HERMITE_MAX_PX = 0.15
 
 
 def frame_rng(seed: int, k: int) -> np.random.Generator:
@@ -345,12 +355,13 @@ class Simulator:
         inv_wl = 1.0 / wavelength
         eta = np.radians(cfg.crystal.mosaicity_deg)
         div = cfg.beam.divergence_mrad * 1e-3
-        size_a = cfg.crystal.crystal_size_um * 1e4
+        # Width of a reciprocal-lattice point from the size of the coherent domains (never above the crystal).
+        domain_width = 0.4 / (min(cfg.crystal.mosaic_domain_size_um, cfg.crystal.crystal_size_um) * 1e4)
         # Cheap pre-selection with the beam component of q only and the largest reach of any reflection.
         q_max = 1.0 / d_min
         reach_max = np.sqrt(
             (q_max * eta) ** 2 + (q_max * div) ** 2 + (0.5 * wavelength * q_max**2 * cfg.beam.bandwidth_rel) ** 2
-            + (0.4 / size_a) ** 2
+            + domain_width**2
         )
         s_cut = reach_max * np.sqrt(-2.0 * np.log(cfg.crystal.min_partiality)) * 1.001
         q_beam = q_all[:n_res] @ rotation[2]
@@ -371,7 +382,7 @@ class Simulator:
             (q_len * eta) ** 2
             + (q_len * div * cos_theta) ** 2
             + (0.5 * wavelength * q_len**2 * cfg.beam.bandwidth_rel) ** 2
-            + (0.4 / size_a) ** 2
+            + domain_width**2
         )
         partiality = np.exp(-0.5 * (s / sigma_s) ** 2)
         keep = (partiality >= cfg.crystal.min_partiality) & (kq[:, 2] > 0)
@@ -399,21 +410,27 @@ class Simulator:
             return None
         k = np.flatnonzero(keep)
         two_theta, azimuth = two_theta[k], azimuth[k]
-        # Angular spreads of the diffracted ray and their footprint on the detector.
-        # Divergence tilts the diffracted ray by the same angle; a mosaic block that keeps the reciprocal
-        # lattice point on the Ewald sphere while rotating it by eta moves it by |q| eta, turning the ray by
-        # lambda |q| eta = 2 sin(theta) eta; bandwidth streaks radially by 2 tan(theta) dlambda/lambda.
+        # Angular spreads (radian) of the diffracted ray, radial and tangential to the powder ring.
+        # Divergence tilts the diffracted ray by as much in both directions. A mosaic block rotated by eta moves
+        # q by |q| eta on the sphere of constant |q|; the part of that cap on the Ewald sphere is an arc of
+        # constant 2 theta, so mosaicity turns the ray by lambda |q| eta = 2 sin(theta) eta tangentially only.
+        # The bandwidth changes 2 theta by 2 tan(theta) dlambda/lambda (radial streak); the domain size turns
+        # the ray by lambda * (its reciprocal-point width) in both directions.
         tan_theta = sin_theta[k] / cos_theta[k]
-        ang_both = div**2 + (2.0 * sin_theta[k] * eta) ** 2
-        ang_radial = ang_both + (2.0 * tan_theta * cfg.beam.bandwidth_rel) ** 2
+        ang_common = div**2 + (wavelength * domain_width) ** 2
+        ang_tan = ang_common + (2.0 * sin_theta[k] * eta) ** 2
+        ang_radial = ang_common + (2.0 * tan_theta * cfg.beam.bandwidth_rel) ** 2
+        # On a flat detector the ray's angle maps to D / cos^2(2 theta) radially and D / cos(2 theta)
+        # tangentially; the illuminated width of the sample and the sensor's point spread add everywhere.
         cos2t = np.cos(two_theta)
-        size_mm2 = (cfg.crystal.crystal_size_um * 1e-3) ** 2 / 12.0
+        width_mm = 1e-3 * min(cfg.crystal.crystal_size_um / np.sqrt(12.0), cfg.beam.focus_fwhm_um / 2.3548)
         psf2 = det.psf_sigma_px**2
-        sig_rad2 = ((det.distance_mm / cos2t**2) ** 2 * ang_radial + size_mm2) / det.pixel_size_mm**2 + psf2
-        sig_tan2 = ((det.distance_mm / cos2t) ** 2 * ang_both + size_mm2) / det.pixel_size_mm**2 + psf2
+        sig_rad2 = ((det.distance_mm / cos2t**2) ** 2 * ang_radial + width_mm**2) / det.pixel_size_mm**2 + psf2
+        sig_tan2 = ((det.distance_mm / cos2t) ** 2 * ang_tan + width_mm**2) / det.pixel_size_mm**2 + psf2
         er, ec = np.sin(azimuth), np.cos(azimuth)
-        sigma_row = np.sqrt(sig_rad2 * er**2 + sig_tan2 * ec**2)
-        sigma_col = np.sqrt(sig_rad2 * ec**2 + sig_tan2 * er**2)
+        var_row = sig_rad2 * er**2 + sig_tan2 * ec**2
+        var_col = sig_rad2 * ec**2 + sig_tan2 * er**2
+        cov_rc = (sig_rad2 - sig_tan2) * er * ec
         hkl = hkl_all[ref[k]]
         return {
             "row": row[k],
@@ -427,30 +444,77 @@ class Simulator:
             "excitation_error_inv_a": s[k],
             "full_photons": full[k],
             "geom_factor": geom[k],
-            "sigma_row_px": sigma_row.astype(np.float32),
-            "sigma_col_px": sigma_col.astype(np.float32),
+            "sigma_row_px": np.sqrt(var_row).astype(np.float32),
+            "sigma_col_px": np.sqrt(var_col).astype(np.float32),
+            "cov_rowcol_px2": cov_rc.astype(np.float32),
+            "sigma_radial_px": np.sqrt(sig_rad2).astype(np.float32),
+            "sigma_tangential_px": np.sqrt(sig_tan2).astype(np.float32),
+            "azimuth_rad": azimuth,
         }
 
     def _render(self, spots: dict[str, NDArray[Any]], out: NDArray[np.float64]) -> dict[str, NDArray[Any]]:
-        """Add the spots' expected photons (integrated over pixel areas) to the flat image ``out``."""
+        """Add the spots' expected photons (integrated over pixel areas) to the flat image ``out``.
+
+        Each spot is a 2-D Gaussian with its radial and tangential widths along the azimuth. It is split
+        exactly into an isotropic Gaussian of the smaller width, integrated over each pixel by error-function
+        differences along rows and columns, convolved with a 1-D Gaussian along the longer axis (any
+        direction): three Gauss-Hermite nodes for slightly elongated spots, else a sum over nodes at most
+        ``_NODE_SPACING_PX`` apart. The pixel box and the isotropic part smooth the node sum, whose error
+        (Poisson summation) is far below the photon noise.
+        """
         rows, cols = self.layout.shape
-        sigma_max = float(max(spots["sigma_row_px"].max(), spots["sigma_col_px"].max()))
+        var_rad = spots["sigma_radial_px"].astype(np.float64) ** 2
+        var_tan = spots["sigma_tangential_px"].astype(np.float64) ** 2
+        sigma_max = float(np.sqrt(max(var_rad.max(), var_tan.max())))
         half = int(min(self.config.truth.max_box_half_px, max(2, np.ceil(4.0 * sigma_max))))
         offsets = np.arange(-half, half + 1)
+        n = spots["row"].size
         r_idx = np.rint(spots["row"]).astype(np.int64)[:, None] + offsets[None, :]
         c_idx = np.rint(spots["col"]).astype(np.int64)[:, None] + offsets[None, :]
-
-        def weights(centre: NDArray[np.float64], idx: NDArray[np.int64], sigma: NDArray[np.float32]) -> NDArray:
-            scale = 1.0 / (np.sqrt(2.0) * sigma.astype(np.float64))[:, None]
-            upper = erf((idx + 0.5 - centre[:, None]) * scale)
-            lower = erf((idx - 0.5 - centre[:, None]) * scale)
-            return 0.5 * (upper - lower)
-
-        w_row = weights(spots["row"], r_idx, spots["sigma_row_px"])
-        w_col = weights(spots["col"], c_idx, spots["sigma_col_px"])
-        w_row[(r_idx < 0) | (r_idx >= rows)] = 0.0
-        w_col[(c_idx < 0) | (c_idx >= cols)] = 0.0
-        profile = w_row[:, :, None] * w_col[:, None, :]
+        sigma_iso = np.sqrt(np.maximum(np.minimum(var_rad, var_tan), 1e-6))
+        sigma_line = np.sqrt(np.abs(var_rad - var_tan))
+        er, ec = np.sin(spots["azimuth_rad"]), np.cos(spots["azimuth_rad"])
+        radial_longer = var_rad >= var_tan
+        dir_row = np.where(radial_longer, er, ec)
+        dir_col = np.where(radial_longer, ec, -er)
+        # Nodes per spot: none for round spots; the 3-point Gauss-Hermite rule (exact to the 5th moment) for
+        # slightly elongated ones; else evenly spaced nodes at most min(spacing, sigma_line) apart, their odd
+        # counts in a few buckets so that each bucket is one batched product.
+        step = np.minimum(_NODE_SPACING_PX, np.maximum(sigma_line, 1e-9))
+        need = 2 * np.ceil(_NODE_REACH * sigma_line / step).astype(np.int64) + 1
+        gauss_hermite = sigma_line < _HERMITE_MAX_PX
+        need[gauss_hermite] = 3
+        need[sigma_line < 1e-3] = 1
+        buckets = np.array([1, 3, 5, 9, 17, 33, 65, 129])
+        bucket_of = np.minimum(np.searchsorted(buckets, need), buckets.size - 1)
+        profile = np.empty((n, offsets.size, offsets.size))
+        row_ok = (r_idx >= 0) & (r_idx < rows)
+        col_ok = (c_idx >= 0) & (c_idx < cols)
+        for b, hermite in {(int(v), bool(h)) for v, h in zip(bucket_of, gauss_hermite, strict=True)}:
+            sel = np.flatnonzero((bucket_of == b) & (gauss_hermite == hermite))
+            n_nodes = int(buckets[b])
+            if n_nodes == 1:
+                u = np.zeros((sel.size, 1))
+                w = np.ones((sel.size, 1))
+            elif hermite:
+                u = np.array([-1.0, 0.0, 1.0])[None, :] * (np.sqrt(3.0) * sigma_line[sel])[:, None]
+                w = np.broadcast_to(np.array([1.0, 4.0, 1.0]) / 6.0, u.shape)
+            else:
+                spacing = 2.0 * _NODE_REACH * sigma_line[sel] / (n_nodes - 1)
+                u = (np.arange(n_nodes) - (n_nodes - 1) / 2.0)[None, :] * spacing[:, None]
+                w = np.exp(-0.5 * (u / sigma_line[sel][:, None]) ** 2)
+                w /= w.sum(axis=1, keepdims=True)
+            centre_r = spots["row"][sel][:, None] + u * dir_row[sel][:, None]  # (m, K)
+            centre_c = spots["col"][sel][:, None] + u * dir_col[sel][:, None]
+            scale = (1.0 / (np.sqrt(2.0) * sigma_iso[sel]))[:, None, None]
+            # Error function at the B + 1 pixel edges, differenced: the isotropic part integrated per pixel.
+            edge_r = r_idx[sel][:, None, :1] - 0.5 + np.arange(offsets.size + 1)[None, None, :]
+            edge_c = c_idx[sel][:, None, :1] - 0.5 + np.arange(offsets.size + 1)[None, None, :]
+            w_row = 0.5 * np.diff(erf((edge_r - centre_r[:, :, None]) * scale), axis=2)
+            w_col = 0.5 * np.diff(erf((edge_c - centre_c[:, :, None]) * scale), axis=2)
+            w_row = w_row * w[:, :, None]
+            profile[sel] = np.matmul(w_row.transpose(0, 2, 1), w_col)  # (m, B, K) @ (m, K, B)
+        profile *= row_ok[:, :, None] & col_ok[:, None, :]
         flat = np.clip(r_idx, 0, rows - 1)[:, :, None] * cols + np.clip(c_idx, 0, cols - 1)[:, None, :]
         throughput = self._throughput.reshape(-1)[flat]
         contribution = profile * spots["photons"][:, None, None] * throughput

@@ -40,15 +40,23 @@ def _jungfrau4m() -> SimulationConfig:
 def _pilatus6m() -> SimulationConfig:
     return SimulationConfig(
         crystal=CrystalConfig(
-            strength_range_photons=(300.0, 30000.0),
+            strength_range_photons=(200.0, 15000.0),
             b_factor_a2=18.0,
             d_min_range_a=(1.5, 2.5),
             hit_fraction=0.6,
-            mosaicity_deg=0.15,
+            mosaicity_deg=0.07,
+            mosaic_domain_size_um=0.08,
             crystal_size_um=20.0,
+            multi_lattice_fraction=0.5,
+            second_lattice_scale_range=(0.3, 1.0),
         ),
         beam=BeamConfig(
-            energy_kev=12.8, energy_jitter_rel=0.0, bandwidth_rel=1e-4, divergence_mrad=0.1, polarisation_fraction=0.99
+            energy_kev=12.8,
+            energy_jitter_rel=0.0,
+            bandwidth_rel=1e-4,
+            divergence_mrad=0.3,
+            focus_fwhm_um=10.0,
+            polarisation_fraction=0.99,
         ),
         detector=DetectorConfig(
             module_shape=(195, 487),
@@ -94,14 +102,21 @@ def _pilatus6m() -> SimulationConfig:
 def _eiger4m() -> SimulationConfig:
     return SimulationConfig(
         crystal=CrystalConfig(
-            strength_range_photons=(50.0, 5000.0),
+            strength_range_photons=(8.0, 800.0),
             d_min_range_a=(1.4, 2.5),
             hit_fraction=0.6,
-            mosaicity_deg=0.1,
+            mosaicity_deg=0.03,
+            mosaic_domain_size_um=0.5,
             crystal_size_um=10.0,
+            multi_lattice_fraction=0.2,
         ),
         beam=BeamConfig(
-            energy_kev=12.7, energy_jitter_rel=0.0, bandwidth_rel=1e-4, divergence_mrad=0.1, polarisation_fraction=0.99
+            energy_kev=12.7,
+            energy_jitter_rel=0.0,
+            bandwidth_rel=1e-4,
+            divergence_mrad=0.05,
+            focus_fwhm_um=5.0,
+            polarisation_fraction=0.99,
         ),
         detector=DetectorConfig(
             module_shape=(514, 1030),

@@ -118,6 +118,10 @@ def _finder_settings(args: argparse.Namespace, params: dict[str, tuple[Any, list
             flag = "--" + key.replace("_", "-")
             raise ConfigError(f"{flag} does not apply to finder {finder_name!r} (it belongs to {', '.join(owners)})")
         settings[key] = value
+    if getattr(args, "model", None):
+        if "model_path" not in params or finder_name not in params["model_path"][1]:
+            raise ConfigError(f"--model applies to the learned finders (cnn, svm), not to {finder_name!r}")
+        settings["model_path"] = args.model
     for item in args.param or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -182,7 +186,7 @@ def _write_find_outputs(args: argparse.Namespace, run: PreparedRun, peaks: PeakL
 
 def _cmd_find(args: argparse.Namespace) -> int:
     from .config import config_to_dict
-    from .pipeline import PreparedRun
+    from .parallel.cli_support import execution_from_args, finish_find_command, prepare_run, run_find_command
 
     if args.hits_out and args.output and Path(args.hits_out).resolve() == Path(args.output).resolve():
         raise ConfigError("--hits-out and -o name the same file")
@@ -190,24 +194,32 @@ def _cmd_find(args: argparse.Namespace) -> int:
         if path and not Path(path).resolve().parent.is_dir():
             raise ConfigError(f"{path}: output folder {Path(path).resolve().parent} does not exist")
     job = _find_job(args)
-    run = PreparedRun(job)
+    execution_from_args(args)  # reject bad parallel options before any file is opened
+    run, file_failures = prepare_run(job)  # damaged files among several are left out and reported
     log.info("finder %s: %s", job.finder, config_to_dict(run.finder.config))
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
-    peaks, summary = run.run(progress=progress)
-    _write_find_outputs(args, run, peaks)
+    outcome = run_find_command(args, run, progress=progress)  # --workers, --scheduler, --shard, --resume
+    peaks, summary = outcome.peaks, outcome.summary
+    frame_failures = len(summary.failures)
+    summary.failures[:0] = file_failures
+    _write_find_outputs(argparse.Namespace(**{**vars(args), "output": None}) if args.split_output else args, run, peaks)
+    finish_find_command(args, run, outcome)
     if not args.quiet:
         print(f"finder: {job.finder}")
         for line in summary.lines():
             print(line)
-        if args.output:
+        if outcome.resumed_frames:
+            print(f"resumed: {outcome.resumed_frames} frames were taken from an interrupted run")
+        if args.output and not args.split_output:
             print(f"peaks written to {args.output}")
         if args.hits_out:
             print(f"hit list written to {args.hits_out}")
-    return 1 if summary.failures and summary.n_frames == len(summary.failures) else 0
+    return 1 if frame_failures and summary.n_frames == frame_failures else 0
 
 
-def _add_find_parser(sub: argparse._SubParsersAction) -> None:
+def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from .finder import DEFAULT_FINDER, available_finders
+    from .parallel.cli_support import add_parallel_arguments
 
     p = sub.add_parser(
         "find",
@@ -221,6 +233,7 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_input_arguments(p)
     p.add_argument("--finder", choices=available_finders(), help=f"peak finder (default: {DEFAULT_FINDER})")
+    p.add_argument("--model", metavar="MODEL", help="trained model file for --finder cnn/svm (see braggml train)")
     p.add_argument("-o", "--output", metavar="PEAKS", help="peak list to write (.h5/.cxi, .stream, .csv)")
     p.add_argument("--format", choices=["cxi", "stream", "csv"], help="peak-list format (default: from extension)")
     p.add_argument("--min-peaks", type=int, default=1, metavar="N", help="a frame with >= N peaks is a hit")
@@ -231,6 +244,7 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    add_parallel_arguments(p)
     _add_geometry_arguments(p)
     params = _finder_params()
     fp = p.add_argument_group("finder parameters (each applies to the finders named; defaults are the finder's)")
@@ -244,6 +258,53 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> None:
             help=f"[{', '.join(owners)}]",
         )
     p.set_defaults(func=_cmd_find, _finder_params=params)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- slurm, merge
+def _cmd_slurm_find(args: argparse.Namespace) -> int:
+    from .parallel.cli_support import run_slurm_find
+
+    _find_job(args)  # reject bad finder settings before writing a script
+    return run_slurm_find(args, args._slurm_parser)
+
+
+def _add_slurm_parser(sub: argparse._SubParsersAction) -> None:
+    from .parallel.cli_support import add_slurm_arguments
+
+    p = sub.add_parser(
+        "slurm",
+        help="write (and submit) a SLURM job array that runs a command over shards of the frames",
+        description=(
+            "Write an sbatch job-array script whose task i runs 'braggml find ... --shard i/N' into "
+            "<stem>.shard-i<suffix>, and a merge job that joins the shards into -o. --dry-run prints both; "
+            "--submit submits them (the merge after every task succeeded)."
+        ),
+    )
+    inner = p.add_subparsers(dest="slurm_command", metavar="COMMAND")
+    inner.required = True
+    fp = _add_find_parser(inner)
+    add_slurm_arguments(fp)
+    fp.set_defaults(func=_cmd_slurm_find, _slurm_parser=fp)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from .parallel.cli_support import run_merge
+
+    return run_merge(args)
+
+
+def _add_merge_parser(sub: argparse._SubParsersAction) -> None:
+    from .parallel.cli_support import add_merge_arguments
+
+    p = sub.add_parser(
+        "merge",
+        help="join the shard outputs of 'find --shard i/N' into one peak list",
+        description="Check that the shard outputs are the complete set of one run, then join them in frame order.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_merge_arguments(p)
+    p.set_defaults(func=_cmd_merge)
 
 
 # ---------------------------------------------------------------------------------------------- simulate
@@ -258,6 +319,25 @@ def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_simulate_arguments(p)
     p.set_defaults(func=run_simulate)
+
+
+# ---------------------------------------------------------------------------------------------- train
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from .ml.cli_support import add_train_arguments, run_train
+
+    p = sub.add_parser(
+        "train",
+        help="train a CNN or SVM peak classifier on simulated frames or your own labelled frames",
+        description=(
+            "Find candidates with a high-recall classical finder, cut patches around them, label them against "
+            "the truth (a simulated file's truth group or --labels PEAKS) and train a CNN (PyTorch) or an SVM "
+            "(scikit-learn). Frames are split into train/validation/test sets, never patches."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_train_arguments(p)
+    _add_geometry_arguments(p)
+    p.set_defaults(func=run_train)
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
@@ -410,18 +490,35 @@ def _add_show_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(out_dir=Path(args.out), n_frames=args.frames, seed=args.seed, progress=not args.quiet)
+    return run_demo(
+        out_dir=Path(args.out),
+        n_frames=args.frames,
+        n_train_frames=args.train_frames,
+        seed=args.seed,
+        preset=args.preset,
+        learned=() if args.no_train else ("cnn", "svm"),
+        epochs=args.epochs,
+        progress=not args.quiet,
+    )
 
 
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="simulate a small run, find its peaks and score them (no data needed)",
-        description="Simulate a few frames with ground truth, run the default finder on them and score it.",
+        help="simulate data, train the learned finders, compare every finder and write a report (no data needed)",
+        description=(
+            "The main job on built-in data: simulate a training and a test run with ground truth, train the CNN and "
+            "SVM patch classifiers, run the classical finders with default settings and the trained models on the "
+            "test frames, print a side-by-side table and write a Markdown report with pictures."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="braggml-demo", metavar="DIR", help="folder for the demo's files")
-    p.add_argument("--frames", type=int, default=8, help="number of frames to simulate")
+    p.add_argument("--frames", type=int, default=8, help="number of test frames to simulate")
+    p.add_argument("--train-frames", type=int, default=8, help="number of training frames for the learned finders")
+    p.add_argument("--epochs", type=int, default=6, help="CNN training epochs")
+    p.add_argument("--preset", default="jungfrau4m", help="simulation preset (see braggml simulate --help)")
+    p.add_argument("--no-train", action="store_true", help="skip the learned finders (classical finders only)")
     p.add_argument("--seed", type=int, default=2026, help="random seed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
@@ -443,7 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     _add_find_parser(sub)
+    _add_slurm_parser(sub)
+    _add_merge_parser(sub)
     _add_simulate_parser(sub)
+    _add_train_parser(sub)
     _add_evaluate_parser(sub)
     _add_show_parser(sub)
     _add_demo_parser(sub)

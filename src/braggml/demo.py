@@ -1,7 +1,8 @@
 """``braggml demo``: the main job on built-in data, runnable right after installation.
 
-It simulates a small run with ground truth, runs the classical finders with their default settings, prints a
-side-by-side table and writes a report with pictures.
+It simulates a small training run and a test run with ground truth, trains the CNN and the SVM patch classifiers
+on the training run, runs the classical finders (default settings) and the trained models on the test run,
+prints a side-by-side table and writes a report with pictures.
 """
 
 from __future__ import annotations
@@ -27,26 +28,49 @@ __all__ = ["run_demo", "DEMO_FINDERS"]
 DEMO_FINDERS = ("peakfinder8", "dispersion", "dispersion_extended", "threshold")
 
 
+def _train(kind: str, train_path: Path, model_path: Path, *, seed: int, epochs: int, progress: bool) -> None:
+    """Train a patch classifier exactly as ``braggml train`` does."""
+    from .cli import build_parser
+
+    argv = ["train", "--model", kind, str(train_path), "-o", str(model_path), "--seed", str(seed), "-q"]
+    if kind == "cnn":
+        argv += ["--epochs", str(epochs)]
+    else:  # a quick linear search: a subsample of the patches, three folds
+        argv += ["--max-train-patches", "8000", "--cv-folds", "3", "--rbf-max-samples", "0"]
+        argv += ["--c-values", "0.01", "0.1", "1"]
+    if progress:
+        argv.append("--progress")
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
 def run_demo(
     out_dir: Path,
     *,
     n_frames: int = 8,
+    n_train_frames: int = 8,
     seed: int = 2026,
     preset: str = "jungfrau4m",
     finders: tuple[str, ...] = DEMO_FINDERS,
+    learned: tuple[str, ...] = ("cnn", "svm"),
+    epochs: int = 6,
     progress: bool = True,
     echo=print,
 ) -> int:
-    """Simulate ``n_frames`` frames of ``preset``, find their peaks with each finder and score them.
+    """Simulate a test run of ``n_frames`` frames of ``preset``, train the learned finders on a separate run of
+    ``n_train_frames`` frames, find the test run's peaks with every finder and score them.
 
-    Writes into ``out_dir``: ``frames.h5`` (frames and truth), ``peaks_<finder>.h5`` (CXI peak lists),
-    ``report.md`` / ``report.json`` and PNG pictures. Returns the exit status.
+    Writes into ``out_dir``: ``frames.h5`` and ``train.h5`` (frames and truth), ``model_<kind>.safetensors``,
+    ``peaks_<finder>.h5`` (CXI peak lists), ``report.md`` / ``report.json`` and PNG pictures. Returns the exit
+    status.
     """
     from .simulate import Simulator, simulate_to_file
     from .simulate.presets import get_preset
 
     if n_frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {n_frames}")
+    if learned and n_train_frames < 3:
+        raise ConfigError(f"--train-frames must be >= 3 to train the learned finders, got {n_train_frames}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = get_preset(preset)
@@ -55,6 +79,17 @@ def run_demo(
     t0 = time.perf_counter()
     simulate_to_file(frames_path, n_frames, config, seed=seed, progress=progress, preset=preset)
     echo(f"  {time.perf_counter() - t0:.1f} s")
+    models: dict[str, Path] = {}
+    if learned:
+        train_path = out_dir / "train.h5"
+        echo(f"simulating {n_train_frames} training frames (seed {seed + 1}) -> {train_path}")
+        simulate_to_file(train_path, n_train_frames, config, seed=seed + 1, progress=progress, preset=preset)
+        for kind in learned:
+            models[kind] = out_dir / f"model_{kind}.safetensors"
+            echo(f"training the {kind.upper()} patch classifier -> {models[kind]}")
+            t0 = time.perf_counter()
+            _train(kind, train_path, models[kind], seed=seed, epochs=epochs, progress=progress)
+            echo(f"  {time.perf_counter() - t0:.1f} s")
     truth = load_truth(frames_path)
     sim = Simulator(config, seed=seed)
     maps = sim.layout.pixel_maps(sim.wavelength_a)
@@ -64,9 +99,10 @@ def run_demo(
     evaluations: dict[str, Evaluation] = {}
     fps: dict[str, float] = {}
     found_all = {}
-    for name in finders:
-        finder = make_finder(name)
-        echo(f"finding peaks with {name} (default settings)")
+    runs = [(name, make_finder(name), "default settings") for name in finders]
+    runs += [(kind, make_finder(kind, model_path=str(path)), f"model {path.name}") for kind, path in models.items()]
+    for name, finder, what in runs:
+        echo(f"finding peaks with {name} ({what})")
         peaks, summary = find_in_frames(
             finder,
             ((f.data, f.ref, f.bad) for f in source),
@@ -112,9 +148,10 @@ def run_demo(
         frames_per_second=fps,
         title="braggml demo",
         notes=[
-            f"{n_frames} simulated frames of the `{preset}` preset (seed {seed}), {len(truth.peaks)} observable "
-            "true spots; every finder with its default settings; a found peak is true when it lies within 2 px "
-            "of a true spot (one-to-one)."
+            f"Test run: {n_frames} simulated frames of the `{preset}` preset (seed {seed}), {len(truth.peaks)} "
+            "observable true spots. Classical finders run with their default settings"
+            + (f"; {', '.join(models)} trained on {n_train_frames} other frames (seed {seed + 1})" if models else "")
+            + ". A found peak is true when it lies within 2 px of a true spot (one-to-one matching)."
         ],
     )
     echo("")

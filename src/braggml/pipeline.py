@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,6 +15,9 @@ from .errors import ConfigError
 from .finder import DEFAULT_FINDER, PeakFinder
 from .geometry import HC_KEV_A, DetectorGeometry, PixelMaps, flat_geometry
 from .peaks import FrameRef, PeakList
+
+if TYPE_CHECKING:
+    from .io.metadata import GeometryHint
 
 __all__ = [
     "FindJob",
@@ -27,6 +30,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Rejection causes shown in a run's summary (finders also count routine ones, such as too-small groups).
+SUMMARY_REJECTIONS = frozenset({"ice_ring", "powder_ring", "masked", "not_significant", "max_num_peaks"})
 
 
 @dataclass
@@ -51,8 +57,9 @@ class RunSummary:
             f"frames: {self.n_frames}   hits (>= {self.min_peaks} peaks): {self.n_hits}   peaks: {self.n_peaks}",
             f"time: {self.seconds:.2f} s ({self.frames_per_second:.2f} frames/s)",
         ]
-        if self.rejected:
-            out.append("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())))
+        shown = {k: v for k, v in self.rejected.items() if k in SUMMARY_REJECTIONS and v}
+        if shown:
+            out.append("rejected peaks: " + ", ".join(f"{k} {v}" for k, v in sorted(shown.items())))
         if self.failures:
             out.append(f"failures: {len(self.failures)}")
             out.extend(f"  {f}" for f in self.failures)
@@ -160,12 +167,17 @@ def resolve_geometry(
     photon_energy_ev: float | None = None,
     data_file: str | None = None,
     warn: bool = True,
+    hint: GeometryHint | None = None,
 ) -> RunGeometry:
     """The detector description of a run from whatever geometry the user gave.
 
     A CrystFEL ``.geom`` file wins (its masks are read, relative to ``data_file`` where they name no file);
-    otherwise a flat detector from the beam centre (plus pixel size and distance for resolution). With nothing
-    given, one panel with the radius measured from the image centre is used and a warning says so.
+    otherwise a flat detector from the beam centre (plus pixel size and distance for resolution). Without
+    either, the geometry the data files state (``hint``, see :func:`braggml.io.metadata.geometry_hint`) is
+    used: a flat detector from its beam centre, pixel size and distance, a radius map from its beam centre
+    alone, or its per-pixel radius map; pixel size, distance and wavelength given by the user take precedence
+    over the hint's. With nothing at all, one panel with the radius measured from the image centre is used and
+    a warning says so.
     """
     if photon_energy_ev is not None:
         if not photon_energy_ev > 0:
@@ -193,12 +205,14 @@ def resolve_geometry(
                 wavelength_a=wavelength_a,
             )
             return RunGeometry(geometry.pixel_maps(shape), geometry)
-        rows, cols = shape
-        radius = np.hypot(
-            np.arange(rows, dtype=np.float32)[:, None] - np.float32(beam_center_rowcol[0]),
-            np.arange(cols, dtype=np.float32)[None, :] - np.float32(beam_center_rowcol[1]),
-        ).astype(np.float32)
+        radius = _radius_from(shape, (float(beam_center_rowcol[0]), float(beam_center_rowcol[1])))
         return RunGeometry(PixelMaps(np.zeros(shape, np.int32), radius, np.zeros(shape, bool), None, known=True))
+    if hint is not None:
+        from_hint = _geometry_from_hint(
+            shape, hint, pixel_size_mm=pixel_size_mm, distance_mm=distance_mm, wavelength_a=wavelength_a
+        )
+        if from_hint is not None:
+            return from_hint
     if pixel_size_mm is not None or distance_mm is not None:
         raise ConfigError("--pixel-size-mm/--distance-mm need --beam-center (or use --geom)")
     if warn:
@@ -207,6 +221,51 @@ def resolve_geometry(
             "(give --geom or --beam-center for correct radial backgrounds and resolution)"
         )
     return RunGeometry(PixelMaps.fallback(shape))
+
+
+def _radius_from(shape: tuple[int, int], beam_center_rowcol: tuple[float, float]) -> NDArray[np.float32]:
+    rows, cols = shape
+    return np.hypot(
+        np.arange(rows, dtype=np.float32)[:, None] - np.float32(beam_center_rowcol[0]),
+        np.arange(cols, dtype=np.float32)[None, :] - np.float32(beam_center_rowcol[1]),
+    ).astype(np.float32)
+
+
+def _geometry_from_hint(
+    shape: tuple[int, int],
+    hint: GeometryHint,
+    *,
+    pixel_size_mm: float | None,
+    distance_mm: float | None,
+    wavelength_a: float | None,
+) -> RunGeometry | None:
+    """The run geometry the file metadata gives (user values first), or None when it does not place the beam."""
+    pixel = pixel_size_mm if pixel_size_mm is not None else hint.pixel_size_mm
+    distance = distance_mm if distance_mm is not None else hint.distance_mm
+    wavelength = wavelength_a if wavelength_a is not None else hint.wavelength_a
+    if hint.beam_center_rowcol is not None:
+        beam = (float(hint.beam_center_rowcol[0]), float(hint.beam_center_rowcol[1]))
+        if pixel is not None and distance is not None:
+            geometry = flat_geometry(
+                shape, pixel_size_mm=pixel, distance_mm=distance, beam_center_rowcol=beam, wavelength_a=wavelength
+            )
+            log.info("geometry from file metadata: %s", hint.summary())
+            return RunGeometry(geometry.pixel_maps(shape), geometry)
+        log.info("geometry from file metadata: %s (no resolution without pixel size and distance)", hint.summary())
+        radius = _radius_from(shape, beam)
+        return RunGeometry(PixelMaps(np.zeros(shape, np.int32), radius, np.zeros(shape, bool), None, known=True))
+    if hint.radius_px is not None:
+        if hint.radius_px.shape != tuple(shape):
+            log.warning(
+                "file metadata radius map of shape %s does not fit frames of shape %s; ignored",
+                hint.radius_px.shape,
+                tuple(shape),
+            )
+            return None
+        radius = np.array(hint.radius_px, dtype=np.float32)
+        log.info("geometry from file metadata: %s", hint.summary())
+        return RunGeometry(PixelMaps(np.zeros(shape, np.int32), radius, np.zeros(shape, bool), None, known=True))
+    return None
 
 
 @dataclass(frozen=True)
@@ -267,6 +326,7 @@ class PreparedRun:
             photon_energy_ev=job.photon_energy_ev,
             data_file=self.source.files[0],
             warn=warn_without_geometry,
+            hint=self.source.geometry_hint() if job.geom is None and job.beam_center_rowcol is None else None,
         )
         user_mask = None
         if job.mask:
@@ -287,13 +347,12 @@ class PreparedRun:
         stop = len(self.source) if stop is None else stop
         if not 0 <= start <= stop <= len(self.source):
             raise ConfigError(f"frame range {start}..{stop} outside the run's {len(self.source)} frames")
-        refs = self.source.refs
         try:
             for k in range(start, stop):
                 try:
                     frame = self.source.frame(k)
                 except DataFormatError as exc:
-                    yield None, refs[k], str(exc)
+                    yield None, self.source.ref(k), str(exc)
                     continue
                 bad = frame.bad
                 flags = self.geometry.frame_flags(frame.data)

@@ -643,6 +643,15 @@ class FrameSource:
         k = int(np.searchsorted(self._starts, index, side="right")) - 1
         return self._files[k], index - int(self._starts[k])
 
+    def ref(self, index: int) -> FrameRef:
+        """Provenance of frame ``index`` without reading it."""
+        n = len(self)
+        i = int(index) + (n if int(index) < 0 else 0)
+        if not 0 <= i < n:
+            raise IndexError(f"frame {index} out of range for {n} frames")
+        f, local = self._locate(i)
+        return f.ref(local)
+
     def frame(self, index: int) -> Frame:
         """Frame ``index`` (negative counts from the end).
 

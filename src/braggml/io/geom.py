@@ -636,7 +636,7 @@ def _read_mask_array(path: Path, dataset: str) -> NDArray[Any]:
     if not path.is_file():
         raise InputNotFoundError(f"mask file {str(path)!r} named by the geometry does not exist")
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(path, "r", locking=False)
     except OSError as exc:
         raise DataFormatError(f"{path}: cannot read the mask file as HDF5 ({exc})") from None
     with f:

@@ -313,7 +313,7 @@ def _write_cxi(peaks: PeakList, path: Path) -> None:
 
 def _read_cxi(path: Path) -> PeakList:
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(path, "r", locking=False)
     except OSError as exc:
         raise DataFormatError(f"{path}: not an HDF5 file ({exc})") from None
     with f:

@@ -331,7 +331,7 @@ def _open(path: str | Path) -> h5py.File:
     except ImportError:  # pragma: no cover - hdf5plugin is a dependency
         pass
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(path, "r", locking=False)
     except OSError as exc:
         raise DataFormatError(f"{path}: not an HDF5 file ({exc})") from None
     if TRUTH_GROUP not in f or f[TRUTH_GROUP].attrs.get("format") != FORMAT_NAME:

@@ -119,7 +119,7 @@ def _cmap() -> Any:
     from matplotlib import colormaps
 
     cmap = colormaps["magma"].copy()
-    cmap.set_bad("0.6")
+    cmap = cmap.with_extremes(bad="0.6")
     return cmap
 
 

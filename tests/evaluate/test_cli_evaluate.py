@@ -1,0 +1,82 @@
+"""``braggml evaluate`` and ``braggml show`` with truth and peaks in every format braggml reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from braggml.cli import main
+from braggml.io.peaklists import write_peaks
+from braggml.peaks import FrameRef, PeakList
+from braggml.simulate import get_preset, simulate_to_file
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sim") / "frames.h5"
+    simulate_to_file(path, 3, get_preset("test"), seed=11)
+    return path
+
+
+def _lists(tmp: Path) -> tuple[PeakList, PeakList]:
+    refs = [FrameRef("run.cxi", "/entry_1/data_1/data", i) for i in range(2)]
+    truth = PeakList.from_columns(frames=refs, frame=[0, 0, 1], row=[10, 20, 30], col=[10, 20, 30])
+    found = PeakList.from_columns(frames=refs, frame=[0, 1, 1], row=[10.5, 30.2, 5], col=[10, 30, 5])
+    return truth, found
+
+
+@pytest.mark.parametrize("truth_ext", [".h5", ".stream", ".csv"])
+@pytest.mark.parametrize("peaks_ext", [".h5", ".stream", ".csv"])
+def test_every_truth_and_peak_format(tmp_path: Path, truth_ext: str, peaks_ext: str, capsys):
+    truth, found = _lists(tmp_path)
+    t_path = write_peaks(truth, tmp_path / f"truth{truth_ext}")
+    p_path = write_peaks(found, tmp_path / f"found{peaks_ext}")
+    out = tmp_path / "figures.json"
+    argv = ["evaluate", "--truth", str(t_path), "--peaks", str(p_path), "--json", str(out), "--min-peaks", "1"]
+    assert main(argv) == 0
+    figures = json.loads(out.read_text())
+    assert figures["true_positives"] == 2
+    assert figures["precision"] == pytest.approx(2 / 3) and figures["recall"] == pytest.approx(2 / 3)
+    assert figures["per_frame"]["true_positives"] == [1, 1]
+    assert figures["centroid_median_px"] == pytest.approx(np.median([0.5, 0.2]), abs=1e-3)
+    assert "precision 0.667" in capsys.readouterr().out
+
+
+def test_simulated_truth_report_and_pictures(simulated: Path, tmp_path: Path, capsys):
+    peaks = tmp_path / "pf8.h5"
+    assert main(["find", str(simulated), "-o", str(peaks), "-q"]) == 0
+    report = tmp_path / "report"
+    assert main(["evaluate", "--truth", str(simulated), "--peaks", str(peaks), "--report", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "recall by resolution" in printed and "hit finding" in printed
+    text = (report / "report.md").read_text()
+    assert "| pf8.h5 |" in text
+    for png in ("recall_vs_snr.png", "peak_counts.png"):
+        assert (report / png).read_bytes()[:4] == b"\x89PNG"
+    assert list(report.glob("frame_*.png")), "a frame picture with true/missed/false peaks"
+
+
+def test_show_masked_frame_with_peaks_and_truth(simulated: Path, tmp_path: Path, capsys):
+    peaks = tmp_path / "p.csv"
+    assert main(["find", str(simulated), "-o", str(peaks), "-q"]) == 0
+    png = tmp_path / "frame.png"
+    argv = ["show", str(simulated), "--frame", "1", "--peaks", str(peaks), "--truth", str(simulated), "-o", str(png)]
+    assert main(argv) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["show", str(simulated), "--frame", "7", "-o", str(png)]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_evaluate_rejects_mismatched_runs_and_bad_radius(tmp_path: Path, capsys):
+    truth, found = _lists(tmp_path)
+    t_path = write_peaks(truth, tmp_path / "t.csv")
+    other = write_peaks(PeakList.empty(5), tmp_path / "o.csv")
+    assert main(["evaluate", "--truth", str(t_path), "--peaks", str(other)]) == 2
+    assert "frames" in capsys.readouterr().err
+    assert main(["evaluate", "--truth", str(t_path), "--peaks", str(t_path), "--radius", "0"]) == 2
+    assert "--radius" in capsys.readouterr().err
+    assert main(["evaluate", "--truth", str(tmp_path / "none.h5"), "--peaks", str(t_path)]) == 2
+    assert "none.h5" in capsys.readouterr().err

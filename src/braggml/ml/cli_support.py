@@ -109,13 +109,43 @@ def _maps(args: argparse.Namespace, shape: tuple[int, int] | None) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Run ``braggml train``; returns the exit status."""
+    """Run ``braggml train``; returns the exit status.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process joins the process group, reads the
+    same frames and trains its share of each epoch (:func:`braggml.ml.cnn.train_cnn`); rank 0 alone prints,
+    evaluates and writes the model, metrics and plots while the other ranks wait for it, then all leave the
+    group. Only the CNN trains this way.
+    """
+    from .cnn import distributed_context
+
+    context = distributed_context()
+    if context is None:
+        return _run_train(args, is_main=True)
+    if args.model != "cnn":
+        raise ConfigError(
+            f"--model {args.model} trains in one process; only --model cnn runs under torchrun "
+            f"(WORLD_SIZE={context.world_size})"
+        )
+    from .cnn import TrainConfig, init_distributed, shutdown_distributed
+
+    init_distributed(context, args.device if args.device is not None else TrainConfig().device)
+    finished = False
+    try:
+        status = _run_train(args, is_main=context.is_main)
+        finished = True
+    finally:  # after an error the other ranks are stopped by torchrun, not awaited
+        shutdown_distributed(wait=finished)
+    return status
+
+
+def _run_train(args: argparse.Namespace, *, is_main: bool) -> int:
+    """The body of :func:`run_train`; with ``is_main`` False it trains, then returns without printing or writing."""
     from ..evaluate.metrics import evaluate_peaks
     from ..io.frames import open_frames
     from .metrics import binary_metrics
     from .patches import LABEL_PEAK, CandidateConfig, PatchConfig, build_patch_set, candidate_finder, split_by_frame
 
-    quiet = bool(getattr(args, "quiet", False))
+    quiet = bool(getattr(args, "quiet", False)) or not is_main
     echo = (lambda *a, **k: None) if quiet else print
     progress = not quiet and (bool(getattr(args, "progress", False)) or sys.stderr.isatty())
     out = Path(args.output)
@@ -185,6 +215,11 @@ def run_train(args: argparse.Namespace) -> int:
         arch = CNNConfig(**_given(args, {"channels": "channels", "convs_per_stage": "convs_per_stage",
                                          "hidden": "hidden", "dropout": "dropout"}))
         model = train_cnn(train, val, model_config=arch, config=tc, progress=progress, on_epoch=show)
+        if not is_main:
+            return 0
+        world = model.info.get("world_size")
+        if world:
+            echo(f"trained on {world} processes, {model.info['global_batch_size']} patches per step in all")
         echo(f"best validation F1 {model.info['best_val_f1']:.4f}, threshold {model.threshold:.3f}")
     else:
         from .svm import SVMConfig, train_svm

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -37,6 +37,12 @@ __all__ = [
     "train_cnn",
     "load_model",
     "resolve_device",
+    "DistributedContext",
+    "distributed_context",
+    "init_distributed",
+    "shutdown_distributed",
+    "rank_device",
+    "rank_indices",
 ]
 
 log = logging.getLogger(__name__)
@@ -218,6 +224,200 @@ def resolve_device(name: str, *, check_only: bool = False) -> torch.device:
     raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
 
 
+# -- several processes (torchrun) ----------------------------------------------------------------------------
+PROCESS_GROUP_TIMEOUT_S = 1800.0
+"""Longest wait of one rank for the others at a collective step (rank 0 evaluates and writes while the others wait)."""
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands among the processes ``torchrun`` started.
+
+    Attributes
+    ----------
+    rank : int
+        Global rank, 0 to ``world_size - 1``; rank 0 prints and writes.
+    local_rank : int
+        Rank on this node (the CUDA device this process uses).
+    world_size : int
+        Number of processes, > 1.
+    """
+
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool:
+        """True for rank 0, the process that prints and writes."""
+        return self.rank == 0
+
+
+def distributed_context(environ: Mapping[str, str] | None = None) -> DistributedContext | None:
+    """The ranks ``torchrun`` sets in the environment, or None for a single process.
+
+    A process is one of several when ``WORLD_SIZE`` > 1; it then needs ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``
+    and ``MASTER_PORT`` (all set by ``torchrun``).
+
+    Raises
+    ------
+    ConfigError
+        A variable is missing or not a valid integer, or a rank lies outside ``[0, WORLD_SIZE)``.
+
+    Examples
+    --------
+    >>> distributed_context({"WORLD_SIZE": "1"}) is None
+    True
+    >>> distributed_context({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1",
+    ...                      "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"}).rank
+    1
+    """
+    env = os.environ if environ is None else environ
+
+    def integer(name: str) -> int:
+        text = env.get(name)
+        if text is None or not text.strip():
+            raise ConfigError(
+                f"environment variable {name} is not set although WORLD_SIZE={env.get('WORLD_SIZE')}; "
+                "start the processes with torchrun"
+            )
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"environment variable {name} must be an integer, got {text!r}") from None
+
+    if not env.get("WORLD_SIZE", "").strip():
+        return None
+    world_size = integer("WORLD_SIZE")
+    if world_size < 1:
+        raise ConfigError(f"environment variable WORLD_SIZE must be >= 1, got {world_size}")
+    if world_size == 1:
+        return None
+    rank, local_rank = integer("RANK"), integer("LOCAL_RANK")
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"environment variable RANK must lie in [0, {world_size}), got {rank}")
+    if local_rank < 0:
+        raise ConfigError(f"environment variable LOCAL_RANK must be >= 0, got {local_rank}")
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if not env.get(name, "").strip():
+            raise ConfigError(
+                f"environment variable {name} is not set although WORLD_SIZE={world_size}; "
+                "start the processes with torchrun"
+            )
+    integer("MASTER_PORT")
+    return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size)
+
+
+def rank_device(name: str, local_rank: int) -> torch.device:
+    """The device of the process with ``local_rank``: ``cuda:LOCAL_RANK`` unless ``name`` is ``"cpu"`` or
+    there is no CUDA device.
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is not a device name, asks for CUDA where none is available, or there are fewer CUDA devices
+        than processes on this node.
+    """
+    wanted = resolve_device(name, check_only=True)
+    if wanted.type == "cpu":  # "cpu", or "auto" without CUDA
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: no CUDA device is available (use 'auto' or 'cpu')")
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            f"LOCAL_RANK {local_rank} needs cuda:{local_rank} but this node has {torch.cuda.device_count()} "
+            "CUDA devices; start at most one process per device (torchrun --nproc-per-node)"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(context: DistributedContext, device: str = "auto") -> torch.device:
+    """Join the process group of ``context`` (NCCL on CUDA, Gloo on CPU); returns this process's device.
+
+    The rendezvous is read from ``MASTER_ADDR`` and ``MASTER_PORT``. Call :func:`shutdown_distributed` at the end.
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise ConfigError("this PyTorch build has no torch.distributed; run one process")
+    dev = rank_device(device, context.local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if dev.type == "cuda" else "gloo",
+            init_method="env://",
+            rank=context.rank,
+            world_size=context.world_size,
+            timeout=datetime.timedelta(seconds=PROCESS_GROUP_TIMEOUT_S),
+        )
+    return dev
+
+
+def shutdown_distributed(*, wait: bool = True) -> None:
+    """Wait for every rank (when ``wait``), then leave the process group; nothing when none was joined."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if wait:
+            if dist.get_backend() == "nccl":
+                dist.barrier(device_ids=[torch.cuda.current_device()])
+            else:
+                dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _active_context() -> DistributedContext | None:
+    """The context of the joined process group when it has more than one process, else None."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    local = os.environ.get("LOCAL_RANK", "")
+    local_rank = int(local) if local.strip().isdigit() else dist.get_rank()
+    return DistributedContext(rank=dist.get_rank(), local_rank=local_rank, world_size=dist.get_world_size())
+
+
+def rank_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's share of an epoch's sample ``order`` (the same on every rank).
+
+    The order is extended by its own first entries to a multiple of ``world_size``, then rank ``r`` takes
+    entries ``r, r + world_size, ...``: the shares are disjoint up to the padding, together cover every sample,
+    and all have ``ceil(len(order) / world_size)`` entries, so every rank runs the same number of steps.
+
+    Parameters
+    ----------
+    order : (N,) tensor of int
+    rank : int
+        0 to ``world_size - 1``.
+    world_size : int
+        >= 1.
+
+    Returns
+    -------
+    (ceil(N / world_size),) tensor of int
+
+    Examples
+    --------
+    >>> rank_indices(torch.arange(5), 1, 2).tolist()
+    [1, 3, 0]
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, {world_size}), got {rank}")
+    n = int(order.numel())
+    if n == 0:
+        return order[:0]
+    total = -(-n // world_size) * world_size
+    return order[torch.arange(rank, total, world_size) % n]
+
+
 @dataclass(frozen=True)
 class EpochRecord:
     """Figures of one training epoch."""
@@ -383,6 +583,14 @@ def train_cnn(
 ) -> TrainedCNN:
     """Train a :class:`PatchCNN` on labelled patches, stopping early on the validation F1.
 
+    In a joined process group of several processes (``torchrun``, see :func:`init_distributed`) the network is
+    wrapped in ``DistributedDataParallel`` (batch normalisation synchronised across ranks on CUDA); every rank
+    passes the same patches, draws the same seeded order each epoch and trains on its own share of it
+    (:func:`rank_indices`), so one optimiser step sees ``batch_size`` patches per rank, ``batch_size`` times
+    the number of processes in all. Every rank scores the whole validation set with rank 0's batch-norm
+    statistics, and rank 0's figures decide the threshold and early stopping on all ranks, so all ranks stop at
+    the same epoch and return the same weights.
+
     Parameters
     ----------
     train, val : PatchSet
@@ -391,10 +599,12 @@ def train_cnn(
     model_config : CNNConfig, optional
         Architecture; ``patch_size`` is taken from the patches.
     config : TrainConfig, optional
+        Under ``torchrun`` the device is ``cuda:LOCAL_RANK`` (or the CPU when ``config.device`` is ``"cpu"``
+        or there is no CUDA device).
     progress : bool
-        Show a progress bar over the batches of each epoch.
+        Show a progress bar over the batches of each epoch (rank 0 only).
     on_epoch : callable, optional
-        Called with each epoch's :class:`EpochRecord` (e.g. to print it).
+        Called with each epoch's :class:`EpochRecord` (e.g. to print it); on rank 0 only.
 
     Returns
     -------
@@ -420,10 +630,23 @@ def train_cnn(
     size = train.patch_config.size
     base = model_config or CNNConfig()
     model_config = CNNConfig(**{**asdict(base), "patch_size": size, "in_channels": int(train.patches.shape[1])})
-    device = resolve_device(config.device)
+    context = _active_context()
+    rank, world_size = (0, 1) if context is None else (context.rank, context.world_size)
+    is_main = rank == 0
+    device = resolve_device(config.device) if context is None else rank_device(config.device, context.local_rank)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = PatchCNN(model_config).to(device)
+    net: nn.Module = model
+    if context is not None:
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+
+        has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if device.type == "cuda" and has_batch_norm:
+            model = cast(PatchCNN, nn.SyncBatchNorm.convert_sync_batchnorm(model))
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.manual_seed(config.seed + 1_000_003 * rank)  # each rank its own dropout noise
 
     x_train = torch.from_numpy(np.ascontiguousarray(train.patches)).to(device)
     y_train = torch.from_numpy((train.labels == LABEL_PEAK).astype(np.float32)).to(device)
@@ -457,29 +680,41 @@ def train_cnn(
     stale = 0
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
+        net.train()
         if sample_weights is not None:
             order = torch.multinomial(sample_weights, n, replacement=True, generator=generator)
         else:
             order = torch.randperm(n, generator=generator)
+        if context is not None:
+            order = rank_indices(order, rank, world_size)
         total = 0.0
-        batches = range(0, n, config.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False)
+        seen = 0
+        batches = range(0, int(order.numel()), config.batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not (progress and is_main),
+                   leave=False)
         for start in bar:
             idx = order[start : start + config.batch_size].to(device)
-            if idx.numel() < 2:  # batch normalisation needs two samples
+            if idx.numel() < 2:  # batch normalisation needs two samples (the same on every rank)
                 continue
             xb = x_train[idx]
             if config.augment:
                 xb = _augment(xb, generator)
             optimiser.zero_grad(set_to_none=True)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(model(xb), y_train[idx])
+                loss = loss_fn(net(xb), y_train[idx])
             scaler.scale(loss).backward()
             scaler.step(optimiser)
             scaler.update()
             total += float(loss.detach()) * idx.numel()
+            seen += idx.numel()
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+        train_loss = total / max(n, 1)
+        if context is not None:
+            sums = torch.tensor([total, float(seen)], dtype=torch.float64, device=device)
+            dist.all_reduce(sums)
+            train_loss = float(sums[0]) / max(float(sums[1]), 1.0)
+            for buffer in model.buffers():  # batch-norm statistics of rank 0 for validation and checkpoints
+                dist.broadcast(buffer, src=0)
         lr = optimiser.param_groups[0]["lr"]
         schedule.step()
         model.eval()
@@ -490,22 +725,29 @@ def train_cnn(
         val_scores = 1.0 / (1.0 + np.exp(-val_logits.astype(np.float64)))
         threshold, _ = best_threshold(y_val, val_scores)
         m = binary_metrics(y_val, val_scores >= threshold)
+        val_f1, val_precision, val_recall = m["f1"], m["precision"], m["recall"]
+        if context is not None:  # rank 0's figures decide on every rank
+            figures = torch.tensor([val_loss, val_f1, val_precision, val_recall, float(threshold)],
+                                   dtype=torch.float64, device=device)
+            dist.broadcast(figures, src=0)
+            val_loss, val_f1, val_precision, val_recall, threshold = figures.tolist()
         record = EpochRecord(
             epoch=epoch,
-            train_loss=total / max(n, 1),
+            train_loss=train_loss,
             val_loss=val_loss,
-            val_f1=m["f1"],
-            val_precision=m["precision"],
-            val_recall=m["recall"],
+            val_f1=val_f1,
+            val_precision=val_precision,
+            val_recall=val_recall,
             threshold=float(threshold),
             learning_rate=float(lr),
             seconds=time.perf_counter() - t0,
         )
         trained.history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-        log.info("epoch %d: %s", epoch, record)
-        f1 = m["f1"] if math.isfinite(m["f1"]) else 0.0
+        if is_main:
+            if on_epoch is not None:
+                on_epoch(record)
+            log.info("epoch %d: %s", epoch, record)
+        f1 = val_f1 if math.isfinite(val_f1) else 0.0
         if f1 > best_f1 or (f1 == best_f1 and val_loss < best_loss):  # ties: the lower validation loss
             best_f1 = f1
             best_loss = val_loss
@@ -515,9 +757,14 @@ def train_cnn(
         else:
             stale += 1
             if stale >= config.patience:
-                log.info("early stop after epoch %d (best validation F1 %.4f)", epoch, best_f1)
+                if is_main:
+                    log.info("early stop after epoch %d (best validation F1 %.4f)", epoch, best_f1)
                 break
-    if best_state is not None:
+    if context is not None:  # a plain network (no synchronised batch norm) with the best weights
+        final = PatchCNN(model_config).to(device)
+        final.load_state_dict(best_state if best_state is not None else model.state_dict())
+        model = trained.model = final
+    elif best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     trained.threshold = best_threshold_value
@@ -531,4 +778,6 @@ def train_cnn(
             "epochs_run": len(trained.history),
         }
     )
+    if context is not None:
+        trained.info.update({"world_size": world_size, "global_batch_size": config.batch_size * world_size})
     return trained

@@ -4,6 +4,11 @@ Prints the best of several runs for each finder on a synthetic 4-Mpixel frame (2
 background with 500 spots) and on the real frames of ``../shared/data/real`` when present::
 
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/classical_speed.py [--repeats 5]
+
+``--peakfinder8`` times only the default peakfinder8 (median of ``--repeats`` runs, ms per frame) on
+4-Mpixel frames (the synthetic one, simulated Jungfrau 4M) and 6-Mpixel frames (simulated Pilatus 6M,
+real Pilatus 6M thaumatin when present), next to OM's compiled peakfinder8 (best of 3, its normal
+mode) when ``benchmarks/.venv-om`` exists (see ``classical_vs_peers.py``).
 """
 
 from __future__ import annotations
@@ -51,11 +56,79 @@ def best_time(name: str, image: np.ndarray, mask: np.ndarray, maps: PixelMaps, r
     return best, len(peaks)
 
 
+def median_time(image: np.ndarray, mask: np.ndarray | None, maps: PixelMaps, repeats: int) -> tuple[float, int]:
+    """Median seconds per frame of the default peakfinder8 (after a warm-up run) and its peak count."""
+    finder = make_finder("peakfinder8")
+    peaks = finder.find(image, mask, maps=maps)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        peaks = finder.find(image, mask, maps=maps)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), len(peaks)
+
+
+def peakfinder8_frames(real: bool) -> list[tuple[str, np.ndarray, np.ndarray | None, PixelMaps]]:
+    """4- and 6-Mpixel frames: synthetic, simulated Jungfrau 4M and Pilatus 6M, real Pilatus 6M."""
+    from braggml.simulate import Simulator
+    from braggml.simulate.presets import get_preset
+
+    frames = [("synthetic 2048x2048", *synthetic_frame())]
+    for preset in ("jungfrau4m", "pilatus6m"):
+        sim = Simulator(get_preset(preset), seed=7)
+        maps = sim.layout.pixel_maps(sim.wavelength_a)
+        for k in range(2):
+            frames.append((f"sim {preset} #{k}", sim.frame(k).image, None, maps))
+    if real:
+        try:
+            from classical_data import REAL, thaumatin
+
+            if REAL.is_dir():
+                for index in (2, 16):
+                    fr = thaumatin(index)
+                    frames.append((fr.name, fr.image, fr.mask, fr.maps))
+        except ImportError as exc:  # fabio missing
+            print(f"real frames skipped: {exc}")
+    return frames
+
+
+def om_seconds(frames: list[tuple[str, np.ndarray, np.ndarray | None, PixelMaps]]) -> list[float] | None:
+    """OM's best time per frame in its normal mode, or None without its environment."""
+    try:
+        from classical_data import RealFrame
+        from classical_vs_peers import OM_PYTHON, run_om
+    except ImportError as exc:
+        print(f"OM comparison skipped: {exc}")
+        return None
+    if not OM_PYTHON.exists():
+        print(f"OM comparison skipped: no {OM_PYTHON}")
+        return None
+    real = [
+        RealFrame(label, image, np.zeros(image.shape, bool) if mask is None else mask, maps, "speed")
+        for label, image, mask, maps in frames
+    ]
+    return [seconds for _, seconds in run_om(real)]
+
+
+def compare_peakfinder8(repeats: int, real: bool) -> None:
+    frames = peakfinder8_frames(real)
+    om = om_seconds(frames)
+    print(f"{'frame':24s} {'Mpix':>5s} {'peaks':>6s} {'braggml ms':>10s} {'OM ms':>8s} {'OM/braggml':>10s}")
+    for k, (label, image, mask, maps) in enumerate(frames):
+        seconds, n = median_time(image, mask, maps, repeats)
+        om_cell = f"{om[k] * 1000:8.1f} {om[k] / seconds:10.2f}" if om is not None else f"{'-':>8s} {'-':>10s}"
+        print(f"{label:24s} {image.size / 1e6:5.1f} {n:6d} {seconds * 1000:10.1f} {om_cell}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--synthetic-only", action="store_true")
+    parser.add_argument("--peakfinder8", action="store_true", help="default peakfinder8 only, next to OM")
     args = parser.parse_args(argv)
+    if args.peakfinder8:
+        compare_peakfinder8(args.repeats, real=not args.synthetic_only)
+        return 0
     frames = [("synthetic 2048x2048", *synthetic_frame())]
     if not args.synthetic_only:
         try:

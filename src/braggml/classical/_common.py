@@ -207,7 +207,11 @@ def _label_kernel(candidate, panel_id, seeds, eight):  # pragma: no cover - comp
 
 
 def label_within_panels(
-    candidate: NDArray[np.bool_], panel_id: NDArray[np.int32], *, connectivity: int = 8
+    candidate: NDArray[np.bool_],
+    panel_id: NDArray[np.int32],
+    *,
+    connectivity: int = 8,
+    members: NDArray[np.int64] | None = None,
 ) -> tuple[NDArray[np.int32], int]:
     """Label connected groups of candidate pixels, never joining pixels of different panels.
 
@@ -217,6 +221,8 @@ def label_within_panels(
     panel_id : (H, W) int32 ndarray
     connectivity : {4, 8}
         Neighbourhood of a pixel.
+    members : (C,) int64 ndarray, optional
+        Flat indices of the candidate pixels in raster order, when already known.
 
     Returns
     -------
@@ -233,7 +239,7 @@ def label_within_panels(
     ([[1, 1, 0, 2]], 2)
     """
     candidate = np.ascontiguousarray(candidate, dtype=np.bool_)
-    seeds = np.flatnonzero(candidate).astype(np.int64)
+    seeds = np.flatnonzero(candidate).astype(np.int64) if members is None else members
     labels, n = _label_kernel(candidate, np.ascontiguousarray(panel_id, dtype=np.int32), seeds, connectivity == 8)
     return labels, int(n)
 
@@ -455,6 +461,7 @@ def measure_peaks(
     bin_sigma: NDArray[np.float32] | None = None,
     near_bad: NDArray[np.bool_] | None = None,
     size_range: tuple[int, int] = (1, 2**31 - 1),
+    members: NDArray[np.int64] | None = None,
 ) -> PeakMeasurements:
     """Measure every labelled group: local background from a disk, centroid, intensity, maximum.
 
@@ -480,6 +487,8 @@ def measure_peaks(
     size_range : (int, int)
         Only groups with this many pixels (inclusive) are measured; the others get their pixel count
         and geometric centre only (the caller rejects them on size).
+    members : (C,) int64 ndarray, optional
+        Flat indices, in raster order, of the labelled pixels, when already known.
     """
     if bin_index is None or bin_offset is None or bin_sigma is None:
         bin_index = np.zeros(frame.data.shape, np.int32)
@@ -496,7 +505,7 @@ def measure_peaks(
         np.ascontiguousarray(bin_offset, dtype=np.float32),
         np.ascontiguousarray(bin_sigma, dtype=np.float32),
         int(ring_radius),
-        np.flatnonzero(labels > 0).astype(np.int64),
+        np.flatnonzero(labels > 0).astype(np.int64) if members is None else members,
         np.ascontiguousarray(frame.bad if near_bad is None else near_bad, dtype=np.bool_),
         int(size_range[0]),
         int(min(size_range[1], 2**31 - 1)),

@@ -16,41 +16,73 @@ __all__ = [
     "noise_floor",
     "estimate_gain_per_panel",
     "background_rate",
+    "classify_pixels",
+    "PixelClasses",
 ]
 
 
 @numba.njit(cache=True, nogil=True)
 def _robust_start_kernel(values, use, keys, keys2, n_keys, snr, n_hist):  # pragma: no cover - compiled
     """Per-bin clipping threshold from histogram estimates of the median and the 84th percentile."""
+    stride = 3  # a sample of the pixels is enough for a starting point
+    # the sample (value and bins) is gathered once, into contiguous arrays
+    n_max = (values.size + stride - 1) // stride
+    sample_v = np.empty(n_max, np.float32)
+    sample_k = np.empty(n_max, np.int32)
+    sample_k2 = np.empty(n_max, np.int32)
     lo = np.full(n_keys, np.inf)
     hi = np.full(n_keys, -np.inf)
-    stride = 3  # a sample of the pixels is enough for a starting point
+    m = 0
     for i in range(0, values.size, stride):
         if use[i]:
             v = values[i]
-            for t in range(2):
-                k = keys[i] if t == 0 else keys2[i]
-                if k < 0:
-                    continue
+            k = keys[i]
+            k2 = keys2[i]
+            sample_v[m] = v
+            sample_k[m] = k
+            sample_k2[m] = k2
+            m += 1
+            if k >= 0:
                 if v < lo[k]:
                     lo[k] = v
                 if v > hi[k]:
                     hi[k] = v
-    hist = np.zeros((n_keys, n_hist), np.int64)
-    for i in range(0, values.size, stride):
-        if use[i]:
-            for t in range(2):
-                k = keys[i] if t == 0 else keys2[i]
-                if k < 0:
-                    continue
-                span = hi[k] - lo[k]
-                j = int((values[i] - lo[k]) / span * n_hist) if span > 0 else 0
-                if j >= n_hist:
-                    j = n_hist - 1
-                hist[k, j] += 1
+            if k2 >= 0:
+                if v < lo[k2]:
+                    lo[k2] = v
+                if v > hi[k2]:
+                    hi[k2] = v
+    return _threshold_from_sample(sample_v, sample_k, sample_k2, m, lo, hi, n_keys, snr, n_hist)
+
+
+@numba.njit(cache=True, nogil=True)
+def _threshold_from_sample(sample_v, sample_k, sample_k2, m, lo, hi, n_keys, snr, n_hist):  # pragma: no cover
+    """Per-bin ``median + snr * (p84 - median)`` from 64-bin histograms of the first ``m`` samples."""
+    # one histogram row for each bin that holds a sample
+    row = np.full(n_keys, -1, np.int64)
+    n_rows = 0
+    for k in range(n_keys):
+        if hi[k] >= lo[k]:
+            row[k] = n_rows
+            n_rows += 1
+    hist = np.zeros((max(n_rows, 1), n_hist), np.int64)
+    for i in range(m):
+        v = sample_v[i]
+        for t in range(2):
+            k = sample_k[i] if t == 0 else sample_k2[i]
+            if k < 0:
+                continue
+            span = hi[k] - lo[k]
+            j = int((v - lo[k]) / span * n_hist) if span > 0 else 0
+            if j >= n_hist:
+                j = n_hist - 1
+            hist[row[k], j] += 1
     threshold = np.full(n_keys, np.inf)
     for k in range(n_keys):
-        total = hist[k].sum()
+        if row[k] < 0:
+            continue
+        h = hist[row[k]]
+        total = h.sum()
         if total == 0:
             continue
         width = (hi[k] - lo[k]) / n_hist
@@ -58,7 +90,7 @@ def _robust_start_kernel(values, use, keys, keys2, n_keys, snr, n_hist):  # prag
         med = -1
         p84 = -1
         for j in range(n_hist):
-            acc += hist[k, j]
+            acc += h[j]
             if med < 0 and acc >= 0.5 * total:
                 med = j
             if p84 < 0 and acc >= 0.8413 * total:
@@ -68,6 +100,39 @@ def _robust_start_kernel(values, use, keys, keys2, n_keys, snr, n_hist):  # prag
         spread = max((p84 - med) * width, width)
         threshold[k] = median + snr * spread
     return threshold
+
+
+@numba.njit(cache=True, nogil=True)
+def _robust_start_sink_kernel(values, keys, keys2, two_keys, sink, snr, n_hist):  # pragma: no cover
+    """:func:`_robust_start_kernel` on the keys of :func:`_fill_sink_keys` (same sample, same result)."""
+    stride = 3
+    n_max = (values.size + stride - 1) // stride
+    sample_v = np.empty(n_max, np.float32)
+    sample_k = np.empty(n_max, np.int32)
+    sample_k2 = np.empty(n_max, np.int32)
+    lo = np.full(sink, np.inf)
+    hi = np.full(sink, -np.inf)
+    m = 0
+    for i in range(0, values.size, stride):
+        k = np.int64(keys[i])
+        if k == sink:  # not used
+            continue
+        v = values[i]
+        k2 = np.int64(keys2[i]) if two_keys else sink
+        sample_v[m] = v
+        sample_k[m] = k
+        sample_k2[m] = k2 if k2 != sink else -1
+        m += 1
+        if v < lo[k]:
+            lo[k] = v
+        if v > hi[k]:
+            hi[k] = v
+        if k2 != sink:
+            if v < lo[k2]:
+                lo[k2] = v
+            if v > hi[k2]:
+                hi[k2] = v
+    return _threshold_from_sample(sample_v, sample_k, sample_k2, m, lo, hi, sink, snr, n_hist)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -123,6 +188,84 @@ def _clipped_stats_kernel(
 
 
 @numba.njit(cache=True, nogil=True)
+def _fill_sink_keys(use, keys, keys2, sink, out, out2, two_keys):  # pragma: no cover - compiled
+    """Bins of the used pixels in a narrow integer type; unused pixels (and missing second bins) go to
+    the ``sink`` bin, which never takes a value."""
+    for i in range(keys.size):
+        if use[i]:
+            out[i] = keys[i]
+            if two_keys:
+                k2 = keys2[i]
+                out2[i] = k2 if k2 >= 0 else sink
+        else:
+            out[i] = sink
+            if two_keys:
+                out2[i] = sink
+
+
+@numba.njit(cache=True, nogil=True)
+def _clipped_stats_sink_kernel(
+    values, keys, keys2, two_keys, n_keys, iterations, snr, floor, sigma_floor, start, n_empty
+):  # pragma: no cover - compiled
+    """:func:`_clipped_stats_kernel` on the keys of :func:`_fill_sink_keys` (same sums, same order);
+    ``n_empty`` bins without pixels were left out (they count once in the first convergence test)."""
+    threshold = np.empty(n_keys + 1)
+    threshold[:n_keys] = start
+    threshold[n_keys] = -np.inf  # the sink bin
+    offset = np.zeros(n_keys)
+    sigma = np.zeros(n_keys)
+    count = np.zeros(n_keys + 1, np.int64)
+    s1 = np.zeros(n_keys + 1)
+    s2 = np.zeros(n_keys + 1)
+    previous = np.full(n_keys, -1, np.int64)
+    for it in range(iterations):
+        s1[:] = 0.0
+        s2[:] = 0.0
+        count[:] = 0
+        if two_keys:
+            for i in range(values.size):
+                v = values[i]
+                k = keys[i]
+                if v < threshold[k]:
+                    s1[k] += v
+                    s2[k] += v * v
+                    count[k] += 1
+                k = keys2[i]
+                if v < threshold[k]:
+                    s1[k] += v
+                    s2[k] += v * v
+                    count[k] += 1
+        else:
+            for i in range(values.size):
+                v = values[i]
+                k = keys[i]
+                if v < threshold[k]:
+                    s1[k] += v
+                    s2[k] += v * v
+                    count[k] += 1
+        for k in range(n_keys):
+            if count[k] == 0:
+                offset[k] = 0.0
+                sigma[k] = 0.0
+                threshold[k] = np.inf
+            else:
+                m = s1[k] / count[k]
+                var = s2[k] / count[k] - m * m
+                offset[k] = m
+                sigma[k] = np.sqrt(var) if var > 0 else 0.0
+                threshold[k] = max(m + snr * max(sigma[k], sigma_floor), floor)
+        changed = n_empty if it == 0 else 0
+        total = 0
+        for k in range(n_keys):
+            changed += abs(count[k] - previous[k])
+            total += count[k]
+        if changed <= max(2, total // 10000):
+            break
+        previous[:n_keys] = count[:n_keys]
+    return offset, sigma, count[:n_keys].copy()
+
+
+@numba.njit(cache=True, nogil=True)
 def _candidate_kernel(data, bad, key, threshold, radius, min_res, max_res):  # pragma: no cover
     h, w = data.shape
     out = np.zeros((h, w), np.bool_)
@@ -135,6 +278,163 @@ def _candidate_kernel(data, bad, key, threshold, radius, min_res, max_res):  # p
                 if x >= min_res and x <= max_res:
                     out[r, c] = True
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _classify_kernel(
+    data, bad, check_bad, key, sink, threshold, radius, min_res, max_res, key_radius, level, n_r, cut
+):  # pragma: no cover - compiled
+    """One pass over the frame once its statistics are known: candidate pixels (and their flat indices
+    in raster order), ring counts on every other pixel (when ``level`` is not empty) and the sums of
+    the background-rate trimmed mean (when ``cut`` is not empty). Pixels that are ``bad`` (when
+    ``check_bad``) or in the ``sink`` bin are skipped."""
+    h, w = data.shape
+    out = np.zeros((h, w), np.bool_)
+    n_members = 0
+    rings = level.size > 0
+    rate = cut.size > 0
+    above = np.zeros(n_r, np.int64)
+    total = np.zeros(n_r, np.int64)
+    s = np.zeros(cut.size)
+    n = np.zeros(cut.size, np.int64)
+    for r in range(h):
+        for c in range(w):
+            if check_bad and bad[r, c]:
+                continue
+            k = key[r, c]
+            if k == sink:
+                continue
+            v = data[r, c]
+            if v > threshold[k]:
+                x = radius[r, c]
+                if x >= min_res and x <= max_res:
+                    out[r, c] = True
+                    n_members += 1
+            if rate and v < cut[k]:
+                s[k] += v
+                n[k] += 1
+            if rings and ((r + c) & 1) == 0:
+                b = key_radius[k]
+                total[b] += 1
+                if v > level[k]:
+                    above[b] += 1
+    members = np.empty(n_members, np.int64)
+    j = 0
+    if n_members > 0:
+        flat = out.ravel()
+        for i in range(flat.size):
+            if flat[i]:
+                members[j] = i
+                j += 1
+    mean = np.zeros(cut.size)
+    for k in range(cut.size):
+        if n[k] > 0:
+            mean[k] = s[k] / n[k]
+    return out, members, above, total, mean
+
+
+@dataclass(frozen=True)
+class PixelClasses:
+    """What :func:`classify_pixels` found in one pass over a frame.
+
+    Attributes
+    ----------
+    candidate : (H, W) bool ndarray
+        Good pixels above their bin's threshold inside the radius range.
+    members : (C,) int64 ndarray
+        Flat indices of the candidate pixels, in raster order.
+    ring_above, ring_total : (R,) int64 ndarrays or None
+        Per radius group, the looked-at pixels above the ring level and all looked-at pixels (see
+        :func:`braggml.classical.rings.ring_evidence`); None when no ring levels were given.
+    rate : (B,) float ndarray or None
+        Background photons per pixel of each bin (see :func:`background_rate`); None without a cut.
+    """
+
+    candidate: NDArray[np.bool_]
+    members: NDArray[np.int64]
+    ring_above: NDArray[np.int64] | None
+    ring_total: NDArray[np.int64] | None
+    rate: NDArray[np.float64] | None
+
+
+def classify_pixels(
+    data: NDArray[np.float32],
+    bad: NDArray[np.bool_] | None,
+    stats: RadialStats,
+    threshold: NDArray[np.float32],
+    radius_px: NDArray,
+    min_res: float,
+    max_res: float,
+    *,
+    ring_level: NDArray[np.float32] | None = None,
+    rate_gain: float = 0.0,
+    rate_photons: float = 3.0,
+) -> PixelClasses:
+    """:func:`candidates_above`, the ring counts of :func:`~braggml.classical.rings.ring_evidence` and
+    :func:`background_rate` in a single pass over the frame (identical results).
+
+    Parameters
+    ----------
+    data : (H, W) float32 ndarray
+    bad : (H, W) bool ndarray or None
+        Pixels never taken; None for the pixels left out of the statistics (needs
+        ``stats.used_bin``).
+    stats : RadialStats
+    threshold : (B,) float32 ndarray
+        Candidate threshold of each bin.
+    radius_px : (H, W) ndarray
+    min_res, max_res : float
+        Radius range of candidate pixels.
+    ring_level : (B,) float32 ndarray, optional
+        Ring level of each bin (:func:`~braggml.classical.rings.ring_levels`); no ring counts when None.
+    rate_gain : float
+        Detector units per photon for the background rate; no rate when not positive.
+    rate_photons : float
+        As ``photons`` of :func:`background_rate`.
+    """
+    n_r = int(stats.radius_bin.max()) + 1 if stats.radius_bin.size else 1
+    rings = ring_level is not None
+    with_rate = rate_gain > 0
+    cut = _rate_cut(stats, rate_gain, rate_photons) if with_rate else np.zeros(0)
+    level = np.asarray(ring_level, dtype=np.float32) if rings else np.zeros(0, np.float32)
+    threshold = np.asarray(threshold, dtype=np.float32)
+    key_radius = stats.radius_bin
+    if bad is None:
+        if stats.used_bin is None or stats.used_bin_keys is None:
+            raise ValueError("bad=None needs statistics with used_bin")
+        full = stats.used_bin_keys
+        check_bad, bad_map, key, sink = False, np.zeros((1, 1), np.bool_), stats.used_bin, full.size
+        threshold, key_radius = threshold[full], key_radius[full]
+        level = level[full] if rings else level
+        cut = cut[full] if with_rate else cut
+    else:
+        check_bad, bad_map, key, sink = True, bad, stats.bin_index, -1
+    out, members, above, total, mean = _classify_kernel(
+        data,
+        bad_map,
+        check_bad,
+        key,
+        sink,
+        np.ascontiguousarray(threshold),
+        np.ascontiguousarray(radius_px, dtype=np.float32),
+        float(min_res),
+        float(max_res),
+        np.ascontiguousarray(key_radius),
+        np.ascontiguousarray(level),
+        n_r,
+        np.ascontiguousarray(cut),
+    )
+    if bad is None and with_rate:
+        expanded = np.zeros(stats.offset.size)
+        expanded[stats.used_bin_keys] = mean
+        mean = expanded
+    return PixelClasses(
+        candidate=out,
+        members=members,
+        ring_above=above if rings else None,
+        ring_total=total if rings else None,
+        rate=np.maximum(mean, 0.0) / rate_gain if with_rate else None,
+    )
 
 
 def candidates_above(
@@ -216,13 +516,15 @@ def _bin_keys_kernel(rbin, panel_id, n_r, n_panels, min_count):  # pragma: no co
 
 
 _KEY_CACHE: list = []
+#: Bins that fit the 16-bit bin maps of the compiled passes (one value is the sink bin).
+_NARROW_BINS = int(np.iinfo(np.uint16).max)
 
 
-def _bin_keys(
-    radius_px: NDArray, panel_id: NDArray[np.int32], per_panel: bool, min_bin_pixels: int
-) -> tuple[NDArray[np.int32], NDArray[np.int32], int, NDArray[np.int64], NDArray[np.int64]]:
+def _bin_keys(radius_px: NDArray, panel_id: NDArray[np.int32], per_panel: bool, min_bin_pixels: int) -> tuple:
     """Bin of every pixel, the all-panel bin it also feeds (-1 if none), the number of bins, the radius
-    group of each bin and the group of each rounded radius (the result for the last maps is cached)."""
+    group of each bin, the group of each rounded radius, the same two bin maps numbered over the bins
+    that hold pixels only, and the bin of each such compact bin (the result for the last maps is
+    cached)."""
     for entry in _KEY_CACHE:
         if entry[0] is radius_px and entry[1] is panel_id and entry[2] == (per_panel, min_bin_pixels):
             return entry[3]
@@ -248,7 +550,16 @@ def _bin_keys(
     else:
         n_keys = n_r
         radius_bin = np.arange(n_r)
-    result = (key32, key2, n_keys, radius_bin.astype(np.int64), group)
+    # bins that hold pixels, numbered compactly in the same order (per-panel bins mostly hold none)
+    present = np.zeros(n_keys, bool)
+    present[key32.ravel()] = True
+    present[key2[key2 >= 0]] = True
+    full_of = np.flatnonzero(present).astype(np.int64)
+    compact_of = np.full(n_keys, -1, np.int32)
+    compact_of[full_of] = np.arange(full_of.size, dtype=np.int32)
+    compact1 = compact_of[key32]
+    compact2 = np.where(key2 >= 0, compact_of[np.maximum(key2, 0)], -1).astype(np.int32)
+    result = (key32, key2, n_keys, radius_bin.astype(np.int64), group, compact1, compact2, full_of)
     _KEY_CACHE[:] = [(radius_px, panel_id, (per_panel, min_bin_pixels), result)]
     return result
 
@@ -270,6 +581,12 @@ class RadialStats:
         enough pixels (only near the beam does a group span several pixels).
     radius_group : (R,) int64 ndarray
         Group of each rounded radius in pixels.
+    used_bin : (H, W) uint16 ndarray or None
+        Compact bin (an index into ``used_bin_keys``) of each pixel that entered the statistics, and
+        ``K`` for the others: the narrow form of ``bin_index`` read by the compiled passes; None when
+        the bins holding pixels do not fit in 16 bits.
+    used_bin_keys : (K,) int64 ndarray or None
+        The bin of each compact bin (the bins that hold pixels, in increasing order).
     """
 
     bin_index: NDArray[np.int32]
@@ -278,6 +595,8 @@ class RadialStats:
     count: NDArray[np.int64]
     radius_bin: NDArray[np.int64]
     radius_group: NDArray[np.int64]
+    used_bin: NDArray[np.uint16] | None = None
+    used_bin_keys: NDArray[np.int64] | None = None
 
 
 def radial_statistics(
@@ -325,25 +644,60 @@ def radial_statistics(
         Separate statistics for each panel and radius (panels with their own offsets or gains); a
         panel's bin with fewer than ``min_bin_pixels`` pixels uses the all-panel bin of its radius.
     """
-    key32, key2, n_keys, radius_bin, group = _bin_keys(radius_px, panel_id, per_panel, int(min_bin_pixels))
+    key32, key2, n_keys, radius_bin, group, compact1, compact2, full_of = _bin_keys(
+        radius_px, panel_id, per_panel, int(min_bin_pixels)
+    )
     values = np.ascontiguousarray(data).ravel()
     flat_use = np.ascontiguousarray(use).ravel()
-    if robust_start:
-        start = _robust_start_kernel(values, flat_use, key32.ravel(), key2.ravel(), n_keys, float(snr), 64)
+    two_keys = n_keys > int(group.max()) + 1  # per-panel bins: each pixel also feeds an all-panel bin
+    n_compact = full_of.size
+    narrow = None
+    if n_compact < _NARROW_BINS:
+        # the bins that hold pixels, in 16 bits, with unused pixels in a sink bin: each clipping pass
+        # reads less memory and the per-bin arrays stay small
+        narrow = np.empty(values.size, np.uint16)
+        narrow2 = np.empty(values.size if two_keys else 1, np.uint16)
+        _fill_sink_keys(flat_use, compact1.ravel(), compact2.ravel(), n_compact, narrow, narrow2, two_keys)
+        if robust_start:
+            start = _robust_start_sink_kernel(values, narrow, narrow2, two_keys, n_compact, float(snr), 64)
+        else:
+            start = np.full(n_compact, np.inf)
+        offset_c, sigma_c, count_c = _clipped_stats_sink_kernel(
+            values,
+            narrow,
+            narrow2,
+            two_keys,
+            n_compact,
+            int(iterations),
+            float(snr),
+            float(floor),
+            float(sigma_floor),
+            np.asarray(start, np.float64),
+            n_keys - n_compact,
+        )
+        offset = np.zeros(n_keys)
+        sigma = np.zeros(n_keys)
+        count = np.zeros(n_keys, np.int64)
+        offset[full_of] = offset_c
+        sigma[full_of] = sigma_c
+        count[full_of] = count_c
     else:
-        start = np.full(n_keys, np.inf)
-    offset, sigma, count = _clipped_stats_kernel(
-        values,
-        flat_use,
-        key32.ravel(),
-        key2.ravel(),
-        n_keys,
-        int(iterations),
-        float(snr),
-        float(floor),
-        float(sigma_floor),
-        start,
-    )
+        if robust_start:
+            start = _robust_start_kernel(values, flat_use, key32.ravel(), key2.ravel(), n_keys, float(snr), 64)
+        else:
+            start = np.full(n_keys, np.inf)
+        offset, sigma, count = _clipped_stats_kernel(
+            values,
+            flat_use,
+            key32.ravel(),
+            key2.ravel(),
+            n_keys,
+            int(iterations),
+            float(snr),
+            float(floor),
+            float(sigma_floor),
+            start,
+        )
     return RadialStats(
         bin_index=key32,
         offset=offset.astype(np.float32),
@@ -351,7 +705,17 @@ def radial_statistics(
         count=count,
         radius_bin=radius_bin,
         radius_group=group,
+        used_bin=None if narrow is None else narrow.reshape(key32.shape),
+        used_bin_keys=None if narrow is None else full_of,
     )
+
+
+def _median(values: NDArray[np.float64]) -> float:
+    """``np.median`` of a non-empty 1-D array without NaNs (same value, less overhead)."""
+    n = values.size
+    lo, hi = (n - 1) // 2, n // 2
+    part = np.partition(values, (lo, hi))
+    return float((part[lo] + part[hi]) / 2.0)
 
 
 def estimate_gain(offset: NDArray, sigma: NDArray, count: NDArray, *, min_count: int = 200) -> float:
@@ -372,10 +736,11 @@ def estimate_gain(offset: NDArray, sigma: NDArray, count: NDArray, *, min_count:
     keep = np.ones(m.size, bool)
     slope = 0.0
     for _ in range(4):
-        a = np.vstack([m[keep], np.ones(keep.sum())]).T
+        a = np.ones((int(keep.sum()), 2), order="F")
+        a[:, 0] = m[keep]
         (slope, icpt), *_ = np.linalg.lstsq(a, v[keep], rcond=None)
         resid = v - (slope * m + icpt)
-        mad = np.median(np.abs(resid[keep])) * 1.4826 + 1e-12
+        mad = _median(np.abs(resid[keep])) * 1.4826 + 1e-12
         keep = np.abs(resid) < 4 * mad
         if keep.sum() < 10:
             break
@@ -457,12 +822,16 @@ def background_rate(
     """
     if not gain > 0:
         return np.zeros(stats.offset.size)
-    cut = stats.offset.astype(np.float64) + np.maximum(photons * gain, 5.0 * stats.sigma.astype(np.float64))
     mean = _trimmed_mean_kernel(
         np.ascontiguousarray(data).ravel(),
         np.ascontiguousarray(use).ravel(),
         stats.bin_index.ravel(),
         stats.offset.size,
-        cut,
+        _rate_cut(stats, gain, photons),
     )
     return np.maximum(mean, 0.0) / gain
+
+
+def _rate_cut(stats: RadialStats, gain: float, photons: float) -> NDArray[np.float64]:
+    """Per-bin upper limit of the pixels that count towards the background rate."""
+    return stats.offset.astype(np.float64) + np.maximum(photons * gain, 5.0 * stats.sigma.astype(np.float64))

@@ -25,13 +25,12 @@ from ._common import (
     select_peaks,
 )
 from ._radial import (
-    background_rate,
-    candidates_above,
+    classify_pixels,
     estimate_gain_per_panel,
     noise_floor,
     radial_statistics,
 )
-from .rings import ring_evidence
+from .rings import ring_evidence_from_counts, ring_levels
 
 __all__ = ["Peakfinder8", "Peakfinder8Config"]
 
@@ -205,15 +204,27 @@ class Peakfinder8(PeakFinder):
         )
         threshold = np.maximum(threshold, cfg.adc_threshold)
         threshold = np.where(stats.count > 0, threshold, np.inf).astype(np.float32)
-        candidate = candidates_above(
-            frame.data, frame.bad, stats.bin_index, threshold, radius, cfg.min_res, cfg.max_res
+        want_rings = cfg.reject_powder_rings or (cfg.ice_rings == "auto" and frame.maps.resolution_a is not None)
+        levels = ring_levels(stats, contrast=cfg.powder_ring_contrast) if want_rings else None
+        # candidates, ring counts and background rate in one pass over the frame
+        classes = classify_pixels(
+            frame.data,
+            None if stats.used_bin is not None else frame.bad,  # the statistics used the good pixels
+            stats,
+            threshold,
+            radius,
+            cfg.min_res,
+            cfg.max_res,
+            ring_level=None if levels is None else levels.level,
+            rate_gain=gain,
         )
-        labels, n = label_within_panels(candidate, frame.panel_id, connectivity=8)
+        candidate = classes.candidate
+        labels, n = label_within_panels(candidate, frame.panel_id, connectivity=8, members=classes.members)
         report.n_candidates = n
         report.gain = gain
         rings = None
-        if cfg.reject_powder_rings or (cfg.ice_rings == "auto" and frame.maps.resolution_a is not None):
-            rings = ring_evidence(frame.data, good, stats, contrast=cfg.powder_ring_contrast)
+        if levels is not None:
+            rings = ring_evidence_from_counts(levels, classes.ring_above, classes.ring_total)
         if n == 0:
             return PeakList.empty(1)
         measured = measure_peaks(
@@ -226,6 +237,7 @@ class Peakfinder8(PeakFinder):
             bin_offset=stats.offset,
             bin_sigma=stats.sigma,
             size_range=(cfg.min_pixel_count, cfg.max_pixel_count),
+            members=classes.members,
         )
         keep = np.ones(n, bool)
 
@@ -239,7 +251,8 @@ class Peakfinder8(PeakFinder):
         sigma = np.maximum(measured.sigma, 1e-6)
         reject("low_snr", ~(measured.intensity >= cfg.minimum_snr * sigma))
         reject("below_ring_max", measured.max_above_background < measured.ring_max - measured.background)
-        rate = rate_at_peaks(measured, stats.bin_index, background_rate(frame.data, good, stats, gain))
+        rate_per_bin = classes.rate if classes.rate is not None else np.zeros(stats.offset.size)
+        rate = rate_at_peaks(measured, stats.bin_index, rate_per_bin)
         reject("not_significant", ~poisson_significant(measured, gain, cfg.minimum_snr, rate))
         snr = measured.snr(gain)
         return select_peaks(measured, keep, snr, frame, cfg, report, rings)

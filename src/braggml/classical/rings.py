@@ -23,6 +23,9 @@ __all__ = [
     "RingEvidence",
     "on_ice_rings",
     "ring_evidence",
+    "ring_levels",
+    "ring_evidence_from_counts",
+    "RingLevels",
     "powder_ring_bins",
 ]
 
@@ -129,6 +132,33 @@ def ring_evidence(
     contrast : float
         Height, in units of the background noise, above which a pixel counts as elevated.
     """
+    level = ring_levels(stats, contrast=contrast, half_window_px=half_window_px, min_count=min_count)
+    n_r = int(stats.radius_bin.max()) + 1 if stats.radius_bin.size else 1
+    above, total = _elevated_counts(data, good, stats.bin_index, stats.radius_bin, level.level, n_r)
+    return ring_evidence_from_counts(level, above, total)
+
+
+@dataclass(frozen=True)
+class RingLevels:
+    """Per-bin quantities of :func:`ring_evidence` known before looking at the pixels.
+
+    Attributes
+    ----------
+    level : (B,) float32 ndarray
+        Value above which a pixel of the bin counts as elevated (infinite where there is no baseline).
+    raised : (R,) bool ndarray
+        Whether the clipped background of each radius group stands above the neighbouring radii.
+    radius_group : (R0,) int64 ndarray
+        Radius group of each rounded radius (from the statistics).
+    """
+
+    level: NDArray[np.float32]
+    raised: NDArray[np.bool_]
+    radius_group: NDArray[np.int64]
+
+
+def ring_levels(stats: RadialStats, *, contrast: float, half_window_px: int = 12, min_count: int = 20) -> RingLevels:
+    """The per-bin levels and raised radii of :func:`ring_evidence` (same parameters)."""
     n_r = int(stats.radius_bin.max()) + 1 if stats.radius_bin.size else 1
     n_rows = stats.offset.size // n_r
     offset = stats.offset.astype(np.float64).reshape(n_rows, n_r)
@@ -145,14 +175,20 @@ def ring_evidence(
     usable = np.isfinite(baseline)
     scale = np.maximum(np.nan_to_num(noise), 1e-6 * np.maximum(np.abs(np.nan_to_num(baseline)), 1.0))
     level = np.where(usable, baseline + contrast * scale, np.inf).ravel().astype(np.float32)
-    above, total = _elevated_counts(data, good, stats.bin_index, stats.radius_bin, level, n_r)
     weight = np.where(usable, count, 0).astype(np.float64)
     excess = np.where(usable, offset - np.nan_to_num(baseline), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_excess = (weight * excess).sum(axis=0) / weight.sum(axis=0)
-        fraction = np.where(total > 0, above / np.maximum(total, 1), 0.0)
     raised = (weight.sum(axis=0) >= min_count) & (np.nan_to_num(mean_excess) > 0)
-    return RingEvidence(fraction=fraction[stats.radius_group], raised=raised[stats.radius_group])
+    return RingLevels(level=level, raised=raised, radius_group=stats.radius_group)
+
+
+def ring_evidence_from_counts(levels: RingLevels, above: NDArray[np.int64], total: NDArray[np.int64]) -> RingEvidence:
+    """:class:`RingEvidence` from the levels and, per radius group, the looked-at pixels above the
+    level and all looked-at pixels."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(total > 0, above / np.maximum(total, 1), 0.0)
+    return RingEvidence(fraction=fraction[levels.radius_group], raised=levels.raised[levels.radius_group])
 
 
 def powder_ring_bins(

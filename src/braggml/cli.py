@@ -49,6 +49,12 @@ def _add_geometry_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--beam-center", nargs=2, type=float, metavar=("ROW", "COL"), help="beam centre, pixels")
     g.add_argument("--pixel-size-mm", type=float, help="pixel size of a flat detector (mm)")
     g.add_argument("--distance-mm", type=float, help="sample-to-detector distance (mm)")
+    g.add_argument(
+        "--no-refine-beam-center",
+        action="store_true",
+        help="use the beam centre the file states (or the image centre) as it is, without refining it from "
+        "the frame's circular scattering",
+    )
     w = g.add_mutually_exclusive_group()
     w.add_argument("--wavelength-a", type=float, help="X-ray wavelength (Angstrom)")
     w.add_argument("--photon-energy-ev", type=float, help="photon energy (eV)")
@@ -153,6 +159,7 @@ def _find_job(args: argparse.Namespace) -> FindJob:
         wavelength_a=args.wavelength_a,
         photon_energy_ev=args.photon_energy_ev,
         min_peaks=args.min_peaks,
+        refine_beam_center=not args.no_refine_beam_center,
     )
     job.make_finder()  # reject bad settings before any file is opened
     return job

@@ -291,6 +291,7 @@ class FindJob:
     wavelength_a: float | None = None
     photon_energy_ev: float | None = None
     min_peaks: int = 1
+    refine_beam_center: bool = True
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -316,6 +317,8 @@ class PreparedRun:
             list(job.inputs), dataset=job.dataset, detector_kind=job.detector_kind, saturation=job.saturation
         )
         shape = self.source.shape
+        user_geometry = job.geom is not None or job.beam_center_rowcol is not None
+        hint = None if user_geometry else self.source.geometry_hint()
         self.geometry = resolve_geometry(
             shape,
             geom=job.geom,
@@ -325,17 +328,81 @@ class PreparedRun:
             wavelength_a=job.wavelength_a,
             photon_energy_ev=job.photon_energy_ev,
             data_file=self.source.files[0],
-            warn=warn_without_geometry,
-            hint=self.source.geometry_hint() if job.geom is None and job.beam_center_rowcol is None else None,
+            warn=warn_without_geometry and (user_geometry or not job.refine_beam_center),
+            hint=hint,
         )
         user_mask = None
         if job.mask:
             from .io.masks import load_mask
 
             user_mask = load_mask(job.mask, shape=shape, one_means_good=job.mask_one_means_good)
+        self._user_mask = user_mask
+        self._update_mask()
+        if job.refine_beam_center and not user_geometry:
+            self._refine_beam_center(hint, warn=warn_without_geometry)
+
+    def _update_mask(self) -> None:
         self.mask = combine_masks(
-            shape, self.source.file_mask(), user_mask, self.geometry.maps.mask, self.geometry.mask
+            self.source.shape, self.source.file_mask(), self._user_mask, self.geometry.maps.mask, self.geometry.mask
         )
+
+    def _refine_beam_center(self, hint: GeometryHint | None, *, warn: bool) -> None:
+        """Move a stated (file header) or assumed (image centre) beam centre to where the scattering is circular.
+
+        Done once per run on its first readable frame, so every worker and shard finds the same centre. Runs
+        whose geometry is a per-pixel radius map (multi-panel detectors) are left alone.
+        """
+        from .classical.centering import refine_beam_center
+        from .errors import DataFormatError
+
+        shape = self.source.shape
+        if hint is not None and hint.beam_center_rowcol is not None:
+            start, search, stated = (float(hint.beam_center_rowcol[0]), float(hint.beam_center_rowcol[1])), 32.0, True
+        elif self.geometry.maps.known:
+            return
+        else:
+            start, search, stated = ((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0), 64.0, False
+        frame = None
+        for k in range(min(len(self.source), 3)):
+            try:
+                frame = self.source.frame(k)
+                break
+            except DataFormatError:
+                continue
+        self.source.close()
+        centre = start
+        if frame is not None:
+            centre, before, after = refine_beam_center(frame.data, self.mask | frame.bad, start, search_px=search)
+        if centre != start:
+            log.info(
+                "beam centre refined from the scattering of %s: (%.2f, %.2f) -> (%.2f, %.2f) px (row, col); "
+                "radial coherence %.3f -> %.3f",
+                frame.ref,
+                *start,
+                *centre,
+                before,
+                after,
+            )
+            self.geometry = resolve_geometry(
+                shape,
+                beam_center_rowcol=centre,
+                pixel_size_mm=self.job.pixel_size_mm or (hint.pixel_size_mm if hint else None),
+                distance_mm=self.job.distance_mm or (hint.distance_mm if hint else None),
+                wavelength_a=self.job.wavelength_a or (hint.wavelength_a if hint else None),
+                photon_energy_ev=None
+                if (self.job.wavelength_a or (hint and hint.wavelength_a))
+                else self.job.photon_energy_ev,
+                warn=False,
+            )
+            self._update_mask()
+        if warn and not stated:
+            where = "found from the frame's circular scattering" if centre != start else "assumed at the image centre"
+            log.warning(
+                "no detector geometry given: one panel, beam centre %s at (%.1f, %.1f) "
+                "(give --geom or --beam-center for correct radial backgrounds and resolution)",
+                where,
+                *centre,
+            )
 
     def __len__(self) -> int:
         return len(self.source)

@@ -25,6 +25,16 @@ log = logging.getLogger("braggml")
 EXIT_BAD_INPUT = 2
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default only where it says something (not None, False or already in the text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 def _finder_params() -> dict[str, tuple[Any, list[str]]]:
     """Every parameter of the registered classical finders: name -> (annotation, finders that have it)."""
@@ -41,6 +51,23 @@ def _finder_params() -> dict[str, tuple[Any, list[str]]]:
             entry = params.setdefault(field_name, (annotation, []))
             entry[1].append(name)
     return params
+
+
+def _finder_defaults() -> dict[tuple[str, str], Any]:
+    """(finder, parameter) -> the default in the finder's configuration."""
+    import dataclasses
+
+    from .finder import available_finders, finder_class
+
+    out: dict[tuple[str, str], Any] = {}
+    for name in available_finders():
+        try:
+            config = finder_class(name).config_class()
+        except (ImportError, BraggMLError, TypeError):
+            continue
+        for f in dataclasses.fields(config):
+            out[(name, f.name)] = getattr(config, f.name)
+    return out
 
 
 def _add_geometry_arguments(parser: argparse.ArgumentParser) -> None:
@@ -236,7 +263,7 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
             "a peak list: CXI (.h5/.cxi, CrystFEL --peaks=cxi), CrystFEL stream (.stream) or CSV (.csv). "
             f"With no --finder, {DEFAULT_FINDER} runs with defaults meant to work on common detectors untuned."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     _add_input_arguments(p)
     p.add_argument("--finder", choices=available_finders(), help=f"peak finder (default: {DEFAULT_FINDER})")
@@ -255,14 +282,16 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     _add_geometry_arguments(p)
     params = _finder_params()
     fp = p.add_argument_group("finder parameters (each applies to the finders named; defaults are the finder's)")
+    defaults = _finder_defaults()
     for key, (_annotation, owners) in sorted(params.items()):
+        shown = ", ".join(f"{name} {defaults.get((name, key))!r}" for name in owners)
         fp.add_argument(
             "--" + key.replace("_", "-"),
             dest=f"fp_{key}",
             type=str,  # converted and checked by the finder's configuration
             metavar="V",
             default=None,
-            help=f"[{', '.join(owners)}]",
+            help=f"default: {shown}",
         )
     p.set_defaults(func=_cmd_find, _finder_params=params)
     return p
@@ -308,7 +337,7 @@ def _add_merge_parser(sub: argparse._SubParsersAction) -> None:
         "merge",
         help="join the shard outputs of 'find --shard i/N' into one peak list",
         description="Check that the shard outputs are the complete set of one run, then join them in frame order.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     add_merge_arguments(p)
     p.set_defaults(func=_cmd_merge)
@@ -322,7 +351,7 @@ def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
         "simulate",
         help="simulate realistic diffraction frames with ground truth",
         description="Simulate serial-crystallography frames with peak-level ground truth, written as CXI/HDF5.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     add_simulate_arguments(p)
     p.set_defaults(func=run_simulate)
@@ -340,7 +369,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
             "the truth (a simulated file's truth group or --labels PEAKS) and train a CNN (PyTorch) or an SVM "
             "(scikit-learn). Frames are split into train/validation/test sets, never patches."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     add_train_arguments(p)
     _add_geometry_arguments(p)
@@ -435,7 +464,7 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
             "recall, F1, centroid errors, recall by SNR and resolution, and hit finding. The truth is a braggml "
             "simulated file or any peak list (CXI, stream, CSV), so two finders can be compared on real data."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--truth", required=True, metavar="FILE", help="simulated file or peak list holding the truth")
     p.add_argument("--peaks", required=True, metavar="PEAKS", help="peak list to score")
@@ -482,7 +511,7 @@ def _add_show_parser(sub: argparse._SubParsersAction) -> None:
         "show",
         help="save a PNG of a frame with its peaks",
         description="Save a frame on a log scale (masked pixels grey) with found and/or true peaks marked.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="detector file (FILE::/dataset allowed)")
     p.add_argument("--dataset", metavar="PATH", help="dataset holding the frames")
@@ -518,7 +547,7 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
             "SVM patch classifiers, run the classical finders with default settings and the trained models on the "
             "test frames, print a side-by-side table and write a Markdown report with pictures."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--out", default="braggml-demo", metavar="DIR", help="folder for the demo's files")
     p.add_argument("--frames", type=int, default=8, help="number of test frames to simulate")

@@ -45,7 +45,7 @@ def _finder_params() -> dict[str, tuple[Any, list[str]]]:
     for name in available_finders():
         try:
             cls = finder_class(name)
-        except ImportError:  # a finder whose optional dependency is missing
+        except (ImportError, BraggMLError):  # a finder whose optional dependency is missing
             continue
         for field_name, annotation in field_types(cls.config_class).items():
             entry = params.setdefault(field_name, (annotation, []))
@@ -153,7 +153,7 @@ def _finder_settings(args: argparse.Namespace, params: dict[str, tuple[Any, list
         settings[key] = value
     if getattr(args, "model", None):
         if "model_path" not in params or finder_name not in params["model_path"][1]:
-            raise ConfigError(f"--model applies to the learned finders (cnn, svm), not to {finder_name!r}")
+            raise ConfigError(f"--model applies to the learned finders (cnn, svm, unet), not to {finder_name!r}")
         settings["model_path"] = args.model
     for item in args.param or []:
         key, sep, value = item.partition("=")
@@ -267,15 +267,17 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     )
     _add_input_arguments(p)
     p.add_argument("--finder", choices=available_finders(), help=f"peak finder (default: {DEFAULT_FINDER})")
-    p.add_argument("--model", metavar="MODEL", help="trained model file for --finder cnn/svm (see braggml train)")
+    p.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="trained model for --finder cnn/svm/unet (braggml train; unet has a built-in one)",
+    )
     p.add_argument("-o", "--output", metavar="PEAKS", help="peak list to write (.h5/.cxi, .stream, .csv)")
     p.add_argument("--format", choices=["cxi", "stream", "csv"], help="peak-list format (default: from extension)")
     p.add_argument("--min-peaks", type=int, default=1, metavar="N", help="a frame with >= N peaks is a hit")
     p.add_argument("--hits-out", metavar="LIST", help="write hit frames as a CrystFEL event list (file //index)")
     p.add_argument("--config", metavar="YAML", help="finder settings: 'finder: NAME' and a 'NAME:' mapping")
-    p.add_argument(
-        "-p", "--param", action="append", metavar="NAME=VALUE", help="set any finder parameter (repeatable)"
-    )
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="set any finder parameter (repeatable)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     add_parallel_arguments(p)

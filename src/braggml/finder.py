@@ -34,6 +34,7 @@ _REGISTRY: dict[str, str] = {
     "dispersion_extended": "braggml.classical.dispersion:DispersionExtendedFinder",
     "cnn": "braggml.ml.finders:CNNFinder",
     "svm": "braggml.ml.finders:SVMFinder",
+    "unet": "braggml.ml.unet_finder:UNetFinder",
 }
 
 
@@ -113,7 +114,13 @@ def finder_class(name: str) -> type[PeakFinder]:
     except KeyError:
         raise ConfigError(f"unknown finder {name!r}; available: {', '.join(available_finders())}") from None
     module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"finder {name!r} needs a package that is not installed ({exc.name}): pip install 'braggml[ml]'"
+        ) from None
+    return getattr(module, class_name)
 
 
 def make_finder(name: str = DEFAULT_FINDER, config: Any = None, **params: Any) -> PeakFinder:

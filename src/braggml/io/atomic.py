@@ -44,6 +44,14 @@ def _create_temporary(target: Path) -> Path:
     raise ConfigError(f"cannot write {str(target)!r}: no free temporary name in {str(folder)!r}")
 
 
+def _default_permissions(path: Path) -> None:
+    """Give the finished file the umask's permissions (libraries that write a file anew may make it 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o666 & ~umask)
+
+
 def _fsync(path: Path) -> None:
     with contextlib.suppress(OSError), open(path, "rb") as fh:
         os.fsync(fh.fileno())
@@ -113,6 +121,7 @@ def atomic_output(
                 yield fh
                 fh.flush()
         _fsync(tmp)
+        _default_permissions(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -43,7 +43,7 @@ FORMAT_NAME = "braggml-model"
 #: Layout version; files with a newer one are refused.
 FORMAT_VERSION = 1
 #: Kinds of model a file can hold.
-MODEL_KINDS = ("cnn", "svm")
+MODEL_KINDS = ("cnn", "svm", "unet")
 _META_KEY = "braggml"
 
 
@@ -213,4 +213,8 @@ def load_classifier(path: str | os.PathLike[str], *, device: str = "auto") -> An
         from .svm import load_model as load_svm
 
         return load_svm(path)
+    if kind == "unet":
+        from .unet import load_unet
+
+        return load_unet(path, device=device)
     raise DataFormatError(f"{path}: unknown model kind {kind!r} (known: {', '.join(MODEL_KINDS)})")

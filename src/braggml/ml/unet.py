@@ -1,0 +1,545 @@
+"""The whole-frame segmentation network: a compact U-Net giving every pixel a Bragg-peak probability.
+
+:func:`normalise_frame` turns a raw frame of any detector into the network's input (background-subtracted,
+divided by the local noise, compressed with ``asinh``, plus a bad-pixel channel), :class:`UNet` is the network,
+:func:`predict_tiled` runs it over a frame of any size by overlapping tiles without seams, and
+:class:`TrainedUNet` / :func:`load_unet` hold and read back a trained network with its settings from a model
+file (safetensors + JSON, nothing unpickled).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from ..classical._common import prepare_frame
+from ..classical._radial import (
+    background_rate,
+    estimate_gain_per_panel,
+    noise_floor,
+    radial_statistics,
+)
+from ..errors import ConfigError, DataFormatError
+from ..geometry import PixelMaps
+from .checkpoint import FORMAT_NAME, FORMAT_VERSION, _metadata, _open, json_clean, require, versions
+from .cnn import resolve_device
+
+__all__ = [
+    "UNetConfig",
+    "NormConfig",
+    "NormalisedFrame",
+    "UNet",
+    "TrainedUNet",
+    "normalise_frame",
+    "predict_tiled",
+    "tile_starts",
+    "load_unet",
+    "save_unet",
+    "export_torchscript",
+    "DEFAULT_MODEL_PATH",
+]
+
+#: The model shipped with braggml (trained on simulated Jungfrau-4M, Pilatus-6M and Eiger-4M frames).
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "unet_default.safetensors"
+_KIND = "unet"
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of :class:`UNet`.
+
+    Attributes
+    ----------
+    in_channels : int
+        Input channels (normalised frame and bad-pixel map).
+    channels : tuple of int
+        Feature channels of each resolution level, finest first; every further level halves the frame side.
+        The last level is the bottleneck.
+    convs_per_block : int
+        3x3 convolutions (each followed by batch normalisation and ReLU) in every block.
+    """
+
+    in_channels: int = 2
+    channels: tuple[int, ...] = (8, 16, 32, 64)
+    convs_per_block: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if self.in_channels < 1:
+            raise ConfigError(f"in_channels must be >= 1, got {self.in_channels!r}")
+        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
+            raise ConfigError(f"channels must be two or more positive integers, got {self.channels!r}")
+        if self.convs_per_block < 1:
+            raise ConfigError(f"convs_per_block must be >= 1, got {self.convs_per_block!r}")
+
+    @property
+    def multiple(self) -> int:
+        """Input sides are padded to a multiple of this (2 to the number of poolings)."""
+        return 2 ** (len(self.channels) - 1)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UNetConfig:
+        return cls(**{k: (tuple(v) if k == "channels" else v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    """How a raw frame becomes the network's input.
+
+    Attributes
+    ----------
+    clip_sigma : float
+        Sigma-clipping level of the per-panel radial background statistics.
+    photon_noise_floor : float
+        Smallest noise used, in photons (times the estimated gain): a single photon on an empty background is
+        then ``1 / photon_noise_floor`` noise units whatever the detector's gain or read noise.
+    asinh_scale : float
+        The residual in noise units is divided by this before ``asinh``.
+    """
+
+    clip_sigma: float = 3.0
+    photon_noise_floor: float = 0.5
+    asinh_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("clip_sigma", "photon_noise_floor", "asinh_scale"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+# -- input normalisation ---------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class NormalisedFrame:
+    """A frame prepared for the network, with what is needed to measure peaks on its original pixels.
+
+    Attributes
+    ----------
+    inputs : (2, H, W) float32 ndarray
+        Channel 0: ``asinh((image - background) / noise / asinh_scale)``, 0 on bad pixels; channel 1: 1 on bad
+        pixels, else 0.
+    residual : (H, W) float32 ndarray
+        Background-subtracted frame in detector units (0 on bad pixels).
+    background : (H, W) float32 ndarray
+        Background per pixel in detector units.
+    noise : (H, W) float32 ndarray
+        Background noise per pixel in detector units (> 0).
+    bad : (H, W) bool ndarray
+        Bad pixels (mask, geometry mask, no panel, non-finite).
+    panel_id : (H, W) int32 ndarray
+    gain : float
+        Estimated detector units per photon (0 when no shot-noise trend was found).
+    """
+
+    inputs: NDArray[np.float32]
+    residual: NDArray[np.float32]
+    background: NDArray[np.float32]
+    noise: NDArray[np.float32]
+    bad: NDArray[np.bool_]
+    panel_id: NDArray[np.int32]
+    gain: float
+
+
+def normalise_frame(
+    image: NDArray,
+    mask: NDArray[np.bool_] | None = None,
+    *,
+    maps: PixelMaps | None = None,
+    config: NormConfig | None = None,
+) -> NormalisedFrame:
+    """Background-subtract a frame and express it in units of its local noise.
+
+    The background and its spread are sigma-clipped statistics per panel and 1-pixel radius bin (as in
+    peakfinder8); the detector gain is estimated from how the variance grows with the mean across bins and the
+    photon rate from a trimmed mean, so that the noise is ``max(sqrt(sigma**2 + gain**2 * rate),
+    photon_noise_floor * gain)``. Photon-counting and integrating detectors of unknown gain thus give inputs on
+    the same scale.
+
+    Parameters
+    ----------
+    image : (H, W) ndarray
+        The frame, any real dtype; not modified.
+    mask : (H, W) bool ndarray, optional
+        True marks a bad pixel.
+    maps : PixelMaps, optional
+        Panels and radii; :meth:`PixelMaps.fallback` when omitted.
+    config : NormConfig, optional
+
+    Returns
+    -------
+    NormalisedFrame
+    """
+    cfg = NormConfig() if config is None else config
+    frame = prepare_frame(image, mask, maps)
+    good = ~frame.bad
+    # half a count for whole-number data; float frames get no floor here (the photon floor below applies)
+    floor = noise_floor(frame.data, good, True) if frame.integer else 0.0
+    stats = radial_statistics(
+        frame.data,
+        good,
+        np.asarray(frame.maps.radius_px),
+        frame.panel_id,
+        snr=cfg.clip_sigma,
+        sigma_floor=floor,
+        per_panel=True,
+    )
+    gain = estimate_gain_per_panel(stats)
+    if gain == 0 and frame.integer:
+        gain = 1.0
+    # photons per pixel that the clipping removed: trimmed mean above the clipped mean (pedestal-free)
+    trimmed = background_rate(frame.data, good, stats, gain) * gain
+    extra = np.maximum(trimmed - stats.offset.astype(np.float64), 0.0) / gain if gain > 0 else 0.0
+    sigma = stats.sigma.astype(np.float64)
+    noise_bin = np.sqrt(sigma**2 + gain**2 * extra)
+    noise_bin = np.maximum(noise_bin, max(cfg.photon_noise_floor * gain, floor, 1e-6))
+    background = stats.offset[stats.bin_index].astype(np.float32)
+    noise = noise_bin[stats.bin_index].astype(np.float32)
+    residual = np.where(good, frame.data - background, np.float32(0)).astype(np.float32)
+    inputs = np.empty((2, *frame.data.shape), np.float32)
+    inputs[0] = np.arcsinh(residual / noise / np.float32(cfg.asinh_scale))
+    inputs[0][frame.bad] = 0.0
+    inputs[1] = frame.bad
+    return NormalisedFrame(
+        inputs=inputs,
+        residual=residual,
+        background=background,
+        noise=noise,
+        bad=frame.bad,
+        panel_id=frame.panel_id,
+        gain=float(gain),
+    )
+
+
+# -- the network ---------------------------------------------------------------------------------------
+def _block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(n_convs):
+        layers += [
+            nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+class UNet(nn.Module):
+    """A compact U-Net: per-pixel peak logits of a normalised frame.
+
+    Encoder blocks at each level of ``config.channels`` with 2x2 max pooling between them, the last level as
+    bottleneck, then for every finer level a 2x2 transposed convolution, concatenation with the encoder's
+    features at that level (skip connection) and a block; a 1x1 convolution gives one logit per pixel.
+    Inputs of any size are padded to a multiple of :attr:`UNetConfig.multiple` and the output cropped back.
+
+    Parameters
+    ----------
+    config : UNetConfig, optional
+    """
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or UNetConfig()
+        ch, n = cfg.channels, cfg.convs_per_block
+        self.encoders = nn.ModuleList(
+            [_block(cfg.in_channels if i == 0 else ch[i - 1], ch[i], n) for i in range(len(ch) - 1)]
+        )
+        self.pool = nn.MaxPool2d(2)
+        self.bottleneck = _block(ch[-2], ch[-1], n)
+        self.upsamplers = nn.ModuleList(
+            [nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2) for i in reversed(range(len(ch) - 1))]
+        )
+        self.decoders = nn.ModuleList([_block(2 * ch[i], ch[i], n) for i in reversed(range(len(ch) - 1))])
+        self.head = nn.Conv2d(ch[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) normalised input -> (N, 1, H, W) logits."""
+        h, w = x.shape[-2:]
+        m = self.config.multiple
+        pad_h, pad_w = (-h) % m, (-w) % m
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h))
+        skips = []
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)
+        for up, decoder, skip in zip(self.upsamplers, self.decoders, reversed(skips)):
+            x = decoder(torch.cat([up(x), skip], dim=1))
+        return self.head(x)[..., :h, :w]
+
+
+# -- tiled inference -------------------------------------------------------------------------------------
+def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[list[int], list[int]]:
+    """Tile start positions along one axis and the cut between consecutive tiles.
+
+    Starts are multiples of ``multiple`` (so the network's pooling grid is the same in every tile); a pixel
+    belongs to the tile where it is most central: the boundary between tiles ``i`` and ``i + 1`` lies in the
+    middle of their overlap.
+
+    Returns
+    -------
+    starts : list of int
+        First index of each tile; the last tile may reach beyond ``length`` (padded).
+    cuts : list of int
+        ``len(starts) + 1`` boundaries: tile ``i`` owns ``cuts[i] <= index < cuts[i + 1]``.
+
+    Examples
+    --------
+    >>> tile_starts(100, 64, 16, 8)
+    ([0, 48], [0, 56, 100])
+    """
+    if tile < 1 or overlap < 0 or overlap >= tile:
+        raise ConfigError(f"tile size must be >= 1 and overlap in [0, tile), got tile {tile}, overlap {overlap}")
+    stride = max(((tile - overlap) // multiple) * multiple, multiple)
+    starts = [0]
+    while starts[-1] + tile < length:
+        starts.append(starts[-1] + stride)
+    cuts = [0] + [(starts[i] + tile + starts[i + 1]) // 2 for i in range(len(starts) - 1)] + [length]
+    return starts, cuts
+
+
+def predict_tiled(
+    model: UNet,
+    inputs: NDArray[np.float32],
+    *,
+    tile_size: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+    half: bool = False,
+) -> NDArray[np.float32]:
+    """Per-pixel peak probability of a normalised frame, by overlapping tiles.
+
+    Parameters
+    ----------
+    model : UNet
+        In evaluation mode.
+    inputs : (C, H, W) float32 ndarray
+        :attr:`NormalisedFrame.inputs`.
+    tile_size : int
+        Side of the square tiles (rounded up to :attr:`UNetConfig.multiple`; frames smaller than a tile are
+        run whole).
+    overlap : int
+        Overlap of neighbouring tiles; each pixel's value comes from the tile where it is most central, so for
+        results identical to whole-frame inference half the overlap must exceed the network's receptive
+        field radius.
+    batch_size : int
+        Tiles per forward pass.
+    device : torch.device or str
+    half : bool
+        Run in float16 autocast (CUDA only; ignored on CPU).
+
+    Returns
+    -------
+    (H, W) float32 ndarray
+        Probabilities in [0, 1].
+    """
+    c, h, w = inputs.shape
+    m = model.config.multiple
+    tile = -(-int(tile_size) // m) * m
+    rows, row_cuts = tile_starts(h, tile, overlap, m)
+    cols, col_cuts = tile_starts(w, tile, overlap, m)
+    th, tw = min(tile, rows[-1] + tile), min(tile, cols[-1] + tile)
+    if len(rows) == 1:
+        th = h
+    if len(cols) == 1:
+        tw = w
+    padded = np.zeros((c, rows[-1] + th, cols[-1] + tw), np.float32)
+    padded[1] = 1.0 if c > 1 else 0.0  # outside the frame: bad pixels
+    padded[:, :h, :w] = inputs
+    out = np.empty((h, w), np.float32)
+    jobs = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
+    device = torch.device(device)
+    autocast = torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half and device.type == "cuda")
+    with torch.inference_mode(), autocast:
+        for k in range(0, len(jobs), max(int(batch_size), 1)):
+            part = jobs[k : k + max(int(batch_size), 1)]
+            batch = np.stack([padded[:, rows[i] : rows[i] + th, cols[j] : cols[j] + tw] for i, j in part])
+            x = torch.from_numpy(batch).to(device)
+            prob = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
+            for (i, j), p in zip(part, prob):
+                r0, r1 = row_cuts[i], row_cuts[i + 1]
+                c0, c1 = col_cuts[j], col_cuts[j + 1]
+                out[r0:r1, c0:c1] = p[r0 - rows[i] : r1 - rows[i], c0 - cols[j] : c1 - cols[j]]
+    return out
+
+
+# -- a trained network and its model file ----------------------------------------------------------------
+@dataclass(eq=False)
+class TrainedUNet:
+    """A trained :class:`UNet` with the settings needed to use it.
+
+    Attributes
+    ----------
+    model : UNet
+    norm : NormConfig
+        The input normalisation it was trained with.
+    threshold : float
+        Probability cut chosen on validation frames.
+    info : dict
+        Training figures and provenance (JSON-serialisable).
+    """
+
+    model: UNet
+    norm: NormConfig = field(default_factory=NormConfig)
+    threshold: float = 0.5
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> TrainedUNet:
+        self.model.to(resolve_device(device) if isinstance(device, str) else device)
+        return self
+
+    def probability(
+        self,
+        image: NDArray,
+        mask: NDArray[np.bool_] | None = None,
+        *,
+        maps: PixelMaps | None = None,
+        tile_size: int = 512,
+        overlap: int = 64,
+        batch_size: int = 4,
+    ) -> tuple[NDArray[np.float32], NormalisedFrame]:
+        """Peak probability of every pixel of a raw frame, and the normalised frame."""
+        norm = normalise_frame(image, mask, maps=maps, config=self.norm)
+        self.model.eval()
+        prob = predict_tiled(
+            self.model,
+            norm.inputs,
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=self.device,
+            half=self.device.type == "cuda",
+        )
+        prob[norm.bad] = 0.0
+        return prob, norm
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model file (see :func:`save_unet`)."""
+        return save_unet(self, path)
+
+
+def save_unet(trained: TrainedUNet, path: str | os.PathLike[str]) -> Path:
+    """Write a trained U-Net to a ``.safetensors`` model file of kind ``"unet"``.
+
+    The weights are the tensors; architecture, normalisation, threshold, training figures and versions are the
+    JSON metadata under the key ``"braggml"`` (same layout as the other braggml model files).
+    """
+    from safetensors.numpy import save_file
+
+    from ..io.atomic import atomic_output
+
+    arrays = {name: t.detach().cpu().numpy().copy() for name, t in trained.model.state_dict().items()}
+    meta = {
+        "kind": _KIND,
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model_config": asdict(trained.model.config),
+        "norm_config": asdict(trained.norm),
+        "threshold": float(trained.threshold),
+        "info": json_clean(trained.info),
+    }
+    text = json.dumps(json_clean(meta), sort_keys=True, allow_nan=False)
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata={"braggml": text})
+    return path
+
+
+def load_unet(path: str | os.PathLike[str] | None = None, *, device: str = "auto") -> TrainedUNet:
+    """Read a U-Net model file (the shipped model when ``path`` is None); nothing is unpickled.
+
+    Raises
+    ------
+    InputNotFoundError
+        The file does not exist.
+    DataFormatError
+        The file is damaged, not a braggml model file, or holds another kind of model.
+    """
+    path = Path(DEFAULT_MODEL_PATH if path is None else path)
+    handle = _open(path)
+    meta = _metadata(handle, path)
+    found = meta.get("kind")
+    if found != _KIND:
+        hint = f" (use --finder {found})" if found in ("cnn", "svm") else ""
+        raise DataFormatError(f"{path}: holds a {found} model, not a {_KIND} model{hint}")
+    try:
+        model_cfg = UNetConfig.from_dict(require(meta, "model_config", path))
+        norm_cfg = NormConfig(**require(meta, "norm_config", path))
+    except (TypeError, ConfigError) as exc:
+        raise DataFormatError(f"{path}: invalid model settings ({exc})") from None
+    model = UNet(model_cfg)
+    try:
+        state = {name: torch.from_numpy(np.array(handle.get_tensor(name))) for name in handle.keys()}  # noqa: SIM118
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataFormatError(f"{path}: damaged or mismatched model weights ({first})") from None
+    model.eval()
+    trained = TrainedUNet(
+        model=model, norm=norm_cfg, threshold=float(require(meta, "threshold", path)), info=meta.get("info", {})
+    )
+    return trained.to(device)
+
+
+def export_torchscript(
+    trained: TrainedUNet, path: str | os.PathLike[str], *, tile_size: int = 512
+) -> Path:
+    """Write the network as a TorchScript file for deployment without braggml.
+
+    The traced module takes ``(N, 2, tile_size, tile_size)`` float32 normalised tiles (any ``N``) and returns
+    ``(N, 1, tile_size, tile_size)`` logits; the frame normalisation (:func:`normalise_frame`), tiling and peak
+    extraction stay with the caller. The model settings are stored as the file's ``braggml.json`` extra file.
+
+    Parameters
+    ----------
+    trained : TrainedUNet
+    path : path
+        Output file (``.pt``).
+    tile_size : int
+        Tile side the module is traced for (a multiple of :attr:`UNetConfig.multiple`).
+    """
+    m = trained.config.multiple
+    if tile_size < m or tile_size % m:
+        raise ConfigError(f"tile_size must be a positive multiple of {m}, got {tile_size!r}")
+    model = copy.deepcopy(trained.model).to("cpu").eval()
+    example = torch.zeros(1, trained.config.in_channels, tile_size, tile_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the padding branch is fixed for a tile side
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(model, example)
+    extra = {
+        "model_config": asdict(trained.config),
+        "norm_config": asdict(trained.norm),
+        "threshold": trained.threshold,
+        "tile_size": tile_size,
+        "versions": versions(),
+    }
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(traced, str(path), _extra_files={"braggml.json": json.dumps(json_clean(extra))})
+    return path

@@ -1,0 +1,214 @@
+"""The ``unet`` peak finder: whole-frame segmentation by a trained :class:`~braggml.ml.unet.UNet`.
+
+Every pixel gets a peak probability (tiled inference with overlap, no seams); peaks are the connected regions
+above the probability cut, never crossing a panel border, measured on the background-subtracted original
+pixels: centroid, integrated intensity, background, SNR, and as score the highest probability in the region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from ..classical._common import check_choice, check_positive, label_within_panels
+from ..errors import ConfigError
+from ..finder import PeakFinder
+from ..geometry import PixelMaps
+from ..peaks import PeakList
+from .unet import DEFAULT_MODEL_PATH, NormalisedFrame, TrainedUNet, load_unet
+
+__all__ = ["UNetFinderConfig", "UNetFinder", "segment_peaks", "measure_regions"]
+
+
+@dataclass(frozen=True)
+class UNetFinderConfig:
+    """Parameters of :class:`UNetFinder`.
+
+    Attributes
+    ----------
+    model_path : str
+        U-Net model file; empty for the model shipped with braggml.
+    probability_threshold : float or None
+        Pixels above this probability form peaks; None uses the model's own cut (chosen on validation frames).
+    min_pixel_count : int
+        Smallest region kept.
+    tile_size : int
+        Side of the inference tiles in pixels.
+    overlap : int
+        Overlap of neighbouring tiles in pixels.
+    batch_size : int
+        Tiles per forward pass.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    """
+
+    model_path: str = ""
+    probability_threshold: float | None = None
+    min_pixel_count: int = 1
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.probability_threshold is not None and not 0 < self.probability_threshold < 1:
+            raise ConfigError(f"probability_threshold must lie in (0, 1), got {self.probability_threshold!r}")
+        if self.min_pixel_count < 1:
+            raise ConfigError(f"min_pixel_count must be >= 1, got {self.min_pixel_count!r}")
+        check_positive("tile_size", self.tile_size)
+        check_positive("batch_size", self.batch_size)
+        if not 0 <= self.overlap < self.tile_size:
+            raise ConfigError(f"overlap must lie in [0, tile_size), got {self.overlap!r}")
+        text = str(self.device).lower()
+        if not (text.startswith("cuda:") and text[5:].isdigit()):
+            check_choice("device", text, ("auto", "cpu", "cuda"))
+
+
+def segment_peaks(
+    prob: NDArray[np.floating],
+    threshold: float,
+    *,
+    panel_id: NDArray[np.int32] | None = None,
+    min_pixel_count: int = 1,
+) -> tuple[NDArray[np.int32], int]:
+    """Label connected regions of pixels with ``prob > threshold`` (8-connected, within panels).
+
+    Returns
+    -------
+    labels : (H, W) int32 ndarray
+        0 outside regions, 1..n inside.
+    n : int
+    """
+    above = np.asarray(prob) > threshold
+    if panel_id is None:
+        labels, n = ndimage.label(above, structure=np.ones((3, 3), bool))
+        labels = labels.astype(np.int32)
+    else:
+        labels, n = label_within_panels(above, panel_id, connectivity=8)
+    if min_pixel_count > 1 and n:
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        small = sizes < min_pixel_count
+        small[0] = False
+        if small.any():
+            keep = np.flatnonzero(~small[1:]) + 1
+            remap = np.zeros(n + 1, np.int32)
+            remap[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
+            labels = remap[labels]
+            n = int(keep.size)
+    return labels, int(n)
+
+
+def measure_regions(
+    labels: NDArray[np.int32],
+    n: int,
+    prob: NDArray[np.floating],
+    residual: NDArray[np.floating],
+    *,
+    background: NDArray[np.floating] | None = None,
+    noise: NDArray[np.floating] | None = None,
+) -> dict[str, NDArray[Any]]:
+    """Centroid, intensity, SNR and score of labelled regions, on background-subtracted pixels.
+
+    The centroid weights each pixel by its positive residual (the region's probabilities where no residual is
+    positive); SNR is ``intensity / sqrt(sum noise**2)``.
+
+    Returns
+    -------
+    dict of str to (n,) ndarray
+        ``row``, ``col``, ``intensity``, ``background``, ``snr``, ``n_pixels``, ``max_value``, ``score``.
+    """
+    index = np.arange(1, n + 1)
+    if n == 0:
+        empty = np.empty(0)
+        return {k: empty for k in ("row", "col", "intensity", "background", "snr", "max_value", "score")} | {
+            "n_pixels": np.empty(0, np.int64)
+        }
+    rr, cc = np.indices(labels.shape, dtype=np.float64)
+    res = np.asarray(residual, np.float64)
+    weight = np.clip(res, 0.0, None)
+    wsum = ndimage.sum_labels(weight, labels, index)
+    pw = np.asarray(prob, np.float64)
+    psum = ndimage.sum_labels(pw, labels, index)
+    use_w = wsum > 0
+    row = np.where(use_w, ndimage.sum_labels(weight * rr, labels, index) / np.where(use_w, wsum, 1.0),
+                   ndimage.sum_labels(pw * rr, labels, index) / np.maximum(psum, 1e-30))
+    col = np.where(use_w, ndimage.sum_labels(weight * cc, labels, index) / np.where(use_w, wsum, 1.0),
+                   ndimage.sum_labels(pw * cc, labels, index) / np.maximum(psum, 1e-30))
+    n_pixels = ndimage.sum_labels(np.ones(labels.shape), labels, index).astype(np.int64)
+    intensity = ndimage.sum_labels(res, labels, index)
+    bg = (
+        ndimage.mean(np.asarray(background, np.float64), labels, index)
+        if background is not None
+        else np.zeros(n)
+    )
+    if noise is not None:
+        var = ndimage.sum_labels(np.asarray(noise, np.float64) ** 2, labels, index)
+        snr = intensity / np.sqrt(np.maximum(var, 1e-30))
+    else:
+        snr = np.full(n, np.nan)
+    max_value = ndimage.maximum(res, labels, index) + bg
+    score = ndimage.maximum(pw, labels, index)
+    return {
+        "row": row,
+        "col": col,
+        "intensity": intensity,
+        "background": bg,
+        "snr": snr,
+        "n_pixels": n_pixels,
+        "max_value": max_value,
+        "score": score,
+    }
+
+
+class UNetFinder(PeakFinder):
+    """Peaks as connected regions of a U-Net's per-pixel peak probability.
+
+    Examples
+    --------
+    >>> finder = UNetFinder(probability_threshold=0.6, device="cpu")  # doctest: +SKIP
+    >>> peaks = finder.find(image, mask, maps=maps)  # doctest: +SKIP
+    """
+
+    name = "unet"
+    config_class = UNetFinderConfig
+
+    def __init__(self, config: Any = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self._model: TrainedUNet | None = None
+        self.last_probability: NDArray[np.float32] | None = None
+
+    @property
+    def model(self) -> TrainedUNet:
+        """The loaded model (read on first use)."""
+        if self._model is None:
+            path = self.config.model_path or DEFAULT_MODEL_PATH
+            self._model = load_unet(path, device=self.config.device)
+        return self._model
+
+    def probability(
+        self, image: NDArray, mask: NDArray[np.bool_] | None = None, *, maps: PixelMaps | None = None
+    ) -> tuple[NDArray[np.float32], NormalisedFrame]:
+        """Per-pixel peak probability of a frame and its normalised form."""
+        cfg = self.config
+        return self.model.probability(
+            image, mask, maps=maps, tile_size=cfg.tile_size, overlap=cfg.overlap, batch_size=cfg.batch_size
+        )
+
+    def find(
+        self,
+        image: NDArray,
+        mask: NDArray[np.bool_] | None = None,
+        *,
+        maps: PixelMaps | None = None,
+    ) -> PeakList:
+        cfg = self.config
+        prob, norm = self.probability(image, mask, maps=maps)
+        self.last_probability = prob
+        threshold = self.model.threshold if cfg.probability_threshold is None else cfg.probability_threshold
+        labels, n = segment_peaks(prob, threshold, panel_id=norm.panel_id, min_pixel_count=cfg.min_pixel_count)
+        cols = measure_regions(labels, n, prob, norm.residual, background=norm.background, noise=norm.noise)
+        return PeakList.from_columns(n_frames=1, frame=np.zeros(n, np.int64), **cols)

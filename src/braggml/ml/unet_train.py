@@ -1,0 +1,446 @@
+"""Training the U-Net on simulated frames: crops, targets, loss, peak-level validation and early stopping.
+
+Targets are the simulator's truth footprints of observable spots whose expected SNR reaches
+:attr:`UNetTrainConfig.min_snr`; footprint regions holding only weaker spots are left out of the loss (neither
+peak nor background), cosmic-ray streaks and everything else are background. Validation scores peaks, not
+pixels: regions above the probability cut are matched one-to-one to the true spots within 2 px
+(:func:`braggml.evaluate.matching.match_frame`) and the F1 decides early stopping and the model's cut.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from ..errors import ConfigError
+from ..evaluate.matching import match_frame
+from ..simulate import Simulator, get_preset
+from ..simulate.config import apply_overrides
+from ..simulate.frame import FOOTPRINT_SPOT, SimulatedFrame
+from .cnn import resolve_device
+from .unet import NormConfig, TrainedUNet, UNet, UNetConfig, normalise_frame
+from .unet_finder import measure_regions, segment_peaks
+
+__all__ = [
+    "UNetTrainConfig",
+    "CropSet",
+    "IGNORE",
+    "frame_target",
+    "crops_from_frame",
+    "simulate_crops",
+    "peak_f1",
+    "train_unet",
+    "choose_threshold",
+]
+
+log = logging.getLogger(__name__)
+
+#: Target value of pixels left out of the loss.
+IGNORE = 2
+
+
+@dataclass(frozen=True)
+class UNetTrainConfig:
+    """Settings of :func:`train_unet` and of the simulated training data.
+
+    Attributes
+    ----------
+    presets : tuple of str
+        Simulator presets the training frames are drawn from (every frame a hit).
+    train_frames_per_preset, val_frames_per_preset : int
+        Simulated frames per preset for training and for validation (disjoint frame numbers).
+    crop_size : int
+        Side of the square training crops.
+    crops_per_frame : int
+        Crops taken from each frame; half are centred near a true spot, half anywhere.
+    min_snr : float
+        Spots with at least this expected SNR are targets.
+    gain_range : tuple of float
+        Augmentation: each training frame is multiplied by a gain factor drawn log-uniformly from this range
+        and gets a constant pedestal of up to 5 times that factor before normalisation.
+    epochs, batch_size : int
+    learning_rate, weight_decay : float
+        AdamW settings (cosine schedule over the epochs).
+    pos_weight : float
+        Weight of peak pixels in the binary cross-entropy.
+    dice_weight : float
+        Weight of the soft Dice loss added to it.
+    patience : int
+        Epochs without a better validation F1 before stopping.
+    max_seconds : float or None
+        Wall-clock budget of the training loop.
+    seed : int
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    presets: tuple[str, ...] = ("jungfrau4m", "pilatus6m", "eiger4m")
+    train_frames_per_preset: int = 6
+    val_frames_per_preset: int = 2
+    crop_size: int = 128
+    crops_per_frame: int = 48
+    min_snr: float = 3.0
+    gain_range: tuple[float, float] = (0.5, 2.0)
+    epochs: int = 30
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    pos_weight: float = 5.0
+    dice_weight: float = 0.5
+    patience: int = 6
+    max_seconds: float | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "presets", tuple(self.presets))
+        object.__setattr__(self, "gain_range", tuple(float(g) for g in self.gain_range))
+        for name in ("train_frames_per_preset", "crop_size", "crops_per_frame", "epochs", "batch_size", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.val_frames_per_preset < 0:
+            raise ConfigError(f"val_frames_per_preset must be >= 0, got {self.val_frames_per_preset!r}")
+        if not self.presets:
+            raise ConfigError("presets must name at least one simulator preset")
+        if len(self.gain_range) != 2 or not 0 < self.gain_range[0] <= self.gain_range[1]:
+            raise ConfigError(f"gain_range must be (low, high) with 0 < low <= high, got {self.gain_range!r}")
+        for name in ("learning_rate", "pos_weight"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.weight_decay < 0 or self.dice_weight < 0:
+            raise ConfigError("weight_decay and dice_weight must be >= 0")
+        resolve_device(self.device, check_only=True)
+
+
+@dataclass(frozen=True, eq=False)
+class CropSet:
+    """Training or validation crops.
+
+    Attributes
+    ----------
+    inputs : (N, 2, S, S) float32 ndarray
+        Normalised crops (:attr:`NormalisedFrame.inputs`).
+    target : (N, S, S) uint8 ndarray
+        1 peak, 0 background, :data:`IGNORE` left out of the loss.
+    spots : list of (K, 2) float ndarrays
+        (row, col) of the target spots inside each crop, crop coordinates.
+    """
+
+    inputs: NDArray[np.float32]
+    target: NDArray[np.uint8]
+    spots: list[NDArray[np.float64]]
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @staticmethod
+    def concatenate(parts: Sequence[CropSet]) -> CropSet:
+        return CropSet(
+            inputs=np.concatenate([p.inputs for p in parts]),
+            target=np.concatenate([p.target for p in parts]),
+            spots=[s for p in parts for s in p.spots],
+        )
+
+
+def frame_target(frame: SimulatedFrame, min_snr: float) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
+    """Per-pixel target of a simulated frame and the (row, col) of its target spots.
+
+    Footprint regions (8-connected) that contain an observable spot with ``snr >= min_snr`` are peaks; the
+    other footprint regions are :data:`IGNORE`; the rest is background.
+    """
+    s = frame.spots
+    strong = s["observable"] & (s["snr"] >= min_snr)
+    spot_px = (frame.footprint & FOOTPRINT_SPOT) > 0
+    labels, n = ndimage.label(spot_px, structure=np.ones((3, 3), bool))
+    target = np.zeros(spot_px.shape, np.uint8)
+    target[spot_px] = IGNORE
+    rc = np.column_stack([s["row"][strong], s["col"][strong]])
+    if n and rc.size:
+        h, w = spot_px.shape
+        r = np.clip(np.rint(rc[:, 0]).astype(int), 0, h - 1)
+        c = np.clip(np.rint(rc[:, 1]).astype(int), 0, w - 1)
+        hit = np.unique(labels[r, c])
+        hit = hit[hit > 0]
+        is_peak = np.zeros(n + 1, bool)
+        is_peak[hit] = True
+        target[is_peak[labels] & spot_px] = 1
+    return target, rc
+
+
+def crops_from_frame(
+    inputs: NDArray[np.float32],
+    target: NDArray[np.uint8],
+    spots_rc: NDArray[np.float64],
+    *,
+    crop_size: int,
+    n_crops: int,
+    rng: np.random.Generator,
+) -> CropSet:
+    """Random square crops of a normalised frame, half of them centred near a target spot."""
+    _, h, w = inputs.shape
+    s = min(crop_size, h, w)
+    out_x = np.empty((n_crops, inputs.shape[0], s, s), np.float32)
+    out_t = np.empty((n_crops, s, s), np.uint8)
+    spots = []
+    for i in range(n_crops):
+        if i % 2 == 0 and len(spots_rc):
+            centre = spots_rc[rng.integers(len(spots_rc))] + rng.integers(-s // 3, s // 3 + 1, 2)
+            r0 = int(np.clip(centre[0] - s // 2, 0, h - s))
+            c0 = int(np.clip(centre[1] - s // 2, 0, w - s))
+        else:
+            r0 = int(rng.integers(0, h - s + 1))
+            c0 = int(rng.integers(0, w - s + 1))
+        out_x[i] = inputs[:, r0 : r0 + s, c0 : c0 + s]
+        out_t[i] = target[r0 : r0 + s, c0 : c0 + s]
+        inside = (
+            (spots_rc[:, 0] >= r0 - 0.5) & (spots_rc[:, 0] < r0 + s - 0.5)
+            & (spots_rc[:, 1] >= c0 - 0.5) & (spots_rc[:, 1] < c0 + s - 0.5)
+        ) if len(spots_rc) else np.zeros(0, bool)
+        spots.append(spots_rc[inside] - np.array([r0, c0], float))
+    return CropSet(inputs=out_x, target=out_t, spots=spots)
+
+
+def simulate_crops(
+    config: UNetTrainConfig,
+    *,
+    frames: Sequence[int],
+    augment: bool,
+    norm: NormConfig | None = None,
+    rng: np.random.Generator,
+) -> CropSet:
+    """Crops of simulated hit frames of every preset (frame numbers ``frames`` of run seed ``config.seed``)."""
+    parts = []
+    for name in config.presets:
+        sim = Simulator(apply_overrides(get_preset(name), {"crystal": {"hit_fraction": 1.0}}), seed=config.seed)
+        maps = sim.layout.pixel_maps(sim.wavelength_a)
+        for k in frames:
+            frame = sim.frame(int(k))
+            image = frame.image
+            if augment:
+                lo, hi = config.gain_range
+                g = float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
+                image = image.astype(np.float32) * np.float32(g) + np.float32(rng.uniform(0, 5) * g)
+            nf = normalise_frame(image, maps.mask, maps=maps, config=norm)
+            target, rc = frame_target(frame, config.min_snr)
+            target[nf.bad & (target == 1)] = IGNORE
+            parts.append(
+                crops_from_frame(
+                    nf.inputs, target, rc, crop_size=config.crop_size, n_crops=config.crops_per_frame, rng=rng
+                )
+            )
+    return CropSet.concatenate(parts)
+
+
+def _augment(x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flips and transposition of a batch (same for all crops of the batch)."""
+    flips = torch.rand(3, generator=generator) < 0.5
+    if flips[0]:
+        x, t = x.flip(-1), t.flip(-1)
+    if flips[1]:
+        x, t = x.flip(-2), t.flip(-2)
+    if flips[2] and x.shape[-1] == x.shape[-2]:
+        x, t = x.transpose(-1, -2), t.transpose(-1, -2)
+    return x, t
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float, dice_weight: float) -> torch.Tensor:
+    valid = (target != IGNORE).float()
+    y = (target == 1).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, y, weight=valid * (1.0 + (pos_weight - 1.0) * y), reduction="sum"
+    ) / valid.sum().clamp(min=1.0)
+    if dice_weight == 0:
+        return bce
+    p = torch.sigmoid(logits) * valid
+    inter = (p * y).sum()
+    dice = 1.0 - (2.0 * inter + 1.0) / (p.sum() + y.sum() + 1.0)
+    return bce + dice_weight * dice
+
+
+def _predict(model: UNet, inputs: NDArray[np.float32], device: torch.device, batch_size: int) -> NDArray[np.float32]:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for k in range(0, len(inputs), batch_size):
+            x = torch.from_numpy(inputs[k : k + batch_size]).to(device)
+            out.append(torch.sigmoid(model(x))[:, 0].cpu().numpy())
+    return np.concatenate(out) if out else np.empty((0, *inputs.shape[2:]), np.float32)
+
+
+def peak_f1(
+    prob: NDArray[np.float32], crops: CropSet, threshold: float, *, radius_px: float = 2.0
+) -> tuple[float, float, float]:
+    """Peak-level precision, recall and F1 of probability maps of crops against their target spots.
+
+    Returns
+    -------
+    precision, recall, f1 : float
+    """
+    tp = n_found = n_true = 0
+    for p, x, spots in zip(prob, crops.inputs, crops.spots):
+        labels, n = segment_peaks(p, threshold)
+        found = measure_regions(labels, n, p, np.sinh(x[0]))
+        rc = np.column_stack([found["row"], found["col"]])
+        fi, _ = match_frame(rc, spots, radius_px)
+        tp += len(fi)
+        n_found += n
+        n_true += len(spots)
+    precision = tp / n_found if n_found else 0.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def train_unet(
+    train: CropSet,
+    val: CropSet,
+    *,
+    config: UNetTrainConfig | None = None,
+    model_config: UNetConfig | None = None,
+    norm: NormConfig | None = None,
+    thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> TrainedUNet:
+    """Train a :class:`UNet` on crops; keep the epoch with the best validation peak F1.
+
+    Parameters
+    ----------
+    train, val : CropSet
+        Training and validation crops (from different frames).
+    config : UNetTrainConfig, optional
+    model_config : UNetConfig, optional
+    norm : NormConfig, optional
+        The normalisation the crops were made with (recorded in the model).
+    thresholds : sequence of float
+        Probability cuts tried on the validation crops each epoch.
+    progress : callable, optional
+        Called after every epoch with that epoch's figures.
+
+    Returns
+    -------
+    TrainedUNet
+        Weights of the best epoch, the best cut as ``threshold`` and the training history in ``info``.
+    """
+    cfg = config or UNetTrainConfig()
+    if len(train) == 0:
+        raise ConfigError("no training crops")
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = UNet(model_config).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=cfg.learning_rate, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1
+    )
+    x_all = torch.from_numpy(train.inputs)
+    t_all = torch.from_numpy(train.target.astype(np.int64))
+    best_state, best_f1, best_thr, best_epoch = copy.deepcopy(model.state_dict()), -1.0, 0.5, 0
+    history: list[dict[str, float]] = []
+    start = time.monotonic()
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        total = 0.0
+        for k in range(0, len(train), cfg.batch_size):
+            idx = order[k : k + cfg.batch_size]
+            x, t = _augment(x_all[idx], t_all[idx], generator)
+            x, t = x.to(device), t.to(device)
+            loss = _loss(model(x)[:, 0], t, cfg.pos_weight, cfg.dice_weight)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += float(loss.detach()) * len(idx)
+        record: dict[str, float] = {"epoch": float(epoch), "loss": total / len(train)}
+        if len(val):
+            prob = _predict(model, val.inputs, device, cfg.batch_size)
+            scores = [(peak_f1(prob, val, thr), thr) for thr in thresholds]
+            (precision, recall, f1), thr = max(scores, key=lambda s: s[0][2])
+            record.update(val_precision=precision, val_recall=recall, val_f1=f1, threshold=thr)
+        else:
+            f1, thr = float(epoch), 0.5
+        record["seconds"] = time.monotonic() - start
+        history.append(record)
+        log.info("epoch %d: %s", epoch, record)
+        if progress is not None:
+            progress(record)
+        if f1 > best_f1:
+            best_state, best_f1, best_thr, best_epoch = copy.deepcopy(model.state_dict()), f1, thr, epoch
+        elif epoch - best_epoch >= cfg.patience:
+            break
+        if cfg.max_seconds is not None and time.monotonic() - start > cfg.max_seconds:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    info = {
+        "train_config": asdict(cfg),
+        "history": history,
+        "best_epoch": best_epoch,
+        "val_f1": best_f1,
+        "n_train_crops": len(train),
+        "n_val_crops": len(val),
+        "target": f"footprints of observable spots with expected snr >= {cfg.min_snr}",
+    }
+    return TrainedUNet(model=model, norm=norm or NormConfig(), threshold=float(best_thr), info=info)
+
+
+def choose_threshold(
+    trained: TrainedUNet,
+    config: UNetTrainConfig,
+    *,
+    frames: Sequence[int],
+    thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+    radius_px: float = 2.0,
+) -> tuple[float, list[dict[str, float]]]:
+    """Probability cut with the best peak F1 on whole simulated frames (sets ``trained.threshold``).
+
+    Crops centred near spots over-represent peaks, so a cut chosen on them is too lax for whole frames; this
+    runs the finder's full path (normalisation, tiled inference, regions within panels, centroids) on hit
+    frames ``frames`` of every preset of ``config`` and scores each cut against the spots with
+    ``snr >= config.min_snr``.
+
+    Returns
+    -------
+    threshold : float
+    scores : list of dict
+        Precision, recall and F1 of each cut.
+    """
+    tp = np.zeros(len(thresholds))
+    n_found = np.zeros(len(thresholds))
+    n_true = 0
+    for name in config.presets:
+        sim = Simulator(apply_overrides(get_preset(name), {"crystal": {"hit_fraction": 1.0}}), seed=config.seed)
+        maps = sim.layout.pixel_maps(sim.wavelength_a)
+        for k in frames:
+            frame = sim.frame(int(k))
+            prob, norm = trained.probability(frame.image, maps.mask, maps=maps)
+            _, truth = frame_target(frame, config.min_snr)
+            n_true += len(truth)
+            for i, thr in enumerate(thresholds):
+                labels, n = segment_peaks(prob, thr, panel_id=norm.panel_id)
+                found = measure_regions(labels, n, prob, norm.residual)
+                fi, _ = match_frame(np.column_stack([found["row"], found["col"]]), truth, radius_px)
+                tp[i] += len(fi)
+                n_found[i] += n
+    scores = []
+    for i, thr in enumerate(thresholds):
+        precision = tp[i] / n_found[i] if n_found[i] else 0.0
+        recall = tp[i] / n_true if n_true else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        scores.append(
+            {"threshold": float(thr), "precision": float(precision), "recall": float(recall), "f1": float(f1)}
+        )
+    best = max(scores, key=lambda r: r["f1"])
+    trained.threshold = best["threshold"]
+    trained.info["threshold_choice"] = {"frames": [int(k) for k in frames], "scores": scores}
+    return best["threshold"], scores

@@ -1,0 +1,345 @@
+"""The U-Net segmentation finder: network, normalisation, model files, training, tiled inference, finder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from braggml.errors import ConfigError, DataFormatError, InputNotFoundError  # noqa: E402
+from braggml.evaluate.matching import match_frame  # noqa: E402
+from braggml.ml.checkpoint import save_arrays  # noqa: E402
+from braggml.ml.unet import (  # noqa: E402
+    NormConfig,
+    TrainedUNet,
+    UNet,
+    UNetConfig,
+    load_unet,
+    normalise_frame,
+    predict_tiled,
+    tile_starts,
+)
+from braggml.ml.unet_finder import UNetFinder, UNetFinderConfig, segment_peaks  # noqa: E402
+from braggml.ml.unet_train import (  # noqa: E402
+    IGNORE,
+    UNetTrainConfig,
+    frame_target,
+    peak_f1,
+    simulate_crops,
+    train_unet,
+)
+from braggml.simulate import Simulator, get_preset  # noqa: E402
+
+TINY = UNetConfig(channels=(8, 16))
+
+
+def _test_frame(k: int = 0, seed: int = 5):
+    sim = Simulator(get_preset("test"), seed=seed)
+    return sim.frame(k), sim.layout.pixel_maps(sim.wavelength_a)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny U-Net trained for a few seconds on crops of the "test" preset, saved to a model file."""
+    cfg = UNetTrainConfig(
+        presets=("test",),
+        train_frames_per_preset=3,
+        val_frames_per_preset=1,
+        crop_size=96,
+        crops_per_frame=12,
+        epochs=12,
+        batch_size=6,
+        learning_rate=1e-2,
+        patience=12,
+        seed=3,
+        device="cpu",
+    )
+    rng = np.random.default_rng(0)
+    train = simulate_crops(cfg, frames=range(3), augment=True, rng=rng)
+    val = simulate_crops(cfg, frames=[50], augment=False, rng=rng)
+    trained = train_unet(train, val, config=cfg, model_config=TINY)
+    return trained.save(tmp_path_factory.mktemp("unet") / "tiny.safetensors")
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"channels": (8,)}, "channels"), ({"channels": (8, 0)}, "channels"), ({"in_channels": 0}, "in_channels"),
+     ({"convs_per_block": 0}, "convs_per_block")],
+)
+def test_unet_config_rejects_bad_values(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        UNetConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"probability_threshold": 1.5}, "probability_threshold"), ({"tile_size": 0}, "tile_size"),
+     ({"overlap": 600}, "overlap"), ({"device": "tpu"}, "device"), ({"min_pixel_count": 0}, "min_pixel_count")],
+)
+def test_finder_config_rejects_bad_values(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        UNetFinderConfig(**kwargs)
+
+
+def test_train_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="gain_range"):
+        UNetTrainConfig(gain_range=(2.0, 1.0))
+    with pytest.raises(ConfigError, match="crop_size"):
+        UNetTrainConfig(crop_size=0)
+
+
+# -- network -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(37, 53), (64, 64), (1, 9), (130, 17)])
+def test_forward_shape_any_size(shape: tuple[int, int]) -> None:
+    model = UNet(UNetConfig(channels=(4, 8, 16))).eval()
+    out = model(torch.zeros(2, 2, *shape))
+    assert out.shape == (2, 1, *shape)
+
+
+def test_default_model_is_compact() -> None:
+    n = sum(p.numel() for p in UNet().parameters())
+    assert 50_000 < n < 2_000_000
+
+
+def test_backward_reaches_every_parameter() -> None:
+    model = UNet(TINY)
+    model(torch.randn(2, 2, 24, 40)).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# -- normalisation ---------------------------------------------------------------------------------------
+def test_normalisation_is_gain_and_offset_invariant() -> None:
+    frame, maps = _test_frame()
+    image = frame.image.copy()
+    a = normalise_frame(image, maps.mask, maps=maps)
+    np.testing.assert_array_equal(image, frame.image)  # input not modified
+    b = normalise_frame(image.astype(np.float64) * 7.0 + 100.0, maps.mask, maps=maps)
+    good = ~a.bad
+    assert np.median(np.abs(a.inputs[0][good] - b.inputs[0][good])) < 0.05
+    assert a.inputs.shape == (2, *image.shape) and a.inputs.dtype == np.float32
+    np.testing.assert_array_equal(a.inputs[1] > 0, a.bad)
+    # spot pixels stand out from the background in noise units
+    spot = (frame.footprint & 1) > 0
+    assert np.median(a.inputs[0][spot & good]) > 1.0 > abs(np.median(a.inputs[0][~spot & good]))
+
+
+def test_normalisation_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        normalise_frame(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match="mask"):
+        normalise_frame(np.zeros((8, 8)), np.zeros((4, 4), bool))
+
+
+def test_constant_frame_gives_finite_inputs() -> None:
+    norm = normalise_frame(np.full((40, 50), 3.0, np.float32))
+    assert np.isfinite(norm.inputs).all() and np.abs(norm.inputs[0]).max() < 1e-3
+
+
+# -- model files -----------------------------------------------------------------------------------------
+def test_save_load_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = UNet(TINY)
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    trained = TrainedUNet(model=model.eval(), norm=NormConfig(asinh_scale=2.0), threshold=0.37, info={"a": 1})
+    path = trained.save(tmp_path / "m.safetensors")
+    back = load_unet(path, device="cpu")
+    assert back.config == TINY and back.norm == NormConfig(asinh_scale=2.0) and back.threshold == 0.37
+    x = torch.randn(1, 2, 33, 47)
+    with torch.no_grad():
+        np.testing.assert_array_equal(model(x).numpy(), back.model(x).numpy())
+
+
+def test_load_rejects_other_kind_and_missing_file(tmp_path: Path) -> None:
+    cnn = save_arrays(tmp_path / "cnn.safetensors", {"w": np.zeros(3, np.float32)}, {"kind": "cnn"})
+    with pytest.raises(DataFormatError, match="holds a cnn model, not a unet model"):
+        load_unet(cnn)
+    with pytest.raises(InputNotFoundError, match="not found"):
+        load_unet(tmp_path / "absent.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(DataFormatError, match="not a braggml model file"):
+        load_unet(junk)
+
+
+# -- training ---------------------------------------------------------------------------------------------
+def test_target_marks_strong_spots_and_ignores_weak_ones() -> None:
+    frame, _ = _test_frame()
+    target, rc = frame_target(frame, min_snr=3.0)
+    s = frame.spots
+    strong = s["observable"] & (s["snr"] >= 3.0)
+    assert len(rc) == strong.sum()
+    r, c = np.rint(rc).astype(int).T
+    assert (target[r, c] == 1).mean() > 0.95
+    assert set(np.unique(target)) <= {0, 1, IGNORE}
+    spot = (frame.footprint & 1) > 0
+    assert not (target[~spot] != 0).any()
+
+
+def test_overfits_a_tiny_crop_set() -> None:
+    cfg = UNetTrainConfig(
+        presets=("test",), train_frames_per_preset=1, crop_size=64, crops_per_frame=4, epochs=40, batch_size=4,
+        learning_rate=1e-2, patience=40, seed=1, device="cpu",
+    )
+    crops = simulate_crops(cfg, frames=[0], augment=False, rng=np.random.default_rng(1))
+    trained = train_unet(crops, crops, config=cfg, model_config=TINY)
+    history = trained.info["history"]
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert trained.info["val_f1"] > 0.8
+
+
+# -- tiled inference ------------------------------------------------------------------------------------
+def test_tile_starts_cover_and_own_each_pixel_once() -> None:
+    for length in (1, 63, 64, 65, 200, 1031):
+        starts, cuts = tile_starts(length, 64, 16, 8)
+        assert cuts[0] == 0 and cuts[-1] == length and all(s % 8 == 0 for s in starts)
+        for i, s in enumerate(starts):  # each owned span lies inside its tile
+            assert s <= cuts[i] <= cuts[i + 1] <= s + 64
+    with pytest.raises(ConfigError, match="overlap"):
+        tile_starts(100, 32, 32)
+
+
+def test_tiled_inference_equals_whole_frame() -> None:
+    torch.manual_seed(0)
+    model = UNet(TINY).eval()
+    rng = np.random.default_rng(0)
+    inputs = np.stack([rng.normal(size=(150, 170)), (rng.random((150, 170)) < 0.02)]).astype(np.float32)
+    whole = predict_tiled(model, inputs, tile_size=1024, overlap=0)
+    tiled = predict_tiled(model, inputs, tile_size=48, overlap=32, batch_size=3)
+    # away from the frame's far edges (where the padding differs) the two agree to float precision
+    np.testing.assert_allclose(tiled[:136, :152], whole[:136, :152], atol=1e-5)
+
+
+# -- the finder ----------------------------------------------------------------------------------------
+def test_finder_finds_strong_spots(tiny_model: Path) -> None:
+    frame, maps = _test_frame(k=7, seed=21)
+    finder = UNetFinder(model_path=str(tiny_model), device="cpu")
+    peaks = finder.find(frame.image, maps.mask, maps=maps)
+    s = frame.spots
+    strong = s["observable"] & (s["snr"] >= 10)
+    truth = np.column_stack([s["row"][strong], s["col"][strong]])
+    found = np.column_stack([peaks.row, peaks.col])
+    fi, ti = match_frame(found, truth, 2.0)
+    assert len(ti) >= 0.8 * len(truth)
+    all_obs = np.column_stack([s["row"][s["observable"]], s["col"][s["observable"]]])
+    fi_any, _ = match_frame(found, all_obs, 2.0)
+    assert len(fi_any) >= 0.7 * len(peaks)
+    assert np.all((peaks.score > 0) & (peaks.score <= 1)) and np.all(peaks.n_pixels >= 1)
+    assert np.all(peaks.intensity[fi] > 0)
+    assert finder.last_probability is not None and finder.last_probability.shape == frame.image.shape
+
+
+def test_finder_tiles_give_the_same_peaks(tiny_model: Path) -> None:
+    frame, maps = _test_frame(k=7, seed=21)
+    whole = UNetFinder(model_path=str(tiny_model), device="cpu", tile_size=512, overlap=0)
+    tiled = UNetFinder(model_path=str(tiny_model), device="cpu", tile_size=64, overlap=40)
+    a = whole.find(frame.image, maps.mask, maps=maps)
+    b = tiled.find(frame.image, maps.mask, maps=maps)
+    # peaks straddling a tile border are found once, at the same place
+    _, cuts = tile_starts(frame.image.shape[0], 64, 40, TINY.multiple)
+    on_border = np.isin(np.rint(a.row).astype(int), cuts[1:-1]) | np.isin(np.rint(a.row).astype(int) - 1, cuts[1:-1])
+    assert on_border.any()
+    assert len(a) == len(b)
+    np.testing.assert_allclose(b.row, a.row, atol=1e-4)
+    np.testing.assert_allclose(b.col, a.col, atol=1e-4)
+
+
+def test_finder_threshold_and_input_checks(tiny_model: Path) -> None:
+    frame, maps = _test_frame(k=7, seed=21)
+    lax = UNetFinder(model_path=str(tiny_model), device="cpu", probability_threshold=0.2)
+    strict = UNetFinder(model_path=str(tiny_model), device="cpu", probability_threshold=0.95)
+    assert len(strict.find(frame.image, maps.mask, maps=maps)) <= len(lax.find(frame.image, maps.mask, maps=maps))
+    with pytest.raises(ValueError, match="2-D"):
+        lax.find(np.zeros((3, 4, 5)))
+    empty = UNetFinder(model_path=str(tiny_model), device="cpu").find(np.zeros((64, 64), np.float32))
+    assert len(empty) == 0 and empty.n_frames == 1
+
+
+def test_segment_peaks_respects_panels_and_size() -> None:
+    prob = np.zeros((5, 8))
+    prob[2, 2:6] = 0.9
+    prob[0, 7] = 0.9
+    panel = np.zeros((5, 8), np.int32)
+    panel[:, 4:] = 1
+    labels, n = segment_peaks(prob, 0.5, panel_id=panel)
+    assert n == 3
+    labels, n = segment_peaks(prob, 0.5, panel_id=panel, min_pixel_count=2)
+    assert n == 2 and labels[0, 7] == 0
+
+
+def test_peak_f1_perfect_on_targets() -> None:
+    cfg = UNetTrainConfig(presets=("test",), crop_size=64, crops_per_frame=4, device="cpu")
+    crops = simulate_crops(cfg, frames=[0], augment=False, rng=np.random.default_rng(2))
+    prob = (crops.target == 1).astype(np.float32)
+    precision, recall, f1 = peak_f1(prob, crops, 0.5)
+    assert recall > 0.8 and precision > 0.8
+
+
+# -- command line ---------------------------------------------------------------------------------------
+def test_train_unet_command_writes_a_loadable_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from braggml.ml.unet_cli import add_train_unet_arguments, run_train_unet
+
+    parser = argparse.ArgumentParser()
+    add_train_unet_arguments(parser)
+    out = tmp_path / "cli.safetensors"
+    args = parser.parse_args(
+        ["-o", str(out), "--preset", "test", "--train-frames", "1", "--val-frames", "1", "--crop-size", "64",
+         "--crops-per-frame", "4", "--epochs", "2", "--channels", "4", "8", "--device", "cpu", "-q"]
+    )
+    assert run_train_unet(args) == 0
+    back = load_unet(out, device="cpu")
+    assert back.config.channels == (4, 8) and "test" in back.info["trained_on"]
+    with pytest.raises(ConfigError, match="crop_size"):
+        run_train_unet(parser.parse_args(["-o", str(out), "--crop-size", "0"]))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_export_gives_the_same_peaks(tiny_model: Path, tmp_path: Path) -> None:
+    from braggml.ml.unet import export_torchscript
+
+    trained = load_unet(tiny_model, device="cpu")
+    path = export_torchscript(trained, tmp_path / "unet.pt", tile_size=64)
+    extra = {"braggml.json": ""}
+    scripted = torch.jit.load(str(path), _extra_files=extra)
+    assert b'"threshold"' in extra["braggml.json"]
+    frame, maps = _test_frame(k=7, seed=21)
+    norm = normalise_frame(frame.image, maps.mask, maps=maps)
+    tiles = torch.from_numpy(np.stack([norm.inputs[:, :64, :64], norm.inputs[:, 100:164, 30:94]]))
+    with torch.no_grad():
+        ref = trained.model(tiles)
+        out = scripted(tiles)
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-5)
+    for r, o in zip(torch.sigmoid(ref).numpy()[:, 0], torch.sigmoid(out).numpy()[:, 0]):
+        ref_labels, n_ref = segment_peaks(r, trained.threshold)
+        out_labels, n_out = segment_peaks(o, trained.threshold)
+        assert n_ref == n_out and np.array_equal(ref_labels, out_labels)
+    with pytest.raises(ConfigError, match="tile_size"):
+        export_torchscript(trained, tmp_path / "bad.pt", tile_size=31)
+
+
+def test_shipped_model_finds_strong_spots_on_an_unseen_jungfrau_frame() -> None:
+    from braggml.ml.unet import DEFAULT_MODEL_PATH
+    from braggml.simulate.config import apply_overrides
+
+    assert DEFAULT_MODEL_PATH.is_file()
+    sim = Simulator(apply_overrides(get_preset("jungfrau4m"), {"crystal": {"hit_fraction": 1.0}}), seed=8)
+    frame, maps = sim.frame(0), sim.layout.pixel_maps(sim.wavelength_a)  # run seed never used in training
+    finder = UNetFinder(device="cpu")
+    assert "jungfrau4m" in finder.model.info["trained_on"]
+    peaks = finder.find(frame.image, maps.mask, maps=maps)
+    s = frame.spots
+    found = np.column_stack([peaks.row, peaks.col])
+    strong = s["observable"] & (s["snr"] >= 10)
+    _, ti = match_frame(found, np.column_stack([s["row"], s["col"]])[strong], 2.0)
+    assert strong.sum() > 100 and len(ti) >= 0.95 * strong.sum()
+    fi_any, _ = match_frame(found, np.column_stack([s["row"], s["col"]])[s["observable"]], 2.0)
+    assert len(fi_any) >= 0.9 * len(peaks)

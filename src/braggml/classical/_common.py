@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
+from ..finder import PeakFinder
 from ..geometry import PixelMaps
 from ..peaks import PeakList
 
@@ -87,6 +88,19 @@ class FindReport:
 
 
 # -- input preparation -------------------------------------------------------------------------------------
+class ReportingFinder(PeakFinder):
+    """Base of the classical finders: keeps the :class:`FindReport` of the last frame found."""
+
+    def __init__(self, config: object = None, **params: object) -> None:
+        super().__init__(config, **params)
+        self.last_report = FindReport()
+
+    @property
+    def last_rejections(self) -> dict[str, int]:
+        """Candidates of the last frame rejected, by cause (see :class:`FindReport`)."""
+        return dict(self.last_report.rejected)
+
+
 @dataclass(frozen=True)
 class PreparedFrame:
     """A frame ready for the compiled kernels.

@@ -11,11 +11,11 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from ..errors import ConfigError
-from ..finder import PeakFinder
 from ..geometry import PixelMaps
 from ..peaks import PeakList
 from ._common import (
     FindReport,
+    ReportingFinder,
     SelectionConfig,
     check_non_negative,
     check_positive,
@@ -342,7 +342,7 @@ def estimate_dispersion_gain(data: NDArray[np.float32], use: NDArray[np.bool_], 
     return g if g > 0 else 1.0
 
 
-class DispersionFinder(PeakFinder):
+class DispersionFinder(ReportingFinder):
     """DIALS' ``dispersion`` threshold, then connected spots, spot-size filters and ring rejection.
 
     A pixel is strong when, over the valid pixels of its ``(2k+1)**2`` box (``n`` of them, mean ``mu``,
@@ -363,15 +363,6 @@ class DispersionFinder(PeakFinder):
     config_class: ClassVar[type] = DispersionConfig
     config: DispersionConfig
     extended: ClassVar[bool] = False
-
-    def __init__(self, config: DispersionConfig | None = None, **params: object) -> None:
-        super().__init__(config, **params)
-        self.last_report = FindReport()
-
-    @property
-    def last_rejections(self) -> dict[str, int]:
-        """Candidates of the last frame rejected, by cause (see :class:`FindReport`)."""
-        return dict(self.last_report.rejected)
 
     def strong_pixels(self, data: NDArray[np.float32], valid: NDArray[np.bool_]) -> tuple[NDArray[np.bool_], float]:
         """The strong-pixel map of a prepared frame and the gain used."""

@@ -9,11 +9,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
-from ..finder import PeakFinder
 from ..geometry import PixelMaps
 from ..peaks import PeakList
 from ._common import (
     FindReport,
+    ReportingFinder,
     SelectionConfig,
     check_non_negative,
     check_positive,
@@ -119,7 +119,7 @@ class Peakfinder8Config(SelectionConfig):
         self._check_selection()
 
 
-class Peakfinder8(PeakFinder):
+class Peakfinder8(ReportingFinder):
     """The peakfinder8 algorithm of Cheetah (Barty et al. 2014), with masks, panels and ring rejection.
 
     1. Background mean and sigma per radius bin (and panel), by iterative one-sided sigma clipping;
@@ -157,15 +157,6 @@ class Peakfinder8(PeakFinder):
     name: ClassVar[str] = "peakfinder8"
     config_class: ClassVar[type] = Peakfinder8Config
     config: Peakfinder8Config
-
-    def __init__(self, config: Peakfinder8Config | None = None, **params: object) -> None:
-        super().__init__(config, **params)
-        self.last_report = FindReport()
-
-    @property
-    def last_rejections(self) -> dict[str, int]:
-        """Candidates of the last frame rejected, by cause (see :class:`FindReport`)."""
-        return dict(self.last_report.rejected)
 
     def find(
         self,

@@ -11,11 +11,11 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from ..errors import ConfigError
-from ..finder import PeakFinder
 from ..geometry import PixelMaps
 from ..peaks import PeakList
 from ._common import (
     FindReport,
+    ReportingFinder,
     SelectionConfig,
     check_choice,
     check_non_negative,
@@ -171,7 +171,7 @@ def _grow_from_maxima(above, panel_id, seeds, radius):  # pragma: no cover - com
     return labels, n
 
 
-class ThresholdFinder(PeakFinder):
+class ThresholdFinder(ReportingFinder):
     """Threshold and local-maximum peak finder.
 
     Pixels above the level (absolute, or ``threshold`` background sigmas above the radial or local
@@ -192,15 +192,6 @@ class ThresholdFinder(PeakFinder):
     name: ClassVar[str] = "threshold"
     config_class: ClassVar[type] = ThresholdConfig
     config: ThresholdConfig
-
-    def __init__(self, config: ThresholdConfig | None = None, **params: object) -> None:
-        super().__init__(config, **params)
-        self.last_report = FindReport()
-
-    @property
-    def last_rejections(self) -> dict[str, int]:
-        """Candidates of the last frame rejected, by cause (see :class:`FindReport`)."""
-        return dict(self.last_report.rejected)
 
     def _background(
         self,

@@ -24,6 +24,9 @@ from .pipeline import combine_masks, find_in_frames
 
 __all__ = ["run_demo", "DEMO_FINDERS"]
 
+#: True spots below this expected SNR are not counted (no finder can tell them from noise).
+DEMO_TRUTH_MIN_SNR = 3.0
+
 #: Finders the demo compares, each with its default settings.
 DEMO_FINDERS = ("peakfinder8", "dispersion", "dispersion_extended", "threshold")
 
@@ -90,7 +93,7 @@ def run_demo(
             t0 = time.perf_counter()
             _train(kind, train_path, models[kind], seed=seed, epochs=epochs, progress=progress)
             echo(f"  {time.perf_counter() - t0:.1f} s")
-    truth = load_truth(frames_path)
+    truth = load_truth(frames_path, min_snr=DEMO_TRUTH_MIN_SNR)
     sim = Simulator(config, seed=seed)
     maps = sim.layout.pixel_maps(sim.wavelength_a)
     source = open_frames(frames_path)
@@ -149,7 +152,7 @@ def run_demo(
         title="braggml demo",
         notes=[
             f"Test run: {n_frames} simulated frames of the `{preset}` preset (seed {seed}), {len(truth.peaks)} "
-            "observable true spots. Classical finders run with their default settings"
+            f"true spots with expected SNR >= {DEMO_TRUTH_MIN_SNR:g}. Classical finders run with their default settings"
             + (f"; {', '.join(models)} trained on {n_train_frames} other frames (seed {seed + 1})" if models else "")
             + ". A found peak is true when it lies within 2 px of a true spot (one-to-one matching)."
         ],

@@ -8,7 +8,7 @@ pixels: centroid, integrated intensity, background, SNR, and as score the highes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,7 +19,9 @@ from ..errors import ConfigError
 from ..finder import PeakFinder
 from ..geometry import PixelMaps
 from ..peaks import PeakList
-from .unet import DEFAULT_MODEL_PATH, NormalisedFrame, TrainedUNet, load_unet
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded, not when the finder is looked up
+    from .unet import NormalisedFrame, TrainedUNet
 
 __all__ = ["UNetFinderConfig", "UNetFinder", "segment_peaks", "measure_regions"]
 
@@ -185,6 +187,8 @@ class UNetFinder(PeakFinder):
     def model(self) -> TrainedUNet:
         """The loaded model (read on first use)."""
         if self._model is None:
+            from .unet import DEFAULT_MODEL_PATH, load_unet
+
             path = self.config.model_path or DEFAULT_MODEL_PATH
             self._model = load_unet(path, device=self.config.device)
         return self._model

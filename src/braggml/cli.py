@@ -36,38 +36,24 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _finder_params() -> dict[str, tuple[Any, list[str]]]:
-    """Every parameter of the registered classical finders: name -> (annotation, finders that have it)."""
+def _finder_params() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Every parameter of the registered finders: name -> (annotation, {finder that has it: its default})."""
+    import dataclasses
+
     from .config import field_types
     from .finder import available_finders, finder_class
 
-    params: dict[str, tuple[Any, list[str]]] = {}
+    params: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name in available_finders():
         try:
             cls = finder_class(name)
         except (ImportError, BraggMLError):  # a finder whose optional dependency is missing
             continue
-        for field_name, annotation in field_types(cls.config_class).items():
-            entry = params.setdefault(field_name, (annotation, []))
-            entry[1].append(name)
+        annotations = field_types(cls.config_class)
+        for f in dataclasses.fields(cls.config_class):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            params.setdefault(f.name, (annotations[f.name], {}))[1][name] = default
     return params
-
-
-def _finder_defaults() -> dict[tuple[str, str], Any]:
-    """(finder, parameter) -> the default in the finder's configuration."""
-    import dataclasses
-
-    from .finder import available_finders, finder_class
-
-    out: dict[tuple[str, str], Any] = {}
-    for name in available_finders():
-        try:
-            config = finder_class(name).config_class()
-        except (ImportError, BraggMLError, TypeError):
-            continue
-        for f in dataclasses.fields(config):
-            out[(name, f.name)] = getattr(config, f.name)
-    return out
 
 
 def _add_geometry_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +108,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- find
-def _finder_settings(args: argparse.Namespace, params: dict[str, tuple[Any, list[str]]]) -> tuple[str, dict]:
+def _finder_settings(args: argparse.Namespace, params: dict[str, tuple[Any, dict[str, Any]]]) -> tuple[str, dict]:
     """The finder name and its parameters from --config, flags and --param, in increasing priority."""
     from .config import load_config_file
     from .finder import DEFAULT_FINDER
@@ -284,9 +270,8 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     _add_geometry_arguments(p)
     params = _finder_params()
     fp = p.add_argument_group("finder parameters (each applies to the finders named; defaults are the finder's)")
-    defaults = _finder_defaults()
     for key, (_annotation, owners) in sorted(params.items()):
-        shown = ", ".join(f"{name} {defaults.get((name, key))!r}" for name in owners)
+        shown = ", ".join(f"{name} {default!r}" for name, default in owners.items())
         fp.add_argument(
             "--" + key.replace("_", "-"),
             dest=f"fp_{key}",

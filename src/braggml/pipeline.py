@@ -383,15 +383,15 @@ class PreparedRun:
                 before,
                 after,
             )
+            job = self.job
+            wavelength_a = job.wavelength_a or (hint.wavelength_a if hint else None)
             self.geometry = resolve_geometry(
                 shape,
                 beam_center_rowcol=centre,
-                pixel_size_mm=self.job.pixel_size_mm or (hint.pixel_size_mm if hint else None),
-                distance_mm=self.job.distance_mm or (hint.distance_mm if hint else None),
-                wavelength_a=self.job.wavelength_a or (hint.wavelength_a if hint else None),
-                photon_energy_ev=None
-                if (self.job.wavelength_a or (hint and hint.wavelength_a))
-                else self.job.photon_energy_ev,
+                pixel_size_mm=job.pixel_size_mm or (hint.pixel_size_mm if hint else None),
+                distance_mm=job.distance_mm or (hint.distance_mm if hint else None),
+                wavelength_a=wavelength_a,
+                photon_energy_ev=job.photon_energy_ev if wavelength_a is None else None,
                 warn=False,
             )
             self._update_mask()

@@ -1,25 +1,38 @@
-"""The shipped U-Net model against default peakfinder8: simulated accuracy, CPU speed, real-frame peak counts.
+"""The U-Net finder against peakfinder8: weak-spot accuracy, unseen detectors, CPU speed and real frames.
 
-Simulated frames: presets ``jungfrau4m``, ``pilatus6m``, ``eiger4m`` (the model's training presets, but run
-seed 2026, never seen in training) and ``test`` (a preset the model was NOT trained on), every frame a hit
-(``crystal.hit_fraction = 1``), frames 0..``--frames``-1. Truth: observable spots with expected SNR >= 3.
-Both finders are scored with :func:`braggml.evaluate.metrics.evaluate_peaks` (one-to-one matching within
-2 px); ``precision_vs_all_observable`` also counts found peaks that match an observable spot weaker than SNR 3.
-peakfinder8 runs with its default parameters (no grid search here).
+Simulated frames (run seed 2026, never used in training; every frame a hit):
 
-Speed: seconds per frame of ``UNetFinder.find`` (normalisation + tiled inference + peak extraction) on a
-Jungfrau-4M-like frame (2156 x 2060 = 4.4 Mpixel) on CPU with 1 and 2 torch threads, and peakfinder8's.
+- ``weak``: the preset's crystals diffracting five times more weakly (``crystal.strength_range_photons``
+  divided by 5), so that most spots lie near the detection limit;
+- ``as-is``: the preset's own settings.
 
-Real frames: peak counts of both finders on the frames of ``benchmarks/classical_data.py`` (thaumatin grid
-hits and blanks, CSPAD thermolysin, Rayonix with kapton, CeO2 powder) with their plausible count ranges.
+Presets ``jungfrau4m`` and ``pilatus6m`` are those the shipped model was trained on (other frames, seed 0);
+``eiger4m`` (a counting detector with a tenth of their background) and ``test`` (a small 256 x 256 frame at
+25 mm, dense spots) it never saw. Truth: observable spots with expected SNR >= 3, matched one-to-one within
+2 px (:func:`braggml.evaluate.metrics.evaluate_peaks`). Frames 0..``--frames``-1 are scored; peakfinder8's
+parameters are grid-searched (``GRID``, best F1) on frames 100..100+``--grid-frames``-1 of the same preset
+and condition, and it is also run with its defaults. "Recall at equal precision" lowers the U-Net's
+probability cut as far as its precision stays at or above grid-searched peakfinder8's, and compares recall
+by SNR bin there.
 
-Run: ``python benchmarks/unet_vs_peakfinder8.py [--frames N] [--out results.json] [--model PATH]``.
+Speed: seconds per 4.4-Mpixel frame (Jungfrau-4M-like, 2156 x 2060) of the U-Net finder on one and two CPU
+threads, split into normalisation, network and peak extraction, next to default peakfinder8 in the same run.
+
+Real frames (``../shared/data/real``, maps from ``benchmarks/classical_data.py``): peak counts of both
+finders, the fraction of peakfinder8's strong peaks (SNR >= 10) the U-Net also finds within 2 px, and
+hit/blank calls on the thaumatin grid scan (hit: at least ``--min-peaks`` peaks). With ``--pictures DIR``
+the U-Net's peaks on a thaumatin hit, a blank and the CeO2 powder frame are drawn with ``braggml show``.
+
+Run: ``python benchmarks/unet_vs_peakfinder8.py [--frames 4] [--grid-frames 2] [--model PATH]
+[--out results.json] [--pictures DIR] [--skip simulated speed real]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +43,7 @@ import torch
 from braggml.classical.peakfinder8 import Peakfinder8
 from braggml.evaluate.matching import match_frame
 from braggml.evaluate.metrics import evaluate_peaks
-from braggml.ml.unet import normalise_frame
+from braggml.ml.unet import normalise_frame, predict_tiled
 from braggml.ml.unet_finder import UNetFinder
 from braggml.peaks import PeakList
 from braggml.simulate import Simulator, get_preset
@@ -38,108 +51,229 @@ from braggml.simulate.config import apply_overrides
 
 SEED = 2026
 PRESETS = ("jungfrau4m", "pilatus6m", "eiger4m", "test")
+CONDITIONS = ("weak", "as-is")
+GRID = {
+    "minimum_snr": [3.0, 4.0, 5.0, 6.0],
+    "pixel_snr": [2.5, 3.0, 3.5, 4.5],
+    "min_pixel_count": [1, 2, 3],
+    "min_pixel_photons": [0.0, 1.0, 2.0],
+}
+CUTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
-def simulated(finders: dict, n_frames: int) -> dict:
-    out = {}
-    for name in PRESETS:
-        sim = Simulator(apply_overrides(get_preset(name), {"crystal": {"hit_fraction": 1.0}}), seed=SEED)
+def simulator(preset: str, condition: str) -> Simulator:
+    base = get_preset(preset)
+    over: dict = {"crystal": {"hit_fraction": 1.0}}
+    if condition == "weak":
+        low, high = base.crystal.strength_range_photons
+        over["crystal"]["strength_range_photons"] = [low / 5.0, high / 5.0]
+    return Simulator(apply_overrides(base, over), seed=SEED)
+
+
+def truth_of(frames) -> PeakList:
+    parts = []
+    for f in frames:
+        s = f.spots
+        keep = s["observable"] & (s["snr"] >= 3.0)
+        parts.append(PeakList.from_columns(n_frames=1, row=s["row"][keep], col=s["col"][keep], snr=s["snr"][keep]))
+    return PeakList.concatenate(parts)
+
+
+def run(finder, frames, maps) -> PeakList:
+    return PeakList.concatenate([finder.find(f.image, maps.mask, maps=maps) for f in frames])
+
+
+def summary(ev) -> dict:
+    return {
+        "precision": round(ev.precision, 3), "recall": round(ev.recall, 3), "f1": round(ev.f1, 3),
+        "n_found": ev.n_found, "n_true": ev.n_true,
+        "recall_by_snr": {f"{b['low']:g}-{b['high']:g}": round(b["recall"], 3)
+                          for b in ev.recall_by_snr if b["n_true"]},
+    }
+
+
+def grid_search(sim: Simulator, maps, n_grid: int) -> dict:
+    frames = [sim.frame(k) for k in range(100, 100 + n_grid)]
+    truth = truth_of(frames)
+    best, best_f1 = {}, -1.0
+    for values in itertools.product(*GRID.values()):
+        params = dict(zip(GRID, values))
+        f1 = evaluate_peaks(run(Peakfinder8(**params), frames, maps), truth).f1
+        if f1 > best_f1:
+            best, best_f1 = params, f1
+    return best
+
+
+def simulated(unet: UNetFinder, n_frames: int, n_grid: int) -> dict:
+    out: dict = {}
+    for preset, condition in itertools.product(PRESETS, CONDITIONS):
+        sim = simulator(preset, condition)
         maps = sim.layout.pixel_maps(sim.wavelength_a)
         frames = [sim.frame(k) for k in range(n_frames)]
-        truths = []
-        for f in frames:
-            s = f.spots
-            keep = s["observable"] & (s["snr"] >= 3.0)
-            truths.append(PeakList.from_columns(
-                n_frames=1, row=s["row"][keep], col=s["col"][keep], snr=s["snr"][keep]))
-        truth = PeakList.concatenate(truths)
-        out[name] = {}
-        for label, finder in finders.items():
-            t0 = time.perf_counter()
-            found = PeakList.concatenate([finder.find(f.image, maps.mask, maps=maps) for f in frames])
-            seconds = (time.perf_counter() - t0) / n_frames
-            ev = evaluate_peaks(found, truth)
-            # found peaks within 2 px of any observable spot (weaker than SNR 3 included)
-            near_any = 0
-            for k, f in enumerate(frames):
-                s = f.spots
-                obs = np.column_stack([s["row"][s["observable"]], s["col"][s["observable"]]])
-                mine = found.for_frame(k)
-                fi, _ = match_frame(np.column_stack([mine.row, mine.col]), obs, 2.0)
-                near_any += len(fi)
-            out[name][label] = {
-                "precision": round(ev.precision, 3), "recall": round(ev.recall, 3), "f1": round(ev.f1, 3),
-                "n_found": ev.n_found, "n_true": ev.n_true, "seconds_per_frame": round(seconds, 2),
-                "precision_vs_all_observable": round(near_any / max(ev.n_found, 1), 3),
-                "recall_by_snr": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in b.items()}
-                                  for b in ev.recall_by_snr],
-            }
-            print(name, label, {k: v for k, v in out[name][label].items() if k != "recall_by_snr"}, flush=True)
+        truth = truth_of(frames)
+        t0 = time.perf_counter()
+        params = grid_search(sim, maps, n_grid)
+        grid_s = time.perf_counter() - t0
+        pf8_grid = evaluate_peaks(run(Peakfinder8(**params), frames, maps), truth)
+        pf8_default = evaluate_peaks(run(Peakfinder8(), frames, maps), truth)
+        maps_prob = [unet.probability(f.image, maps.mask, maps=maps) for f in frames]
+        by_cut = {}
+        for cut in CUTS:
+            found = PeakList.concatenate([unet.peaks_from_probability(p, nf, cut) for p, nf in maps_prob])
+            by_cut[cut] = evaluate_peaks(found, truth)
+        own = unet.model.threshold
+        ev_unet = by_cut.get(own) or evaluate_peaks(
+            PeakList.concatenate([unet.peaks_from_probability(p, nf) for p, nf in maps_prob]), truth)
+        # the lowest cut at which the U-Net is at least as precise as grid-searched peakfinder8
+        equal = [c for c in CUTS if by_cut[c].precision >= pf8_grid.precision]
+        at_equal = by_cut[min(equal)] if equal else None
+        row = {
+            "unet": summary(ev_unet),
+            "peakfinder8_grid": summary(pf8_grid) | {"params": params, "grid_seconds": round(grid_s)},
+            "peakfinder8_default": summary(pf8_default),
+            "unet_at_equal_precision": (summary(at_equal) | {"cut": min(equal)}) if at_equal else None,
+            "f1_gain_over_grid": round(ev_unet.f1 - pf8_grid.f1, 3),
+        }
+        out[f"{preset}/{condition}"] = row
+        print(f"{preset:10s} {condition:5s} unet F1 {ev_unet.f1:.3f} (P {ev_unet.precision:.3f} R {ev_unet.recall:.3f})"
+              f" | pf8 grid F1 {pf8_grid.f1:.3f} (P {pf8_grid.precision:.3f} R {pf8_grid.recall:.3f})"
+              f" | pf8 default F1 {pf8_default.f1:.3f} | gain {row['f1_gain_over_grid']:+.3f}", flush=True)
+        if at_equal:
+            print(f"    recall by SNR at equal precision (cut {min(equal)}): unet {summary(at_equal)['recall_by_snr']}"
+                  f" | pf8 grid {summary(pf8_grid)['recall_by_snr']}", flush=True)
     return out
 
 
-def speed(unet: UNetFinder, pf8: Peakfinder8) -> dict:
-    sim = Simulator(apply_overrides(get_preset("jungfrau4m"), {"crystal": {"hit_fraction": 1.0}}), seed=SEED)
+def speed(unet: UNetFinder, repeats: int = 3) -> dict:
+    sim = simulator("jungfrau4m", "as-is")
     maps = sim.layout.pixel_maps(sim.wavelength_a)
     image = sim.frame(0).image
-    out: dict = {"shape": list(image.shape)}
+    pf8 = Peakfinder8()
+    out: dict = {"shape": list(image.shape), "megapixels": round(image.size / 1e6, 2)}
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    norm = normalise_frame(image, maps.mask, maps=maps, config=unet.model.norm)
+    model = unet.model.inference_model()
+    cfg = unet.config
+
+    def network() -> None:
+        predict_tiled(model, norm.inputs, tile_size=cfg.tile_size, overlap=cfg.overlap, batch_size=cfg.batch_size)
+
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        unet.find(image, maps.mask, maps=maps)
-        t0 = time.perf_counter()
-        unet.find(image, maps.mask, maps=maps)
-        out[f"unet_s_{threads}_threads"] = round(time.perf_counter() - t0, 2)
-    t0 = time.perf_counter()
-    normalise_frame(image, maps.mask, maps=maps)
-    out["normalisation_s"] = round(time.perf_counter() - t0, 2)
-    pf8.find(image, maps.mask, maps=maps)
-    t0 = time.perf_counter()
-    pf8.find(image, maps.mask, maps=maps)
-    out["peakfinder8_s"] = round(time.perf_counter() - t0, 2)
+        out[f"unet_total_s_{threads}_threads"] = round(best(lambda: unet.find(image, maps.mask, maps=maps)), 3)
+        out[f"network_s_{threads}_threads"] = round(best(network), 3)
+        out[f"peakfinder8_s_{threads}_threads"] = round(best(lambda: pf8.find(image, maps.mask, maps=maps)), 3)
+    torch.set_num_threads(1)
+    out["normalisation_s"] = round(best(lambda: normalise_frame(image, maps.mask, maps=maps)), 3)
+    prob, norm = unet.probability(image, maps.mask, maps=maps)
+    out["extraction_s"] = round(best(lambda: unet.peaks_from_probability(prob, norm)), 3)
     print("speed", out, flush=True)
     return out
 
 
-def real(finders: dict) -> list:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from classical_data import REAL, all_frames
+def real_frames():
+    """All the real frames of ``classical_data.py``: the whole thaumatin grid scan, then the others."""
+    from classical_data import ceo2, ceria2m, cspad, lcys, rayonix, thaumatin
 
-    rows = []
+    for i in range(1, 20):
+        yield thaumatin(i)
+    for i in range(4):
+        yield cspad(i)
+    yield rayonix()
+    yield ceo2()
+    yield ceria2m()
+    yield lcys(1)
+
+
+def real(unet: UNetFinder, min_peaks: int) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from classical_data import REAL
+
     if not REAL.is_dir():
         print("real frames not found:", REAL)
-        return rows
-    for fr in all_frames(quick=True):
-        row = {"frame": fr.name, "kind": fr.kind, "expected": fr.expected}
-        for label, finder in finders.items():
-            row[label] = len(finder.find(fr.image, fr.mask, maps=fr.maps))
+        return {}
+    pf8 = Peakfinder8()
+    rows = []
+    for fr in real_frames():
+        a = unet.find(fr.image, fr.mask, maps=fr.maps)
+        b = pf8.find(fr.image, fr.mask, maps=fr.maps)
+        strong = b.snr >= 10
+        _, ti = match_frame(np.column_stack([a.row, a.col]), np.column_stack([b.row[strong], b.col[strong]]), 2.0)
+        row = {"frame": fr.name, "kind": fr.kind, "expected": fr.expected, "unet": len(a), "peakfinder8": len(b),
+               "pf8_strong": int(strong.sum()),
+               "strong_found_by_unet": round(len(ti) / strong.sum(), 3) if strong.any() else None}
         rows.append(row)
         print(row, flush=True)
-    return rows
+    grid = [r for r in rows if r["frame"].startswith("thaumatin")]
+    calls = {}
+    for label in ("unet", "peakfinder8"):
+        right = sum((r[label] >= min_peaks) == (r["kind"] == "hit") for r in grid)
+        calls[label] = f"{right}/{len(grid)} thaumatin frames called right (hit: >= {min_peaks} peaks)"
+    print(calls, flush=True)
+    return {"frames": rows, "hit_calls": calls}
+
+
+def pictures(model: str, folder: Path) -> list[str]:
+    """``braggml find --finder unet`` then ``braggml show`` on a thaumatin hit, a blank and CeO2 powder."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from classical_data import REAL
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shots = {
+        "unet_thaumatin_hit": REAL / "thaumatin_grid" / "thau_3_2_0002.cbf.bz2",
+        "unet_thaumatin_blank": REAL / "thaumatin_grid" / "thau_3_2_0017.cbf.bz2",
+        "unet_ceo2_powder": REAL / "negatives" / "CeO2_Pilatus1M.tif",
+    }
+    made = []
+    for name, path in shots.items():
+        if not path.exists():
+            continue
+        peaks = folder / f"{name}.csv"
+        cmd = ["braggml", "find", str(path), "--finder", "unet", "-o", str(peaks), "--format", "csv", "-q"]
+        subprocess.run(cmd + (["--model", model] if model else []), check=True)
+        subprocess.run(["braggml", "show", str(path), "--peaks", str(peaks), "-o", str(folder / f"{name}.png")],
+                       check=True)
+        made.append(str(folder / f"{name}.png"))
+    return made
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--grid-frames", type=int, default=2)
+    parser.add_argument("--min-peaks", type=int, default=30)
     parser.add_argument("--model", default="")
     parser.add_argument("--out", default="")
+    parser.add_argument("--pictures", default="")
     parser.add_argument("--skip", nargs="*", default=[], choices=["simulated", "speed", "real"])
     args = parser.parse_args()
     torch.set_num_threads(2)
     unet = UNetFinder(model_path=args.model, device="cpu")
-    pf8 = Peakfinder8()
-    finders = {"unet": unet, "peakfinder8": pf8}
-    results = {"model": args.model or "shipped", "threshold": unet.model.threshold,
-               "trained_on": unet.model.info.get("trained_on")}
+    n_params = sum(p.numel() for p in unet.model.model.parameters())
+    results = {"model": args.model or "shipped", "parameters": n_params, "threshold": unet.model.threshold,
+               "trained_on": unet.model.info.get("trained_on"), "cpu_threads_simulated": 2}
+    print({k: v for k, v in results.items()}, flush=True)
     if "simulated" not in args.skip:
-        results["simulated"] = simulated(finders, args.frames)
+        results["simulated"] = simulated(unet, args.frames, args.grid_frames)
     if "speed" not in args.skip:
-        results["speed"] = speed(unet, pf8)
+        results["speed"] = speed(unet)
     if "real" not in args.skip:
-        results["real"] = real(finders)
+        torch.set_num_threads(2)
+        results["real"] = real(unet, args.min_peaks)
+    if args.pictures:
+        results["pictures"] = pictures(args.model, Path(args.pictures))
     text = json.dumps(results, indent=1, default=str)
     if args.out:
         Path(args.out).write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 torch = pytest.importorskip("torch")
 
@@ -22,7 +23,13 @@ from braggml.ml.unet import (  # noqa: E402
     predict_tiled,
     tile_starts,
 )
-from braggml.ml.unet_finder import UNetFinder, UNetFinderConfig, segment_peaks  # noqa: E402
+from braggml.ml.unet_finder import (  # noqa: E402
+    UNetFinder,
+    UNetFinderConfig,
+    grow_regions,
+    measure_regions,
+    segment_peaks,
+)
 from braggml.ml.unet_train import (  # noqa: E402
     IGNORE,
     UNetTrainConfig,
@@ -30,10 +37,11 @@ from braggml.ml.unet_train import (  # noqa: E402
     peak_f1,
     simulate_crops,
     train_unet,
+    variant_config,
 )
 from braggml.simulate import Simulator, get_preset  # noqa: E402
 
-TINY = UNetConfig(channels=(8, 16))
+TINY = UNetConfig(channels=(8, 16), convs_per_block=2, downsample=1)
 
 
 def _test_frame(k: int = 0, seed: int = 5):
@@ -68,7 +76,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"channels": (8,)}, "channels"), ({"channels": (8, 0)}, "channels"), ({"in_channels": 0}, "in_channels"),
-     ({"convs_per_block": 0}, "convs_per_block")],
+     ({"convs_per_block": 0}, "convs_per_block"), ({"downsample": 3}, "downsample")],
 )
 def test_unet_config_rejects_bad_values(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -78,7 +86,8 @@ def test_unet_config_rejects_bad_values(kwargs: dict, match: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"probability_threshold": 1.5}, "probability_threshold"), ({"tile_size": 0}, "tile_size"),
-     ({"overlap": 600}, "overlap"), ({"device": "tpu"}, "device"), ({"min_pixel_count": 0}, "min_pixel_count")],
+     ({"overlap": 2000}, "overlap"), ({"device": "tpu"}, "device"), ({"min_pixel_count": 0}, "min_pixel_count"),
+     ({"grow_px": -1.0}, "grow_px")],
 )
 def test_finder_config_rejects_bad_values(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -98,6 +107,38 @@ def test_forward_shape_any_size(shape: tuple[int, int]) -> None:
     model = UNet(UNetConfig(channels=(4, 8, 16))).eval()
     out = model(torch.zeros(2, 2, *shape))
     assert out.shape == (2, 1, *shape)
+
+
+@pytest.mark.parametrize("downsample", [2, 4])
+def test_space_to_depth_input_keeps_full_resolution(downsample: int) -> None:
+    cfg = UNetConfig(channels=(8, 16), downsample=downsample)
+    assert cfg.multiple == 2 * downsample
+    torch.manual_seed(0)
+    model = UNet(cfg).eval()
+    x = torch.randn(1, 2, 29, 46)
+    out = model(x)
+    assert out.shape == (1, 1, 29, 46)
+    # each pixel of a block gets its own logit: a change of one input pixel changes the output near it only
+    y = x.clone()
+    y[0, 0, 10, 20] += 5.0
+    diff = (model(y) - out).abs()[0, 0]
+    assert diff[10, 20] > 0 and diff[:, :4].max() == 0 and diff.sum() > diff[10, 20]
+
+
+def test_inference_copy_gives_the_same_logits() -> None:
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(channels=(8, 16, 32), downsample=2))
+    model.train()
+    for _ in range(3):  # move the batch-norm running statistics away from their start
+        model(torch.randn(4, 2, 32, 32) * 3 + 1)
+    model.eval()
+    fast = model.for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    x = torch.randn(2, 2, 40, 56)
+    with torch.inference_mode():
+        np.testing.assert_allclose(fast(x.contiguous(memory_format=torch.channels_last)).numpy(), model(x).numpy(),
+                                   atol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
 
 
 def test_default_model_is_compact() -> None:
@@ -170,17 +211,45 @@ def test_load_rejects_other_kind_and_missing_file(tmp_path: Path) -> None:
 
 
 # -- training ---------------------------------------------------------------------------------------------
-def test_target_marks_strong_spots_and_ignores_weak_ones() -> None:
+def test_target_marks_compact_cores_of_strong_spots_and_ignores_weak_ones() -> None:
     frame, _ = _test_frame()
-    target, rc = frame_target(frame, min_snr=3.0)
+    target, rc = frame_target(frame, min_snr=3.0, core_radius_px=1.5)
     s = frame.spots
     strong = s["observable"] & (s["snr"] >= 3.0)
     assert len(rc) == strong.sum()
     r, c = np.rint(rc).astype(int).T
-    assert (target[r, c] == 1).mean() > 0.95
+    assert (target[r, c] == 1).all()
     assert set(np.unique(target)) <= {0, 1, IGNORE}
+    tree = cKDTree(rc)
+    # every peak pixel lies within the core radius of a target spot
+    peak_px = np.argwhere(target == 1)
+    assert tree.query(peak_px)[0].max() <= 1.5 + 1e-9
+    # away from the target spots and outside every footprint: background
+    all_px = np.argwhere(np.ones_like(target, bool))
+    far = (tree.query(all_px)[0] > 1.5 + 1.2 + 1e-9).reshape(target.shape)
     spot = (frame.footprint & 1) > 0
-    assert not (target[~spot] != 0).any()
+    assert not (target[far & ~spot] != 0).any()
+    # footprints holding only spots weaker than the cut are left out of the loss
+    weak = s["observable"] & (s["snr"] < 3.0) & (s["snr"] > 0.5)
+    wr, wc = np.rint(s["row"][weak]).astype(int), np.rint(s["col"][weak]).astype(int)
+    inside = (wr >= 0) & (wr < target.shape[0]) & (wc >= 0) & (wc < target.shape[1])
+    alone = far[wr[inside], wc[inside]] & spot[wr[inside], wc[inside]]
+    assert alone.any() and (target[wr[inside][alone], wc[inside][alone]] != 1).all()
+
+
+def test_training_frames_mix_the_variants() -> None:
+    base = get_preset("test")
+    weak = variant_config(base, "weak")
+    assert weak.crystal.strength_range_photons[1] == pytest.approx(base.crystal.strength_range_photons[1] / 10)
+    assert variant_config(base, "blank").crystal.hit_fraction == 0.0
+    assert variant_config(base, "ice").background.ice_fraction == 1.0
+    with pytest.raises(ConfigError, match="variant"):
+        variant_config(base, "powder")
+    with pytest.raises(ConfigError, match="variants"):
+        UNetTrainConfig(variants=("hits", "snow"))
+    cfg = UNetTrainConfig(presets=("test",), variants=("blank",), crop_size=64, crops_per_frame=3, device="cpu")
+    crops = simulate_crops(cfg, frames=[0, 1], augment=False, rng=np.random.default_rng(0))
+    assert len(crops) == 6 and not (crops.target == 1).any() and all(len(sp) == 0 for sp in crops.spots)
 
 
 def test_overfits_a_tiny_crop_set() -> None:
@@ -197,11 +266,16 @@ def test_overfits_a_tiny_crop_set() -> None:
 
 # -- tiled inference ------------------------------------------------------------------------------------
 def test_tile_starts_cover_and_own_each_pixel_once() -> None:
-    for length in (1, 63, 64, 65, 200, 1031):
-        starts, cuts = tile_starts(length, 64, 16, 8)
+    for length in (1, 63, 64, 65, 200, 1031, 2156):
+        starts, cuts, side = tile_starts(length, 64, 16, 8)
         assert cuts[0] == 0 and cuts[-1] == length and all(s % 8 == 0 for s in starts)
+        assert side <= 64 and starts[-1] + side >= length
         for i, s in enumerate(starts):  # each owned span lies inside its tile
-            assert s <= cuts[i] <= cuts[i + 1] <= s + 64
+            assert s <= cuts[i] <= cuts[i + 1] <= s + side
+        for a, b in zip(starts, starts[1:]):  # neighbours overlap by at least the overlap asked for
+            assert a + side - b >= 16
+    # the fewest tiles, made no larger than needed: 2156 px in tiles of at most 1024 -> three of 768
+    assert tile_starts(2156, 1024, 64, 16) == ([0, 704, 1408], [0, 736, 1440, 2156], 768)
     with pytest.raises(ConfigError, match="overlap"):
         tile_starts(100, 32, 32)
 
@@ -243,7 +317,7 @@ def test_finder_tiles_give_the_same_peaks(tiny_model: Path) -> None:
     a = whole.find(frame.image, maps.mask, maps=maps)
     b = tiled.find(frame.image, maps.mask, maps=maps)
     # peaks straddling a tile border are found once, at the same place
-    _, cuts = tile_starts(frame.image.shape[0], 64, 40, TINY.multiple)
+    _, cuts, _ = tile_starts(frame.image.shape[0], 64, 40, TINY.multiple)
     on_border = np.isin(np.rint(a.row).astype(int), cuts[1:-1]) | np.isin(np.rint(a.row).astype(int) - 1, cuts[1:-1])
     assert on_border.any()
     assert len(a) == len(b)
@@ -255,7 +329,9 @@ def test_finder_threshold_and_input_checks(tiny_model: Path) -> None:
     frame, maps = _test_frame(k=7, seed=21)
     lax = UNetFinder(model_path=str(tiny_model), device="cpu", probability_threshold=0.2)
     strict = UNetFinder(model_path=str(tiny_model), device="cpu", probability_threshold=0.95)
-    assert len(strict.find(frame.image, maps.mask, maps=maps)) <= len(lax.find(frame.image, maps.mask, maps=maps))
+    a, b = strict.find(frame.image, maps.mask, maps=maps), lax.find(frame.image, maps.mask, maps=maps)
+    assert len(a) and len(b) and np.all(a.score > 0.95) and np.all(b.score > 0.2)
+    assert np.any(b.score < 0.95)  # the lax cut keeps regions the strict one drops
     with pytest.raises(ValueError, match="2-D"):
         lax.find(np.zeros((3, 4, 5)))
     empty = UNetFinder(model_path=str(tiny_model), device="cpu").find(np.zeros((64, 64), np.float32))
@@ -284,22 +360,24 @@ def test_peak_f1_perfect_on_targets() -> None:
 
 # -- command line ---------------------------------------------------------------------------------------
 def test_train_unet_command_writes_a_loadable_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    import argparse
+    from braggml.cli import main
 
-    from braggml.ml.unet_cli import add_train_unet_arguments, run_train_unet
-
-    parser = argparse.ArgumentParser()
-    add_train_unet_arguments(parser)
     out = tmp_path / "cli.safetensors"
-    args = parser.parse_args(
-        ["-o", str(out), "--preset", "test", "--train-frames", "1", "--val-frames", "1", "--crop-size", "64",
-         "--crops-per-frame", "4", "--epochs", "2", "--channels", "4", "8", "--device", "cpu", "-q"]
-    )
-    assert run_train_unet(args) == 0
+    argv = ["train", "--model", "unet", "-o", str(out), "--preset", "test", "--variant", "hits", "--variant",
+            "blank", "--train-frames", "2", "--val-frames", "1", "--crop-size", "64", "--crops-per-frame", "4",
+            "--epochs", "2", "--channels", "4", "8", "--downsample", "2", "--device", "cpu", "-q"]
+    assert main(argv) == 0
     back = load_unet(out, device="cpu")
-    assert back.config.channels == (4, 8) and "test" in back.info["trained_on"]
-    with pytest.raises(ConfigError, match="crop_size"):
-        run_train_unet(parser.parse_args(["-o", str(out), "--crop-size", "0"]))
+    assert back.config.channels == (4, 8) and back.config.downsample == 2
+    assert "test" in back.info["trained_on"] and "blank" in back.info["trained_on"]
+    assert "threshold_choice" in back.info  # the cut was chosen on whole validation frames
+    capsys.readouterr()
+    assert main(["train", "--model", "unet", "-o", str(out), "--crop-size", "0"]) == 2
+    assert "crop_size" in capsys.readouterr().err
+    assert main(["train", "--model", "unet", "-o", str(out), "frames.h5"]) == 2
+    assert "DATA files are for --model cnn/svm" in capsys.readouterr().err
+    assert main(["train", "--model", "cnn", "-o", str(out)]) == 2
+    assert "--model cnn needs DATA" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -343,3 +421,45 @@ def test_shipped_model_finds_strong_spots_on_an_unseen_jungfrau_frame() -> None:
     assert strong.sum() > 100 and len(ti) >= 0.95 * strong.sum()
     fi_any, _ = match_frame(found, np.column_stack([s["row"], s["col"]])[s["observable"]], 2.0)
     assert len(fi_any) >= 0.9 * len(peaks)
+
+
+def test_regions_grow_to_nearby_free_pixels_without_merging() -> None:
+    labels = np.zeros((12, 20), np.int32)
+    labels[5, 5] = 1
+    labels[5, 9] = 2
+    bad = np.zeros_like(labels, bool)
+    bad[5, 3] = True
+    panel = np.zeros_like(labels)
+    panel[:, 15:] = 1
+    labels[5, 14] = 3
+    wide = grow_regions(labels, 2.0, bad=bad, panel_id=panel)
+    assert labels[5, 6] == 0  # input not modified
+    assert wide[5, 6] == 1 and wide[5, 8] == 2 and wide[5, 7] in (1, 2)  # each pixel goes to the nearer region
+    assert wide[5, 3] == 0 and wide[5, 4] == 1  # never onto a bad pixel
+    assert wide[5, 15] == 0 and wide[5, 13] == 3  # never across a panel border
+    assert wide[7, 5] == 1 and wide[7, 7] == 0  # within 2 px (a disk), not a square
+    np.testing.assert_array_equal(grow_regions(labels, 0.0), labels)
+
+
+def test_measured_regions_match_direct_sums() -> None:
+    rng = np.random.default_rng(4)
+    residual = rng.normal(size=(30, 40)).astype(np.float32)
+    residual[10:13, 20:23] += np.array([[1, 2, 1], [2, 8, 3], [1, 2, 1]], np.float32)
+    prob = rng.random((30, 40)).astype(np.float32)
+    labels = np.zeros((30, 40), np.int32)
+    labels[11, 21:23] = 1
+    labels[25, 5] = 2
+    wide = grow_regions(labels, 1.5)
+    noise = np.full((30, 40), 0.5, np.float32)
+    got = measure_regions(labels, 2, prob, residual, noise=noise, measure_labels=wide)
+    for k in (1, 2):
+        sel = wide == k
+        rr, cc = np.nonzero(sel)
+        w = np.clip(residual[sel], 0, None)
+        assert got["row"][k - 1] == pytest.approx((w * rr).sum() / w.sum(), abs=1e-5)
+        assert got["col"][k - 1] == pytest.approx((w * cc).sum() / w.sum(), abs=1e-5)
+        assert got["intensity"][k - 1] == pytest.approx(residual[sel].sum(), rel=1e-6)
+        assert got["n_pixels"][k - 1] == sel.sum()
+        assert got["snr"][k - 1] == pytest.approx(residual[sel].sum() / np.sqrt(0.25 * sel.sum()), rel=1e-6)
+        assert got["score"][k - 1] == pytest.approx(prob[labels == k].max())
+    assert got["row"][0] == pytest.approx(11.0, abs=0.1) and got["col"][0] == pytest.approx(21.1, abs=0.15)

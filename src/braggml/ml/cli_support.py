@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``parser`` (defaults are those of the configuration classes)."""
-    parser.add_argument("data", nargs="+", metavar="DATA", help="frame files (simulated files carry their own truth)")
-    parser.add_argument("--model", required=True, choices=["cnn", "svm"], help="classifier to train")
+    parser.add_argument("data", nargs="*", metavar="DATA",
+                        help="frame files for --model cnn/svm (simulated files carry their own truth)")
+    parser.add_argument("--model", required=True, choices=["cnn", "svm", "unet"],
+                        help="classifier to train, or unet: the whole-frame segmentation network")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (.safetensors)")
     parser.add_argument(
         "--labels",
@@ -51,8 +53,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--radius-px", type=float, default=2.0, help="largest candidate-to-truth distance of a peak")
     g.add_argument("--min-truth-snr", type=float, metavar="SNR",
                    help="true peaks below this SNR neither count as peaks nor as misses")
-    c = parser.add_argument_group("CNN training")
-    c.add_argument("--channels", type=int, nargs="+", metavar="C", help="feature channels of each convolution stage")
+    c = parser.add_argument_group("CNN and U-Net training")
+    c.add_argument("--channels", type=int, nargs="+", metavar="C",
+                   help="feature channels of each convolution stage (U-Net: of each level)")
     c.add_argument("--convs-per-stage", type=int, metavar="N", help="3x3 convolutions per stage")
     c.add_argument("--hidden", type=int, metavar="N", help="width of the fully connected layer")
     c.add_argument("--dropout", type=float, help="dropout probability")
@@ -71,6 +74,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--max-train-patches", type=int, metavar="N", help="downsample the training set to N patches")
     s.add_argument("--rbf-max-samples", type=int, metavar="N",
                    help="try an RBF-kernel SVC when the training set has at most N patches (0: never)")
+    from .unet_cli import add_train_unet_arguments
+
+    add_train_unet_arguments(parser)
     o = parser.add_argument_group("output")
     o.add_argument("--plots", metavar="DIR", help="folder for the PNG plots (default: MODEL's name + _plots)")
     o.add_argument("--no-plots", action="store_true", help="write no plots")
@@ -118,6 +124,12 @@ def run_train(args: argparse.Namespace) -> int:
     """
     from .cnn import distributed_context
 
+    if args.model == "unet":
+        from .unet_cli import run_train_unet
+
+        return run_train_unet(args)
+    if not args.data:
+        raise ConfigError(f"--model {args.model} needs DATA: frame files with truth (or --labels PEAKS)")
     context = distributed_context()
     if context is None:
         return _run_train(args, is_main=True)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 from numpy.typing import NDArray
@@ -70,11 +71,17 @@ class UNetConfig:
         The last level is the bottleneck.
     convs_per_block : int
         3x3 convolutions (each followed by batch normalisation and ReLU) in every block.
+    downsample : int
+        Space-to-depth factor of the input: every ``downsample x downsample`` block of pixels becomes one
+        position with ``in_channels * downsample**2`` channels, and the head gives ``downsample**2`` logits per
+        position that are put back in place (pixel shuffle). Lossless, and it cuts the cost of the finest
+        level by ``downsample**2``; 1 runs the finest level on the pixels themselves.
     """
 
     in_channels: int = 2
-    channels: tuple[int, ...] = (8, 16, 32, 64)
-    convs_per_block: int = 2
+    channels: tuple[int, ...] = (16, 32, 64, 64)
+    convs_per_block: int = 1
+    downsample: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -84,15 +91,19 @@ class UNetConfig:
             raise ConfigError(f"channels must be two or more positive integers, got {self.channels!r}")
         if self.convs_per_block < 1:
             raise ConfigError(f"convs_per_block must be >= 1, got {self.convs_per_block!r}")
+        if self.downsample not in (1, 2, 4):
+            raise ConfigError(f"downsample must be 1, 2 or 4, got {self.downsample!r}")
 
     @property
     def multiple(self) -> int:
-        """Input sides are padded to a multiple of this (2 to the number of poolings)."""
-        return 2 ** (len(self.channels) - 1)
+        """Input sides are padded to a multiple of this (``downsample`` times 2 to the number of poolings)."""
+        return self.downsample * 2 ** (len(self.channels) - 1)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UNetConfig:
-        return cls(**{k: (tuple(v) if k == "channels" else v) for k, v in data.items()})
+        """The configuration stored in a model file (files without ``downsample`` predate it: 1)."""
+        values = {"downsample": 1, **data}
+        return cls(**{k: (tuple(v) if k == "channels" else v) for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -205,13 +216,23 @@ def normalise_frame(
     sigma = stats.sigma.astype(np.float64)
     noise_bin = np.sqrt(sigma**2 + gain**2 * extra)
     noise_bin = np.maximum(noise_bin, max(cfg.photon_noise_floor * gain, floor, 1e-6))
-    background = stats.offset[stats.bin_index].astype(np.float32)
-    noise = noise_bin[stats.bin_index].astype(np.float32)
-    residual = np.where(good, frame.data - background, np.float32(0)).astype(np.float32)
-    inputs = np.empty((2, *frame.data.shape), np.float32)
-    inputs[0] = np.arcsinh(residual / noise / np.float32(cfg.asinh_scale))
-    inputs[0][frame.bad] = 0.0
-    inputs[1] = frame.bad
+    shape = frame.data.shape
+    inputs = np.empty((2, *shape), np.float32)
+    residual = np.empty(shape, np.float32)
+    background = np.empty(shape, np.float32)
+    noise = np.empty(shape, np.float32)
+    _normalise_kernel(
+        np.ascontiguousarray(frame.data, np.float32),
+        np.ascontiguousarray(frame.bad),
+        np.ascontiguousarray(stats.bin_index),
+        np.ascontiguousarray(stats.offset, np.float32),
+        noise_bin.astype(np.float32),
+        np.float32(1.0 / cfg.asinh_scale),
+        inputs,
+        residual,
+        background,
+        noise,
+    )
     return NormalisedFrame(
         inputs=inputs,
         residual=residual,
@@ -221,6 +242,28 @@ def normalise_frame(
         panel_id=frame.panel_id,
         gain=float(gain),
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _normalise_kernel(data, bad, bin_index, offset, noise_bin, inv_scale, inputs, residual, background, noise):
+    """One pass over the pixels: background, noise, residual and the two input channels."""
+    h, w = data.shape
+    for i in range(h):
+        for j in range(w):
+            b = bin_index[i, j]
+            bg = offset[b]
+            sd = noise_bin[b]
+            background[i, j] = bg
+            noise[i, j] = sd
+            if bad[i, j]:
+                residual[i, j] = 0.0
+                inputs[0, i, j] = 0.0
+                inputs[1, i, j] = 1.0
+            else:
+                r = data[i, j] - bg
+                residual[i, j] = r
+                inputs[0, i, j] = np.arcsinh(r / sd * inv_scale)
+                inputs[1, i, j] = 0.0
 
 
 # -- the network ---------------------------------------------------------------------------------------
@@ -251,9 +294,9 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or UNetConfig()
-        ch, n = cfg.channels, cfg.convs_per_block
+        ch, n, d = cfg.channels, cfg.convs_per_block, cfg.downsample
         self.encoders = nn.ModuleList(
-            [_block(cfg.in_channels if i == 0 else ch[i - 1], ch[i], n) for i in range(len(ch) - 1)]
+            [_block(cfg.in_channels * d * d if i == 0 else ch[i - 1], ch[i], n) for i in range(len(ch) - 1)]
         )
         self.pool = nn.MaxPool2d(2)
         self.bottleneck = _block(ch[-2], ch[-1], n)
@@ -261,7 +304,7 @@ class UNet(nn.Module):
             [nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2) for i in reversed(range(len(ch) - 1))]
         )
         self.decoders = nn.ModuleList([_block(2 * ch[i], ch[i], n) for i in reversed(range(len(ch) - 1))])
-        self.head = nn.Conv2d(ch[0], 1, 1)
+        self.head = nn.Conv2d(ch[0], d * d, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) normalised input -> (N, 1, H, W) logits."""
@@ -270,6 +313,9 @@ class UNet(nn.Module):
         pad_h, pad_w = (-h) % m, (-w) % m
         if pad_h or pad_w:
             x = nn.functional.pad(x, (0, pad_w, 0, pad_h))
+        d = self.config.downsample
+        if d > 1:
+            x = nn.functional.pixel_unshuffle(x, d)
         skips = []
         for encoder in self.encoders:
             x = encoder(x)
@@ -278,16 +324,37 @@ class UNet(nn.Module):
         x = self.bottleneck(x)
         for up, decoder, skip in zip(self.upsamplers, self.decoders, reversed(skips)):
             x = decoder(torch.cat([up(x), skip], dim=1))
-        return self.head(x)[..., :h, :w]
+        x = self.head(x)
+        if d > 1:
+            x = nn.functional.pixel_shuffle(x, d)
+        return x[..., :h, :w]
+
+    def for_inference(self) -> UNet:
+        """A copy for fast inference: batch normalisation folded into the convolutions, channels-last layout.
+
+        Gives the same logits as the evaluation-mode network to float precision.
+        """
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        fused = copy.deepcopy(self).eval()
+        for block in [*fused.encoders, fused.bottleneck, *fused.decoders]:
+            for i in range(0, len(block), 3):
+                conv, bn = block[i], block[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    block[i] = fuse_conv_bn_eval(conv, bn)
+                    block[i + 1] = nn.Identity()
+        return fused.to(memory_format=torch.channels_last)
 
 
 # -- tiled inference -------------------------------------------------------------------------------------
-def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[list[int], list[int]]:
-    """Tile start positions along one axis and the cut between consecutive tiles.
+def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[list[int], list[int], int]:
+    """Tiles along one axis: their starts, the cuts between them and their common side.
 
-    Starts are multiples of ``multiple`` (so the network's pooling grid is the same in every tile); a pixel
-    belongs to the tile where it is most central: the boundary between tiles ``i`` and ``i + 1`` lies in the
-    middle of their overlap.
+    The fewest tiles of side at most ``tile`` that overlap by at least ``overlap`` are made as small as they
+    can be and spread evenly over the axis, so that little is computed twice. Starts are multiples of
+    ``multiple`` (the network's pooling grid is then the same in every tile). A pixel belongs to the tile
+    where it is most central: the boundary between tiles ``i`` and ``i + 1`` lies in the middle of their
+    overlap.
 
     Returns
     -------
@@ -295,27 +362,39 @@ def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> tupl
         First index of each tile; the last tile may reach beyond ``length`` (padded).
     cuts : list of int
         ``len(starts) + 1`` boundaries: tile ``i`` owns ``cuts[i] <= index < cuts[i + 1]``.
+    side : int
+        Side of every tile (``length`` itself when one tile holds the whole axis).
 
     Examples
     --------
     >>> tile_starts(100, 64, 16, 8)
-    ([0, 48], [0, 56, 100])
+    ([0, 48], [0, 56, 100], 64)
+    >>> tile_starts(2156, 1024, 64, 16)
+    ([0, 704, 1408], [0, 736, 1440, 2156], 768)
     """
     if tile < 1 or overlap < 0 or overlap >= tile:
         raise ConfigError(f"tile size must be >= 1 and overlap in [0, tile), got tile {tile}, overlap {overlap}")
-    stride = max(((tile - overlap) // multiple) * multiple, multiple)
-    starts = [0]
-    while starts[-1] + tile < length:
-        starts.append(starts[-1] + stride)
-    cuts = [0] + [(starts[i] + tile + starts[i + 1]) // 2 for i in range(len(starts) - 1)] + [length]
-    return starts, cuts
+    multiple = max(int(multiple), 1)
+    if length <= tile:
+        return [0], [0, length], length
+    n = -(-(length - overlap) // (tile - overlap))
+    per_tile = -(-(length + (n - 1) * overlap) // n)
+    side = -(-per_tile // multiple) * multiple
+    while True:
+        stride = max(((side - overlap) // multiple) * multiple, multiple)
+        if stride * (n - 1) + side >= length:
+            break
+        side += multiple
+    starts = [i * stride for i in range(n)]
+    cuts = [0] + [(starts[i] + side + starts[i + 1]) // 2 for i in range(n - 1)] + [length]
+    return starts, cuts, side
 
 
 def predict_tiled(
     model: UNet,
     inputs: NDArray[np.float32],
     *,
-    tile_size: int = 512,
+    tile_size: int = 1024,
     overlap: int = 64,
     batch_size: int = 4,
     device: torch.device | str = "cpu",
@@ -350,13 +429,8 @@ def predict_tiled(
     c, h, w = inputs.shape
     m = model.config.multiple
     tile = -(-int(tile_size) // m) * m
-    rows, row_cuts = tile_starts(h, tile, overlap, m)
-    cols, col_cuts = tile_starts(w, tile, overlap, m)
-    th, tw = min(tile, rows[-1] + tile), min(tile, cols[-1] + tile)
-    if len(rows) == 1:
-        th = h
-    if len(cols) == 1:
-        tw = w
+    rows, row_cuts, th = tile_starts(h, tile, overlap, m)
+    cols, col_cuts, tw = tile_starts(w, tile, overlap, m)
     padded = np.zeros((c, rows[-1] + th, cols[-1] + tw), np.float32)
     padded[1] = 1.0 if c > 1 else 0.0  # outside the frame: bad pixels
     padded[:, :h, :w] = inputs
@@ -368,7 +442,7 @@ def predict_tiled(
         for k in range(0, len(jobs), max(int(batch_size), 1)):
             part = jobs[k : k + max(int(batch_size), 1)]
             batch = np.stack([padded[:, rows[i] : rows[i] + th, cols[j] : cols[j] + tw] for i, j in part])
-            x = torch.from_numpy(batch).to(device)
+            x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
             prob = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
             for (i, j), p in zip(part, prob):
                 r0, r1 = row_cuts[i], row_cuts[i + 1]
@@ -397,6 +471,13 @@ class TrainedUNet:
     norm: NormConfig = field(default_factory=NormConfig)
     threshold: float = 0.5
     info: dict[str, Any] = field(default_factory=dict)
+    _inference: UNet | None = field(default=None, init=False, repr=False)
+
+    def inference_model(self) -> UNet:
+        """The network prepared for inference (:meth:`UNet.for_inference`), made once, on the model's device."""
+        if self._inference is None:
+            self._inference = self.model.for_inference().to(self.device)
+        return self._inference
 
     @property
     def config(self) -> UNetConfig:
@@ -408,6 +489,7 @@ class TrainedUNet:
 
     def to(self, device: str | torch.device) -> TrainedUNet:
         self.model.to(resolve_device(device) if isinstance(device, str) else device)
+        self._inference = None
         return self
 
     def probability(
@@ -416,15 +498,14 @@ class TrainedUNet:
         mask: NDArray[np.bool_] | None = None,
         *,
         maps: PixelMaps | None = None,
-        tile_size: int = 512,
+        tile_size: int = 1024,
         overlap: int = 64,
         batch_size: int = 4,
     ) -> tuple[NDArray[np.float32], NormalisedFrame]:
         """Peak probability of every pixel of a raw frame, and the normalised frame."""
         norm = normalise_frame(image, mask, maps=maps, config=self.norm)
-        self.model.eval()
         prob = predict_tiled(
-            self.model,
+            self.inference_model(),
             norm.inputs,
             tile_size=tile_size,
             overlap=overlap,
@@ -510,7 +591,7 @@ def export_torchscript(
 ) -> Path:
     """Write the network as a TorchScript file for deployment without braggml.
 
-    The traced module takes ``(N, 2, tile_size, tile_size)`` float32 normalised tiles (any ``N``) and returns
+    The network is exported as prepared for inference (:meth:`UNet.for_inference`). The traced module takes ``(N, 2, tile_size, tile_size)`` float32 normalised tiles (any ``N``) and returns
     ``(N, 1, tile_size, tile_size)`` logits; the frame normalisation (:func:`normalise_frame`), tiling and peak
     extraction stay with the caller. The model settings are stored as the file's ``braggml.json`` extra file.
 
@@ -525,7 +606,7 @@ def export_torchscript(
     m = trained.config.multiple
     if tile_size < m or tile_size % m:
         raise ConfigError(f"tile_size must be a positive multiple of {m}, got {tile_size!r}")
-    model = copy.deepcopy(trained.model).to("cpu").eval()
+    model = trained.model.for_inference().to("cpu")
     example = torch.zeros(1, trained.config.in_channels, tile_size, tile_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the padding branch is fixed for a tile side

@@ -1,8 +1,10 @@
 """Command-line wiring of U-Net training: ``braggml train --model unet -o MODEL [--preset NAME ...]``.
 
-The network is trained on simulated hit frames of the chosen simulator presets (targets from the simulator's
-truth footprints); the arguments map one-to-one onto :class:`~braggml.ml.unet_train.UNetTrainConfig` and
-:class:`~braggml.ml.unet.UNetConfig` fields, whose defaults apply when a flag is not given.
+The network is trained on frames it simulates itself (presets and frame variants of
+:class:`~braggml.ml.unet_train.UNetTrainConfig`, targets from the simulator's truth); the flags map one-to-one
+onto :class:`~braggml.ml.unet_train.UNetTrainConfig` and :class:`~braggml.ml.unet.UNetConfig` fields, whose
+defaults apply when a flag is not given. After training, the probability cut is chosen on whole validation
+frames (:func:`~braggml.ml.unet_train.choose_threshold`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
+
 __all__ = ["add_train_unet_arguments", "run_train_unet"]
 
+#: flag destination -> UNetTrainConfig field
 _TRAIN_FLAGS = {
     "presets": "presets",
+    "variants": "variants",
     "train_frames": "train_frames_per_preset",
     "val_frames": "val_frames_per_preset",
     "crop_size": "crop_size",
@@ -31,64 +37,82 @@ _TRAIN_FLAGS = {
     "seed": "seed",
     "device": "device",
 }
+#: flag destination -> UNetConfig field
+_MODEL_FLAGS = {"channels": "channels", "convs_per_block": "convs_per_block", "downsample": "downsample"}
+
+#: Validation frames are numbered from here, so they never overlap training frames.
+FIRST_VALIDATION_FRAME = 10_000
 
 
 def add_train_unet_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the U-Net training flags to ``parser`` (every one optional; defaults from the config classes)."""
-    g = parser.add_argument_group("U-Net training (simulated frames)")
-    g.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (.safetensors)")
+    """Add the flags that only U-Net training has to ``braggml train``'s parser.
+
+    The flags shared with the CNN (``--channels``, ``--epochs``, ``--batch-size``, ``--learning-rate``,
+    ``--patience``, ``--device``, ``--threads``, ``--seed``, ``-o``, ``-q``) are defined by the train command.
+    """
+    g = parser.add_argument_group("U-Net training (--model unet; on frames it simulates)")
     g.add_argument("--preset", dest="presets", action="append", metavar="NAME",
-                   help="simulator preset to train on (repeat for several)")
+                   help="simulator preset to train on (repeat for several; default jungfrau4m and pilatus6m)")
+    g.add_argument("--variant", dest="variants", action="append", metavar="KIND",
+                   help="kind of training frame: hits, weak, ice or blank (repeat; default all four)")
     g.add_argument("--train-frames", type=int, metavar="N", help="training frames per preset")
     g.add_argument("--val-frames", type=int, metavar="N", help="validation frames per preset")
     g.add_argument("--crop-size", type=int, metavar="S", help="side of the training crops")
     g.add_argument("--crops-per-frame", type=int, metavar="N", help="crops taken from each frame")
     g.add_argument("--min-snr", type=float, metavar="SNR", help="spots with this expected SNR or more are targets")
-    g.add_argument("--channels", type=int, nargs="+", metavar="C", help="feature channels of each U-Net level")
-    g.add_argument("--epochs", type=int, help="most training epochs (early stopping on validation peak F1)")
-    g.add_argument("--batch-size", type=int, help="crops per step")
-    g.add_argument("--learning-rate", type=float, help="peak AdamW learning rate")
-    g.add_argument("--patience", type=int, help="epochs without a better validation F1 before stopping")
+    g.add_argument("--convs-per-block", type=int, metavar="N", help="3x3 convolutions in every U-Net block")
+    g.add_argument("--downsample", type=int, choices=[1, 2, 4], help="space-to-depth factor of the input")
     g.add_argument("--max-seconds", type=float, help="wall-clock budget of the training loop")
-    g.add_argument("--seed", type=int, help="simulation run seed and training seed")
-    g.add_argument("--device", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    g.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch")
-    g.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
 
 def run_train_unet(args: argparse.Namespace) -> int:
-    """Simulate the crops, train, write the model file and print a one-line JSON summary."""
-    import torch
-
+    """Simulate the crops, train, choose the cut, write the model file and print a one-line JSON summary."""
+    if getattr(args, "data", None):
+        raise ConfigError(
+            "--model unet trains on frames it simulates (--preset, --variant); DATA files are for --model cnn/svm"
+        )
     from .unet import NormConfig, UNetConfig
-    from .unet_train import UNetTrainConfig, simulate_crops, train_unet
+    from .unet_train import UNetTrainConfig, choose_threshold, simulate_crops, train_unet
 
     given: dict[str, Any] = {
         field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag, None) is not None
     }
     cfg = UNetTrainConfig(**given)
-    model_cfg = UNetConfig(channels=tuple(args.channels)) if getattr(args, "channels", None) else UNetConfig()
+    model_cfg = UNetConfig(
+        **{field: getattr(args, flag) for flag, field in _MODEL_FLAGS.items() if getattr(args, flag, None)}
+    )
+    from pathlib import Path
+
+    out = Path(args.output)
+    if out.is_dir() or not out.resolve().parent.is_dir():
+        raise ConfigError(f"--output {out}: not a file in an existing folder")
+    import torch
+
     if getattr(args, "threads", None):
         torch.set_num_threads(int(args.threads))
+    quiet = bool(getattr(args, "quiet", False))
     norm = NormConfig()
     rng = np.random.default_rng(cfg.seed)
+    if not quiet:
+        print(f"simulating {len(cfg.presets) * cfg.train_frames_per_preset} training frames", file=sys.stderr)
     train = simulate_crops(cfg, frames=range(cfg.train_frames_per_preset), augment=True, norm=norm, rng=rng)
-    first_val = 10_000  # validation frames never overlap training frames
-    val = simulate_crops(
-        cfg, frames=range(first_val, first_val + cfg.val_frames_per_preset), augment=False, norm=norm, rng=rng
-    )
+    val_frames = range(FIRST_VALIDATION_FRAME, FIRST_VALIDATION_FRAME + cfg.val_frames_per_preset)
+    val = simulate_crops(cfg, frames=val_frames, augment=False, norm=norm, rng=rng)
 
     def show(record: dict[str, float]) -> None:
-        if not args.quiet:
+        if not quiet:
             print(json.dumps({k: round(v, 4) for k, v in record.items()}), file=sys.stderr, flush=True)
 
     trained = train_unet(train, val, config=cfg, model_config=model_cfg, norm=norm, progress=show)
+    if cfg.val_frames_per_preset:
+        choose_threshold(trained, cfg, frames=val_frames)
     trained.info["trained_on"] = (
-        f"simulated hit frames of presets {', '.join(cfg.presets)} (seed {cfg.seed}), {cfg.crop_size}-pixel "
-        f"crops, targets = footprints of spots with expected SNR >= {cfg.min_snr}"
+        f"simulated frames of presets {', '.join(cfg.presets)} (seed {cfg.seed}; variants "
+        f"{', '.join(cfg.variants)}), {cfg.crop_size}-pixel crops, targets = {cfg.core_radius_px} px cores of "
+        f"spots with expected SNR >= {cfg.min_snr}"
     )
-    path = trained.save(args.output)
-    if not args.quiet:
+    path = trained.save(out)
+    if not quiet:
         print(json.dumps({"model": str(path), "threshold": trained.threshold, "val_f1": trained.info["val_f1"],
                           "best_epoch": trained.info["best_epoch"]}))
     return 0

@@ -23,7 +23,7 @@ from ..peaks import PeakList
 if TYPE_CHECKING:  # torch is imported only when a model is loaded, not when the finder is looked up
     from .unet import NormalisedFrame, TrainedUNet
 
-__all__ = ["UNetFinderConfig", "UNetFinder", "segment_peaks", "measure_regions"]
+__all__ = ["UNetFinderConfig", "UNetFinder", "segment_peaks", "grow_regions", "measure_regions"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class UNetFinderConfig:
         Pixels above this probability form peaks; None uses the model's own cut (chosen on validation frames).
     min_pixel_count : int
         Smallest region kept.
+    grow_px : float
+        Regions are widened by this many pixels (never into another region, a bad pixel or another panel)
+        before centroid, intensity and SNR are measured, so that a spot's tails count.
     tile_size : int
         Side of the inference tiles in pixels.
     overlap : int
@@ -51,7 +54,8 @@ class UNetFinderConfig:
     model_path: str = ""
     probability_threshold: float | None = None
     min_pixel_count: int = 1
-    tile_size: int = 512
+    grow_px: float = 2.0
+    tile_size: int = 1024
     overlap: int = 64
     batch_size: int = 4
     device: str = "auto"
@@ -61,6 +65,8 @@ class UNetFinderConfig:
             raise ConfigError(f"probability_threshold must lie in (0, 1), got {self.probability_threshold!r}")
         if self.min_pixel_count < 1:
             raise ConfigError(f"min_pixel_count must be >= 1, got {self.min_pixel_count!r}")
+        if not np.isfinite(self.grow_px) or not 0 <= self.grow_px <= 10:
+            raise ConfigError(f"grow_px must lie in [0, 10], got {self.grow_px!r}")
         check_positive("tile_size", self.tile_size)
         check_positive("batch_size", self.batch_size)
         if not 0 <= self.overlap < self.tile_size:
@@ -104,6 +110,49 @@ def segment_peaks(
     return labels, int(n)
 
 
+def grow_regions(
+    labels: NDArray[np.int32],
+    grow_px: float,
+    *,
+    bad: NDArray[np.bool_] | None = None,
+    panel_id: NDArray[np.int32] | None = None,
+) -> NDArray[np.int32]:
+    """Labelled regions widened to every free pixel within ``grow_px`` of them.
+
+    A free pixel (unlabelled, not bad, on the same panel) takes the label of the nearest region pixel, so
+    regions grow into a spot's tails for its measurement without ever merging; the input is not modified.
+    """
+    if grow_px <= 0:
+        return labels
+    h, w = labels.shape
+    flat = labels.ravel()
+    idx = np.flatnonzero(flat)
+    if idx.size == 0:
+        return labels
+    reach = int(np.floor(grow_px))
+    dr, dc = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    dist = np.hypot(dr, dc).ravel()
+    order = np.argsort(dist, kind="stable")
+    keep = order[(dist[order] > 0) & (dist[order] <= grow_px)]
+    out = flat.copy()
+    r0, c0 = idx // w, idx % w
+    lab0 = flat[idx]
+    bad_flat = None if bad is None else np.asarray(bad).ravel()
+    panel_flat = None if panel_id is None else np.asarray(panel_id).ravel()
+    for k in keep:  # nearest offsets first: a pixel takes the label of the closest region
+        r, c = r0 + dr.ravel()[k], c0 + dc.ravel()[k]
+        ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+        target = r[ok] * w + c[ok]
+        source = idx[ok]
+        free = out[target] == 0
+        if bad_flat is not None:
+            free &= ~bad_flat[target]
+        if panel_flat is not None:
+            free &= panel_flat[target] == panel_flat[source]
+        out[target[free]] = lab0[ok][free]
+    return out.reshape(h, w)
+
+
 def measure_regions(
     labels: NDArray[np.int32],
     n: int,
@@ -112,48 +161,67 @@ def measure_regions(
     *,
     background: NDArray[np.floating] | None = None,
     noise: NDArray[np.floating] | None = None,
+    measure_labels: NDArray[np.int32] | None = None,
 ) -> dict[str, NDArray[Any]]:
     """Centroid, intensity, SNR and score of labelled regions, on background-subtracted pixels.
 
     The centroid weights each pixel by its positive residual (the region's probabilities where no residual is
-    positive); SNR is ``intensity / sqrt(sum noise**2)``.
+    positive); SNR is ``intensity / sqrt(sum noise**2)``. Only the labelled pixels are visited.
+
+    Parameters
+    ----------
+    labels : (H, W) int32 ndarray
+        Regions 1..n (from :func:`segment_peaks`); they give the score (highest probability).
+    n : int
+    prob, residual : (H, W) ndarray
+    background, noise : (H, W) ndarray, optional
+    measure_labels : (H, W) int32 ndarray, optional
+        The same regions widened (:func:`grow_regions`) over which centroid, intensity, SNR, pixel count and
+        maximum are measured; ``labels`` when omitted.
 
     Returns
     -------
     dict of str to (n,) ndarray
         ``row``, ``col``, ``intensity``, ``background``, ``snr``, ``n_pixels``, ``max_value``, ``score``.
     """
-    index = np.arange(1, n + 1)
     if n == 0:
         empty = np.empty(0)
         return {k: empty for k in ("row", "col", "intensity", "background", "snr", "max_value", "score")} | {
             "n_pixels": np.empty(0, np.int64)
         }
-    rr, cc = np.indices(labels.shape, dtype=np.float64)
-    res = np.asarray(residual, np.float64)
+    w = labels.shape[1]
+    core = np.flatnonzero(labels.ravel())
+    score = np.zeros(n + 1)
+    np.maximum.at(score, labels.ravel()[core], np.asarray(prob).ravel()[core].astype(np.float64))
+    wide = labels if measure_labels is None else measure_labels
+    idx = np.flatnonzero(wide.ravel())
+    lab = wide.ravel()[idx]
+    rr, cc = (idx // w).astype(np.float64), (idx % w).astype(np.float64)
+    res = np.asarray(residual).ravel()[idx].astype(np.float64)
+    pw = np.asarray(prob).ravel()[idx].astype(np.float64)
+
+    def total(values: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.bincount(lab, weights=values, minlength=n + 1)[1:]
+
     weight = np.clip(res, 0.0, None)
-    wsum = ndimage.sum_labels(weight, labels, index)
-    pw = np.asarray(prob, np.float64)
-    psum = ndimage.sum_labels(pw, labels, index)
+    wsum, psum = total(weight), total(pw)
     use_w = wsum > 0
-    row = np.where(use_w, ndimage.sum_labels(weight * rr, labels, index) / np.where(use_w, wsum, 1.0),
-                   ndimage.sum_labels(pw * rr, labels, index) / np.maximum(psum, 1e-30))
-    col = np.where(use_w, ndimage.sum_labels(weight * cc, labels, index) / np.where(use_w, wsum, 1.0),
-                   ndimage.sum_labels(pw * cc, labels, index) / np.maximum(psum, 1e-30))
-    n_pixels = ndimage.sum_labels(np.ones(labels.shape), labels, index).astype(np.int64)
-    intensity = ndimage.sum_labels(res, labels, index)
+    row = np.where(use_w, total(weight * rr) / np.where(use_w, wsum, 1.0), total(pw * rr) / np.maximum(psum, 1e-30))
+    col = np.where(use_w, total(weight * cc) / np.where(use_w, wsum, 1.0), total(pw * cc) / np.maximum(psum, 1e-30))
+    n_pixels = np.bincount(lab, minlength=n + 1)[1:].astype(np.int64)
+    intensity = total(res)
     bg = (
-        ndimage.mean(np.asarray(background, np.float64), labels, index)
+        total(np.asarray(background).ravel()[idx].astype(np.float64)) / np.maximum(n_pixels, 1)
         if background is not None
         else np.zeros(n)
     )
     if noise is not None:
-        var = ndimage.sum_labels(np.asarray(noise, np.float64) ** 2, labels, index)
+        var = total(np.asarray(noise).ravel()[idx].astype(np.float64) ** 2)
         snr = intensity / np.sqrt(np.maximum(var, 1e-30))
     else:
         snr = np.full(n, np.nan)
-    max_value = ndimage.maximum(res, labels, index) + bg
-    score = ndimage.maximum(pw, labels, index)
+    peak = np.full(n + 1, -np.inf)
+    np.maximum.at(peak, lab, res)
     return {
         "row": row,
         "col": col,
@@ -161,8 +229,8 @@ def measure_regions(
         "background": bg,
         "snr": snr,
         "n_pixels": n_pixels,
-        "max_value": max_value,
-        "score": score,
+        "max_value": peak[1:] + bg,
+        "score": score[1:],
     }
 
 
@@ -209,10 +277,20 @@ class UNetFinder(PeakFinder):
         *,
         maps: PixelMaps | None = None,
     ) -> PeakList:
-        cfg = self.config
         prob, norm = self.probability(image, mask, maps=maps)
         self.last_probability = prob
-        threshold = self.model.threshold if cfg.probability_threshold is None else cfg.probability_threshold
+        return self.peaks_from_probability(prob, norm)
+
+    def peaks_from_probability(
+        self, prob: NDArray[np.float32], norm: NormalisedFrame, threshold: float | None = None
+    ) -> PeakList:
+        """The peaks of a probability map (from :meth:`probability`) at a cut (the configured one when None)."""
+        cfg = self.config
+        if threshold is None:
+            threshold = self.model.threshold if cfg.probability_threshold is None else cfg.probability_threshold
         labels, n = segment_peaks(prob, threshold, panel_id=norm.panel_id, min_pixel_count=cfg.min_pixel_count)
-        cols = measure_regions(labels, n, prob, norm.residual, background=norm.background, noise=norm.noise)
+        wide = grow_regions(labels, cfg.grow_px, bad=norm.bad, panel_id=norm.panel_id)
+        cols = measure_regions(
+            labels, n, prob, norm.residual, background=norm.background, noise=norm.noise, measure_labels=wide
+        )
         return PeakList.from_columns(n_frames=1, frame=np.zeros(n, np.int64), **cols)

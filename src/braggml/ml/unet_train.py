@@ -1,10 +1,14 @@
 """Training the U-Net on simulated frames: crops, targets, loss, peak-level validation and early stopping.
 
-Targets are the simulator's truth footprints of observable spots whose expected SNR reaches
-:attr:`UNetTrainConfig.min_snr`; footprint regions holding only weaker spots are left out of the loss (neither
-peak nor background), cosmic-ray streaks and everything else are background. Validation scores peaks, not
-pixels: regions above the probability cut are matched one-to-one to the true spots within 2 px
-(:func:`braggml.evaluate.matching.match_frame`) and the F1 decides early stopping and the model's cut.
+Targets are compact cores: the pixels within :attr:`UNetTrainConfig.core_radius_px` of every observable spot
+whose expected SNR reaches :attr:`UNetTrainConfig.min_snr`, so that neighbouring spots stay apart. A ring just
+outside each core and the truth footprints of weaker spots are left out of the loss (neither peak nor
+background); the rest of a strong spot's footprint, ice and powder rings, cosmic-ray streaks, hot pixels and
+everything else are background. Training frames mix several variants of each simulator preset (hits, weak
+hits, hits on ice rings, blank frames) so that the network learns the negatives as well as the spots.
+Validation scores peaks, not pixels: regions above the probability cut are matched one-to-one to the true
+spots within 2 px (:func:`braggml.evaluate.matching.match_frame`) and the F1 decides early stopping and the
+model's cut.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ from scipy import ndimage
 from ..errors import ConfigError
 from ..evaluate.matching import match_frame
 from ..simulate import Simulator, get_preset
-from ..simulate.config import apply_overrides
+from ..simulate.config import SimulationConfig, apply_overrides
 from ..simulate.frame import FOOTPRINT_SPOT, SimulatedFrame
 from .cnn import resolve_device
 from .unet import NormConfig, TrainedUNet, UNet, UNetConfig, normalise_frame
-from .unet_finder import measure_regions, segment_peaks
+from .unet_finder import grow_regions, measure_regions, segment_peaks
 
 __all__ = [
     "UNetTrainConfig",
+    "VARIANTS",
+    "variant_config",
     "CropSet",
     "IGNORE",
     "frame_target",
@@ -47,6 +53,28 @@ log = logging.getLogger(__name__)
 #: Target value of pixels left out of the loss.
 IGNORE = 2
 
+#: Kinds of training frame made from each simulator preset (see :func:`variant_config`).
+VARIANTS = ("hits", "weak", "ice", "blank")
+
+
+def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
+    """A simulator preset turned into one kind of training frame.
+
+    ``hits``: every frame a hit. ``weak``: every frame a hit by a crystal diffracting ten times more weakly
+    (shot-noise-limited spots near the threshold). ``ice``: every frame a hit with ice-Ih rings. ``blank``: no
+    crystal (solvent scatter, ice on half of the frames, detector artefacts only).
+    """
+    low, high = base.crystal.strength_range_photons
+    overrides: dict[str, dict[str, object]] = {
+        "hits": {"crystal": {"hit_fraction": 1.0}},
+        "weak": {"crystal": {"hit_fraction": 1.0, "strength_range_photons": [low / 10.0, high / 10.0]}},
+        "ice": {"crystal": {"hit_fraction": 1.0}, "background": {"ice_fraction": 1.0}},
+        "blank": {"crystal": {"hit_fraction": 0.0}, "background": {"ice_fraction": 0.5}},
+    }
+    if variant not in overrides:
+        raise ConfigError(f"unknown training frame variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return apply_overrides(base, overrides[variant])
+
 
 @dataclass(frozen=True)
 class UNetTrainConfig:
@@ -55,18 +83,25 @@ class UNetTrainConfig:
     Attributes
     ----------
     presets : tuple of str
-        Simulator presets the training frames are drawn from (every frame a hit).
+        Simulator presets the training frames are drawn from.
+    variants : tuple of str
+        Kinds of frame made from each preset (:data:`VARIANTS`, see :func:`variant_config`); frame ``k`` of a
+        preset is of variant ``variants[k % len(variants)]``.
     train_frames_per_preset, val_frames_per_preset : int
         Simulated frames per preset for training and for validation (disjoint frame numbers).
     crop_size : int
         Side of the square training crops.
     crops_per_frame : int
-        Crops taken from each frame; half are centred near a true spot, half anywhere.
+        Crops taken from each frame.
+    spot_crop_fraction : float
+        Fraction of the crops centred near a target spot; the others lie anywhere on the frame.
     min_snr : float
         Spots with at least this expected SNR are targets.
+    core_radius_px : float
+        Pixels within this distance of a target spot's position are its target core.
     gain_range : tuple of float
-        Augmentation: each training frame is multiplied by a gain factor drawn log-uniformly from this range
-        and gets a constant pedestal of up to 5 times that factor before normalisation.
+        Augmentation: half of the training frames are multiplied by a gain factor drawn log-uniformly from
+        this range and get a constant pedestal of up to 5 times that factor before normalisation.
     epochs, batch_size : int
     learning_rate, weight_decay : float
         AdamW settings (cosine schedule over the epochs).
@@ -83,12 +118,15 @@ class UNetTrainConfig:
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     """
 
-    presets: tuple[str, ...] = ("jungfrau4m", "pilatus6m", "eiger4m")
-    train_frames_per_preset: int = 6
-    val_frames_per_preset: int = 2
+    presets: tuple[str, ...] = ("jungfrau4m", "pilatus6m")
+    variants: tuple[str, ...] = VARIANTS
+    train_frames_per_preset: int = 8
+    val_frames_per_preset: int = 4
     crop_size: int = 128
     crops_per_frame: int = 48
+    spot_crop_fraction: float = 0.4
     min_snr: float = 3.0
+    core_radius_px: float = 1.5
     gain_range: tuple[float, float] = (0.5, 2.0)
     epochs: int = 30
     batch_size: int = 16
@@ -103,6 +141,13 @@ class UNetTrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "presets", tuple(self.presets))
+        object.__setattr__(self, "variants", tuple(self.variants))
+        if not self.variants or any(v not in VARIANTS for v in self.variants):
+            raise ConfigError(f"variants must be chosen from {', '.join(VARIANTS)}, got {self.variants!r}")
+        if not 0 <= self.spot_crop_fraction <= 1:
+            raise ConfigError(f"spot_crop_fraction must lie in [0, 1], got {self.spot_crop_fraction!r}")
+        if not 0.5 <= self.core_radius_px <= 5:
+            raise ConfigError(f"core_radius_px must lie in [0.5, 5], got {self.core_radius_px!r}")
         object.__setattr__(self, "gain_range", tuple(float(g) for g in self.gain_range))
         for name in ("train_frames_per_preset", "crop_size", "crops_per_frame", "epochs", "batch_size", "patience"):
             if int(getattr(self, name)) < 1:
@@ -151,28 +196,44 @@ class CropSet:
         )
 
 
-def frame_target(frame: SimulatedFrame, min_snr: float) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
+def frame_target(
+    frame: SimulatedFrame, min_snr: float, core_radius_px: float = 1.5
+) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
     """Per-pixel target of a simulated frame and the (row, col) of its target spots.
 
-    Footprint regions (8-connected) that contain an observable spot with ``snr >= min_snr`` are peaks; the
-    other footprint regions are :data:`IGNORE`; the rest is background.
+    Pixels within ``core_radius_px`` of an observable spot with ``snr >= min_snr`` are peaks (1). Left out
+    (:data:`IGNORE`): the ring out to ``core_radius_px + 1.2`` around each target core, and the footprint
+    regions (8-connected) that hold no target spot. Everything else is background (0), the outer footprint of
+    strong spots included, so that the network marks compact cores that keep neighbouring spots apart.
     """
     s = frame.spots
     strong = s["observable"] & (s["snr"] >= min_snr)
     spot_px = (frame.footprint & FOOTPRINT_SPOT) > 0
+    h, w = spot_px.shape
+    target = np.zeros((h, w), np.uint8)
+    rc = np.column_stack([s["row"][strong], s["col"][strong]]).astype(np.float64)
     labels, n = ndimage.label(spot_px, structure=np.ones((3, 3), bool))
-    target = np.zeros(spot_px.shape, np.uint8)
-    target[spot_px] = IGNORE
-    rc = np.column_stack([s["row"][strong], s["col"][strong]])
-    if n and rc.size:
-        h, w = spot_px.shape
-        r = np.clip(np.rint(rc[:, 0]).astype(int), 0, h - 1)
-        c = np.clip(np.rint(rc[:, 1]).astype(int), 0, w - 1)
-        hit = np.unique(labels[r, c])
-        hit = hit[hit > 0]
-        is_peak = np.zeros(n + 1, bool)
-        is_peak[hit] = True
-        target[is_peak[labels] & spot_px] = 1
+    if n:
+        is_target = np.zeros(n + 1, bool)
+        if rc.size:
+            r = np.clip(np.rint(rc[:, 0]).astype(int), 0, h - 1)
+            c = np.clip(np.rint(rc[:, 1]).astype(int), 0, w - 1)
+            is_target[labels[r, c]] = True
+        is_target[0] = True
+        target[~is_target[labels]] = IGNORE
+    if rc.size:
+        outer = core_radius_px + 1.2
+        reach = int(np.ceil(outer)) + 1
+        dr, dc = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+        base_r, base_c = np.rint(rc[:, 0]).astype(int), np.rint(rc[:, 1]).astype(int)
+        rows = base_r[:, None] + dr.ravel()[None, :]
+        cols = base_c[:, None] + dc.ravel()[None, :]
+        dist = np.hypot(rows - rc[:, :1], cols - rc[:, 1:])
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        ring = inside & (dist <= outer)
+        target[rows[ring], cols[ring]] = np.maximum(target[rows[ring], cols[ring]], IGNORE)
+        core = inside & (dist <= core_radius_px)
+        target[rows[core], cols[core]] = 1
     return target, rc
 
 
@@ -184,15 +245,16 @@ def crops_from_frame(
     crop_size: int,
     n_crops: int,
     rng: np.random.Generator,
+    spot_fraction: float = 0.5,
 ) -> CropSet:
-    """Random square crops of a normalised frame, half of them centred near a target spot."""
+    """Random square crops of a normalised frame, ``spot_fraction`` of them centred near a target spot."""
     _, h, w = inputs.shape
     s = min(crop_size, h, w)
     out_x = np.empty((n_crops, inputs.shape[0], s, s), np.float32)
     out_t = np.empty((n_crops, s, s), np.uint8)
     spots = []
     for i in range(n_crops):
-        if i % 2 == 0 and len(spots_rc):
+        if len(spots_rc) and rng.random() < spot_fraction:
             centre = spots_rc[rng.integers(len(spots_rc))] + rng.integers(-s // 3, s // 3 + 1, 2)
             r0 = int(np.clip(centre[0] - s // 2, 0, h - s))
             c0 = int(np.clip(centre[1] - s // 2, 0, w - s))
@@ -217,27 +279,41 @@ def simulate_crops(
     norm: NormConfig | None = None,
     rng: np.random.Generator,
 ) -> CropSet:
-    """Crops of simulated hit frames of every preset (frame numbers ``frames`` of run seed ``config.seed``)."""
+    """Crops of simulated frames of every preset and variant (frame numbers ``frames`` of run seed ``config.seed``)."""
     parts = []
-    for name in config.presets:
-        sim = Simulator(apply_overrides(get_preset(name), {"crystal": {"hit_fraction": 1.0}}), seed=config.seed)
-        maps = sim.layout.pixel_maps(sim.wavelength_a)
-        for k in frames:
-            frame = sim.frame(int(k))
-            image = frame.image
-            if augment:
-                lo, hi = config.gain_range
-                g = float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
-                image = image.astype(np.float32) * np.float32(g) + np.float32(rng.uniform(0, 5) * g)
-            nf = normalise_frame(image, maps.mask, maps=maps, config=norm)
-            target, rc = frame_target(frame, config.min_snr)
-            target[nf.bad & (target == 1)] = IGNORE
-            parts.append(
-                crops_from_frame(
-                    nf.inputs, target, rc, crop_size=config.crop_size, n_crops=config.crops_per_frame, rng=rng
-                )
+    for _, k, sim, maps in _training_frames(config, frames):
+        frame = sim.frame(k)
+        image = frame.image
+        if augment and rng.random() < 0.5:  # half of the frames as recorded, half rescaled
+            lo, hi = config.gain_range
+            g = float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
+            image = image.astype(np.float32) * np.float32(g) + np.float32(rng.uniform(0, 5) * g)
+        nf = normalise_frame(image, maps.mask, maps=maps, config=norm)
+        target, rc = frame_target(frame, config.min_snr, config.core_radius_px)
+        target[nf.bad & (target == 1)] = IGNORE
+        parts.append(
+            crops_from_frame(
+                nf.inputs,
+                target,
+                rc,
+                crop_size=config.crop_size,
+                n_crops=config.crops_per_frame,
+                rng=rng,
+                spot_fraction=config.spot_crop_fraction,
             )
+        )
     return CropSet.concatenate(parts)
+
+
+def _training_frames(config: UNetTrainConfig, frames: Sequence[int]):
+    """(preset, frame number, simulator, pixel maps) of every frame, each frame of its variant."""
+    for name in config.presets:
+        base = get_preset(name)
+        sims = {v: Simulator(variant_config(base, v), seed=config.seed) for v in config.variants}
+        maps = next(iter(sims.values())).layout.pixel_maps(next(iter(sims.values())).wavelength_a)
+        for k in frames:
+            variant = config.variants[int(k) % len(config.variants)]
+            yield name, int(k), sims[variant], maps
 
 
 def _augment(x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,7 +364,8 @@ def peak_f1(
     tp = n_found = n_true = 0
     for p, x, spots in zip(prob, crops.inputs, crops.spots):
         labels, n = segment_peaks(p, threshold)
-        found = measure_regions(labels, n, p, np.sinh(x[0]))
+        wide = grow_regions(labels, 2.0, bad=x[1] > 0.5)
+        found = measure_regions(labels, n, p, np.sinh(x[0]), measure_labels=wide)
         rc = np.column_stack([found["row"], found["col"]])
         fi, _ = match_frame(rc, spots, radius_px)
         tp += len(fi)
@@ -401,13 +478,14 @@ def choose_threshold(
     frames: Sequence[int],
     thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
     radius_px: float = 2.0,
+    grow_px: float = 2.0,
 ) -> tuple[float, list[dict[str, float]]]:
     """Probability cut with the best peak F1 on whole simulated frames (sets ``trained.threshold``).
 
     Crops centred near spots over-represent peaks, so a cut chosen on them is too lax for whole frames; this
-    runs the finder's full path (normalisation, tiled inference, regions within panels, centroids) on hit
-    frames ``frames`` of every preset of ``config`` and scores each cut against the spots with
-    ``snr >= config.min_snr``.
+    runs the finder's full path (normalisation, tiled inference, regions within panels widened by
+    ``grow_px``, centroids) on frames ``frames`` of every preset and variant of ``config`` and scores each
+    cut against the spots with ``snr >= config.min_snr``.
 
     Returns
     -------
@@ -418,20 +496,18 @@ def choose_threshold(
     tp = np.zeros(len(thresholds))
     n_found = np.zeros(len(thresholds))
     n_true = 0
-    for name in config.presets:
-        sim = Simulator(apply_overrides(get_preset(name), {"crystal": {"hit_fraction": 1.0}}), seed=config.seed)
-        maps = sim.layout.pixel_maps(sim.wavelength_a)
-        for k in frames:
-            frame = sim.frame(int(k))
-            prob, norm = trained.probability(frame.image, maps.mask, maps=maps)
-            _, truth = frame_target(frame, config.min_snr)
-            n_true += len(truth)
-            for i, thr in enumerate(thresholds):
-                labels, n = segment_peaks(prob, thr, panel_id=norm.panel_id)
-                found = measure_regions(labels, n, prob, norm.residual)
-                fi, _ = match_frame(np.column_stack([found["row"], found["col"]]), truth, radius_px)
-                tp[i] += len(fi)
-                n_found[i] += n
+    for _, k, sim, maps in _training_frames(config, frames):
+        frame = sim.frame(k)
+        prob, norm = trained.probability(frame.image, maps.mask, maps=maps)
+        _, truth = frame_target(frame, config.min_snr, config.core_radius_px)
+        n_true += len(truth)
+        for i, thr in enumerate(thresholds):
+            labels, n = segment_peaks(prob, thr, panel_id=norm.panel_id)
+            wide = grow_regions(labels, grow_px, bad=norm.bad, panel_id=norm.panel_id)
+            found = measure_regions(labels, n, prob, norm.residual, measure_labels=wide)
+            fi, _ = match_frame(np.column_stack([found["row"], found["col"]]), truth, radius_px)
+            tp[i] += len(fi)
+            n_found[i] += n
     scores = []
     for i, thr in enumerate(thresholds):
         precision = tp[i] / n_found[i] if n_found[i] else 0.0

@@ -14,9 +14,14 @@ from braggml.geometry import (
     DetectorGeometry,
     MaskSpec,
     Panel,
+    PanelRect,
     PixelMaps,
+    derive_panels,
     electron_wavelength_a,
     flat_geometry,
+    module_background_steps,
+    panel_id_from_rects,
+    split_cspad_sensors,
 )
 
 
@@ -253,3 +258,114 @@ def test_with_wavelength_and_mask_return_new_geometry() -> None:
     m[6, 6] = True  # the geometry keeps its own copy
     assert g3.pixel_maps().mask.sum() == 1
     assert geom.data_shape == (100, 100) and geom.n_panels == 2 and geom.panel("p1").height == 50
+
+
+# -- panels derived from the gaps of a tiled frame ------------------------------------------------------------
+
+
+def _tiled_gaps(tiles: tuple[int, int], tile: tuple[int, int], gap_px: tuple[int, int]) -> np.ndarray:
+    """Gap map of ``tiles`` rows x cols of ``tile``-sized modules separated by ``gap_px`` (rows, cols) gaps."""
+    rows = tiles[0] * tile[0] + (tiles[0] - 1) * gap_px[0]
+    cols = tiles[1] * tile[1] + (tiles[1] - 1) * gap_px[1]
+    gap = np.ones((rows, cols), bool)
+    for i in range(tiles[0]):
+        for j in range(tiles[1]):
+            r, c = i * (tile[0] + gap_px[0]), j * (tile[1] + gap_px[1])
+            gap[r : r + tile[0], c : c + tile[1]] = False
+    return gap
+
+
+class TestDerivePanels:
+    def test_tiled_modules_with_gaps_become_panels_in_row_major_order(self) -> None:
+        gap = _tiled_gaps((3, 2), (40, 60), (7, 17))  # Pilatus-like: 7-row and 17-column gaps
+        gap[5, 5] = gap[50:53, 80] = True  # bad pixels inside modules do not split them
+        rects = derive_panels(gap, min_panel_px=100)
+        assert [tuple(r) for r in rects] == [
+            (0, 39, 0, 59), (0, 39, 77, 136), (47, 86, 0, 59), (47, 86, 77, 136), (94, 133, 0, 59), (94, 133, 77, 136)
+        ]
+        panel_id = panel_id_from_rects(gap.shape, rects)
+        assert panel_id[0, 0] == 0 and panel_id[39, 136] == 1 and panel_id[133, 77] == 5
+        assert panel_id[20, 60:77].tolist() == [-1] * 17 and panel_id[40:47, 10].tolist() == [-1] * 7
+        assert (panel_id >= 0).sum() == 6 * 40 * 60
+
+    def test_frames_that_are_not_tiled_keep_one_panel(self) -> None:
+        rows, cols = np.indices((120, 120))
+        assert derive_panels(np.zeros((120, 120), bool)) == ()  # no gaps
+        assert derive_panels(np.hypot(rows - 60, cols - 60) > 55, min_panel_px=100) == ()  # circular active area
+        assert derive_panels(np.hypot(rows - 60, cols - 60) < 10, min_panel_px=100) == ()  # beam hole
+        arm = np.hypot(rows - 60, cols - 60) < 10
+        arm[55:65, 60:] = True  # beamstop and its arm: still one region
+        assert derive_panels(arm, min_panel_px=100) == ()
+        enclosed = np.zeros((120, 120), bool)
+        enclosed[30:90, 30:90] = True
+        enclosed[33:87, 33:87] = False  # a masked square outline: the outer region's box holds the inner one
+        assert derive_panels(enclosed, min_panel_px=100) == ()
+        thin = np.zeros((120, 120), bool)
+        thin[:, 60:62] = True
+        thin[np.triu_indices(120, 1)] = True  # two triangles, each filling half its box
+        assert derive_panels(thin, min_panel_px=100, min_fill=0.6) == ()
+
+    def test_small_islands_are_left_out_and_do_not_count_as_modules(self) -> None:
+        gap = _tiled_gaps((1, 2), (50, 50), (0, 6))
+        gap[:, 20:22] = False  # nothing special: a gap column made good joins nothing new
+        gap[10, 52] = False  # an isolated good pixel in the gap
+        rects = derive_panels(gap, min_panel_px=100)
+        assert [tuple(r) for r in rects] == [(0, 49, 0, 49), (0, 49, 56, 105)]
+        assert derive_panels(gap, min_panel_px=3000) == ()  # modules too small for this setting
+
+    def test_bad_arguments(self) -> None:
+        with pytest.raises(ConfigError, match="gap map must be 2-D"):
+            derive_panels(np.zeros(5, bool))
+        with pytest.raises(ConfigError, match="min_panel_px must be >= 1"):
+            derive_panels(np.zeros((4, 4), bool), min_panel_px=0)
+        with pytest.raises(ConfigError, match="min_fill must be in"):
+            derive_panels(np.zeros((4, 4), bool), min_fill=0.0)
+        with pytest.raises(ConfigError, match=r"panel rectangle 0 \(0, 9, 0, 9\) does not lie inside"):
+            panel_id_from_rects((5, 5), [(0, 9, 0, 9)])
+        with pytest.raises(ConfigError, match="panel rectangle 1 must be"):
+            panel_id_from_rects((5, 5), [(0, 1, 0, 1), ("a", 1)])
+
+    def test_pixel_maps_with_panels(self) -> None:
+        maps = PixelMaps.fallback((20, 30))
+        split = maps.with_panels([PanelRect(0, 19, 0, 13), PanelRect(0, 19, 16, 29)])
+        assert split.n_panels == 2 and split.mask[:, 14:16].all() and not split.mask[:, :14].any()
+        np.testing.assert_array_equal(split.radius_px, maps.radius_px)
+        assert split.known is maps.known and maps.with_panels([]) is maps
+        assert maps.n_panels == 1 and not maps.mask.any()  # the original is not changed
+
+
+class TestModuleSteps:
+    def test_offsets_between_modules_show_as_steps_in_noise_units(self) -> None:
+        gap = _tiled_gaps((2, 2), (60, 80), (6, 10))
+        rects = derive_panels(gap)
+        rng = np.random.default_rng(2)
+        rows, cols = np.indices(gap.shape)
+        smooth = 100.0 + 0.05 * rows + 2.0 * np.sin(cols / 40.0)  # gentle gradients are not steps
+        seamless = smooth + rng.normal(0.0, 4.0, gap.shape)
+        steps = module_background_steps(seamless, gap, rects)
+        assert steps.size == 4 and np.all(steps < 0.3)  # two facing pairs in each direction
+        stepped = seamless.copy()
+        stepped[66:, :] += 6.0  # the lower modules read 1.5 noise units more
+        steps = module_background_steps(stepped, gap, rects)
+        assert np.sort(steps)[:2] == pytest.approx([0.0, 0.0], abs=0.3)  # left-right pairs: no step
+        assert np.sort(steps)[2:] == pytest.approx([1.7, 1.7], abs=0.35)
+        assert module_background_steps(seamless, gap, rects[:1]).size == 0
+
+
+class TestCspad:
+    def test_two_by_ones_split_into_asics_without_the_big_pixel_columns(self) -> None:
+        gap = _tiled_gaps((2, 3), (185, 388), (4, 4))  # six two-by-ones tiled as in the real-data file
+        rects = derive_panels(gap)
+        assert len(rects) == 6 and all(r.shape == (185, 388) for r in rects)
+        asics, n = split_cspad_sensors(rects)
+        assert n == 6 and len(asics) == 12 and all(a.shape == (185, 193) for a in asics)
+        panel_id = panel_id_from_rects(gap.shape, asics)
+        for origin_col in (0, 392, 784):
+            assert (panel_id[:185, origin_col + 193 : origin_col + 195] == -1).all()  # big pixels
+            assert (panel_id[:185, origin_col + 192] >= 0).all() and (panel_id[:185, origin_col + 195] >= 0).all()
+        assert panel_id[0, 192] != panel_id[0, 195]
+
+    def test_transposed_sensors_and_other_panels(self) -> None:
+        asics, n = split_cspad_sensors([PanelRect(10, 397, 0, 184), PanelRect(0, 99, 200, 299)])
+        assert n == 1
+        assert [tuple(a) for a in asics] == [(10, 202, 0, 184), (205, 397, 0, 184), (0, 99, 200, 299)]

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,6 +40,12 @@ __all__ = [
     "DetectorGeometry",
     "flat_geometry",
     "electron_wavelength_a",
+    "PanelRect",
+    "derive_panels",
+    "split_cspad_sensors",
+    "panel_id_from_rects",
+    "module_background_steps",
+    "CSPAD_SENSOR_SHAPE",
 ]
 
 #: h*c in keV * Angstrom: wavelength_a = HC_KEV_A / energy_kev.
@@ -97,6 +105,33 @@ class PixelMaps:
             resolution_a=None,
             known=False,
         )
+
+    def with_panels(self, rects: Sequence[PanelRect]) -> PixelMaps:
+        """The same maps with the panels ``rects`` (see :func:`derive_panels`); pixels of no panel become bad.
+
+        Parameters
+        ----------
+        rects : sequence of PanelRect
+            Panel rectangles; an empty sequence returns the maps unchanged.
+
+        Returns
+        -------
+        PixelMaps
+            ``panel_id`` from the rectangles (in order), ``mask`` also True wherever no rectangle reaches;
+            radius, resolution and ``known`` as before.
+
+        Examples
+        --------
+        >>> maps = PixelMaps.fallback((2, 5)).with_panels([PanelRect(0, 1, 0, 1), PanelRect(0, 1, 3, 4)])
+        >>> maps.panel_id.tolist()
+        [[0, 0, -1, 1, 1], [0, 0, -1, 1, 1]]
+        >>> maps.mask[:, 2].tolist()
+        [True, True]
+        """
+        if not rects:
+            return self
+        panel_id = panel_id_from_rects(self.shape, rects)
+        return replace(self, panel_id=panel_id, mask=self.mask | (panel_id < 0))
 
 
 # -- geometry model ------------------------------------------------------------------------------------------
@@ -749,3 +784,265 @@ def flat_geometry(
         clen_m=distance_mm / 1000.0,
     )
     return DetectorGeometry(panels=(panel,), wavelength_a=wavelength)
+
+
+# -- panels derived from gaps in the mask ------------------------------------------------------------------------
+
+#: (rows, cols) of one CSPAD two-by-one sensor as it is stored (two 185 x 194 ASICs side by side).
+CSPAD_SENSOR_SHAPE: tuple[int, int] = (185, 388)
+
+#: Columns (within a 388-wide two-by-one) of the 2.5x wider pixels at the two ASICs' adjacent edges.
+_CSPAD_BIG_PIXELS: tuple[int, int] = (193, 194)
+
+
+class PanelRect(NamedTuple):
+    """A panel as an inclusive rectangle of the data array (no placement in the laboratory)."""
+
+    min_row: int
+    max_row: int
+    min_col: int
+    max_col: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the rectangle."""
+        return (self.max_row - self.min_row + 1, self.max_col - self.min_col + 1)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """Row and column slices of the rectangle."""
+        return (slice(self.min_row, self.max_row + 1), slice(self.min_col, self.max_col + 1))
+
+
+def _check_rects(shape: tuple[int, int], rects: Sequence[Sequence[int]]) -> list[PanelRect]:
+    out = []
+    for k, rect in enumerate(rects):
+        try:
+            r = PanelRect(*(int(v) for v in rect))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"panel rectangle {k} must be (min_row, max_row, min_col, max_col), got {rect!r}"
+            ) from None
+        if not (0 <= r.min_row <= r.max_row < shape[0] and 0 <= r.min_col <= r.max_col < shape[1]):
+            raise ConfigError(f"panel rectangle {k} {tuple(r)} does not lie inside frames of shape {tuple(shape)}")
+        out.append(r)
+    return out
+
+
+def panel_id_from_rects(shape: tuple[int, int], rects: Sequence[Sequence[int]]) -> NDArray[np.int32]:
+    """Panel map of frames of ``shape``: pixels in ``rects[k]`` get ``k`` (the first rectangle wins), others -1.
+
+    Raises
+    ------
+    ConfigError
+        A rectangle is not four integers ``min_row <= max_row``, ``min_col <= max_col`` inside ``shape``.
+    """
+    checked = _check_rects(shape, rects)
+    panel_id = np.full(tuple(shape), -1, np.int32)
+    for k in range(len(checked) - 1, -1, -1):
+        panel_id[checked[k].slices] = k
+    return panel_id
+
+
+def derive_panels(
+    gap: NDArray[np.bool_],
+    *,
+    min_panel_px: int = 1000,
+    min_fill: float = 0.5,
+    min_coverage: float = 0.99,
+) -> tuple[PanelRect, ...]:
+    """The modules of a tiled detector from the gaps between them: the connected good regions.
+
+    A frame stored without geometry (tiles pasted into one array with gaps, Pilatus/EIGER modules with their
+    gaps marked) shows its modules as the rectangles of good pixels the gaps separate. Those are returned as
+    panels when the gaps really tile the frame: at least two regions of ``min_panel_px`` pixels or more, their
+    bounding boxes disjoint, each filled at least ``min_fill`` by its region, and together holding at least
+    ``min_coverage`` of the good pixels. Otherwise (a monolithic detector, a beamstop or beam-hole mask, a
+    circular active area) nothing is returned. Good pixels outside every returned rectangle (isolated
+    specks inside masked areas) belong to no panel.
+
+    Parameters
+    ----------
+    gap : (H, W) bool ndarray
+        True where there is no usable pixel: the file's mask, marker values, the user's mask.
+    min_panel_px : int
+        Smallest region taken as a module.
+    min_fill : float
+        Smallest fraction of a module's bounding box its good pixels must fill.
+    min_coverage : float
+        Smallest fraction of all good pixels the modules must hold.
+
+    Returns
+    -------
+    tuple of PanelRect
+        The modules' bounding boxes in row-major order of their first corner; empty when the gaps do not tile
+        the frame.
+
+    Examples
+    --------
+    >>> gap = np.zeros((40, 90), bool)
+    >>> gap[:, 40:44] = True                      # a 4-pixel gap between two 40 x 40 modules
+    >>> gap[:, 84:] = True                        # and a masked strip at the right edge
+    >>> [tuple(p) for p in derive_panels(gap, min_panel_px=100)]
+    [(0, 39, 0, 39), (0, 39, 44, 83)]
+    """
+    from scipy import ndimage
+
+    gap = np.asarray(gap, dtype=bool)
+    if gap.ndim != 2:
+        raise ConfigError(f"gap map must be 2-D (H, W), got shape {gap.shape}")
+    if min_panel_px < 1:
+        raise ConfigError(f"min_panel_px must be >= 1, got {min_panel_px}")
+    if not 0.0 < min_fill <= 1.0:
+        raise ConfigError(f"min_fill must be in (0, 1], got {min_fill}")
+    if not 0.0 < min_coverage <= 1.0:
+        raise ConfigError(f"min_coverage must be in (0, 1], got {min_coverage}")
+    good = ~gap
+    n_good = int(good.sum())
+    if n_good == 0:
+        return ()
+    labels, n = ndimage.label(good)
+    if n < 2:
+        return ()
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    boxes = ndimage.find_objects(labels)
+    rects: list[PanelRect] = []
+    held = 0
+    for size, box in zip(sizes, boxes, strict=True):
+        if size < min_panel_px or box is None:
+            continue
+        rect = PanelRect(box[0].start, box[0].stop - 1, box[1].start, box[1].stop - 1)
+        if size < min_fill * rect.shape[0] * rect.shape[1]:
+            return ()
+        rects.append(rect)
+        held += int(size)
+    if len(rects) < 2 or held < min_coverage * n_good:
+        return ()
+    occupied = np.zeros(gap.shape, np.int32)
+    for rect in rects:
+        occupied[rect.slices] += 1
+    if int(occupied.max()) > 1:
+        return ()
+    return tuple(sorted(rects))
+
+
+def split_cspad_sensors(rects: Sequence[PanelRect]) -> tuple[tuple[PanelRect, ...], int]:
+    """Split CSPAD two-by-one sensors into their two ASICs, leaving out the big-pixel columns between them.
+
+    A CSPAD two-by-one (185 x 388 pixels as stored, or 388 x 185 transposed) is two 185 x 194 ASICs whose
+    adjacent edge columns (193 and 194 of the 388) hold pixels 2.5 times wider than the others: they collect
+    about 2.5 times the signal and noise of their neighbours, so per-panel background statistics and peak
+    finders flag them. Each such rectangle becomes two 185 x 193 panels, and the two big-pixel columns
+    belong to no panel (they are masked). Other rectangles are kept as they are.
+
+    Parameters
+    ----------
+    rects : sequence of PanelRect
+        Panels, e.g. from :func:`derive_panels`.
+
+    Returns
+    -------
+    panels : tuple of PanelRect
+        The panels, two-by-ones replaced by their ASICs.
+    n_sensors : int
+        How many two-by-ones were split.
+
+    Examples
+    --------
+    >>> panels, n = split_cspad_sensors([PanelRect(0, 184, 392, 779)])
+    >>> n, [tuple(p) for p in panels]
+    (1, [(0, 184, 392, 584), (0, 184, 587, 779)])
+    """
+    out: list[PanelRect] = []
+    n_sensors = 0
+    rows, cols = CSPAD_SENSOR_SHAPE
+    first, second = _CSPAD_BIG_PIXELS
+    for rect in rects:
+        r = PanelRect(*rect)
+        if r.shape == (rows, cols):
+            out.append(PanelRect(r.min_row, r.max_row, r.min_col, r.min_col + first - 1))
+            out.append(PanelRect(r.min_row, r.max_row, r.min_col + second + 1, r.max_col))
+            n_sensors += 1
+        elif r.shape == (cols, rows):
+            out.append(PanelRect(r.min_row, r.min_row + first - 1, r.min_col, r.max_col))
+            out.append(PanelRect(r.min_row + second + 1, r.max_row, r.min_col, r.max_col))
+            n_sensors += 1
+        else:
+            out.append(r)
+    return tuple(out), n_sensors
+
+
+def module_background_steps(
+    image: NDArray[np.number],
+    bad: NDArray[np.bool_],
+    rects: Sequence[PanelRect],
+    *,
+    strip_px: int = 4,
+    max_gap_px: int = 40,
+) -> NDArray[np.float64]:
+    """How much the background steps between modules that face each other across a gap, in units of the noise.
+
+    For each pair of modules side by side (or one above the other) with at most ``max_gap_px`` between them
+    and at least 20 pixels of shared edge, the mean of the ``strip_px`` pixels next to the gap is taken on each
+    side at every position along the edge; the step is the median of their differences, divided by the pixel
+    noise (from differences of neighbouring pixels along the edge, so that scattering that varies along the
+    edge does not count as noise). Calibrated photon-counting modules join seamlessly (steps near 0); modules
+    with their own offsets or gains (pedestal-subtracted integrating sensors) do not. A steep background
+    gradient across a gap also shows as a step.
+
+    Parameters
+    ----------
+    image : (H, W) ndarray
+        One frame.
+    bad : (H, W) bool ndarray
+        True marks a pixel left out.
+    rects : sequence of PanelRect
+        The modules.
+    strip_px : int
+        Width of the strips compared.
+    max_gap_px : int
+        Widest gap between modules that face each other.
+
+    Returns
+    -------
+    (P,) float64 ndarray
+        The absolute step of each facing pair (empty when no modules face each other).
+    """
+    if strip_px < 1:
+        raise ConfigError(f"strip_px must be >= 1, got {strip_px}")
+    data = np.where(np.asarray(bad, dtype=bool), np.nan, np.asarray(image, dtype=np.float64))
+    boxes = [PanelRect(*r) for r in rects]
+    steps: list[float] = []
+    for a in boxes:
+        for b in boxes:
+            if 0 < b.min_col - a.max_col <= max_gap_px:
+                lo, hi = max(a.min_row, b.min_row), min(a.max_row, b.max_row)
+                near = data[lo : hi + 1, max(a.max_col - strip_px + 1, a.min_col) : a.max_col + 1]
+                far = data[lo : hi + 1, b.min_col : min(b.min_col + strip_px, b.max_col + 1)]
+            elif 0 < b.min_row - a.max_row <= max_gap_px:
+                lo, hi = max(a.min_col, b.min_col), min(a.max_col, b.max_col)
+                near = data[max(a.max_row - strip_px + 1, a.min_row) : a.max_row + 1, lo : hi + 1].T
+                far = data[b.min_row : min(b.min_row + strip_px, b.max_row + 1), lo : hi + 1].T
+            else:
+                continue
+            if hi - lo < 20:
+                continue
+            step = _step_across(near, far)
+            along = np.concatenate([np.diff(near, axis=0).ravel(), np.diff(far, axis=0).ravel()])
+            along = np.abs(along[np.isfinite(along)])
+            if not np.isfinite(step) or along.size < 40:
+                continue
+            along = along[along <= np.percentile(along, 99.0)]
+            noise = float(np.sqrt(np.mean(along**2) / 2.0))
+            steps.append(abs(step) / noise if noise > 0 else (0.0 if step == 0 else np.inf))
+    return np.array(steps, dtype=np.float64)
+
+
+def _step_across(near: NDArray[np.float64], far: NDArray[np.float64]) -> float:
+    """Median over the edge of the difference between the mean pixels of two strips facing each other across
+    a gap (rows along the edge); NaN when fewer than 20 positions can be compared."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        diff = np.nanmean(near, axis=1) - np.nanmean(far, axis=1)
+    diff = diff[np.isfinite(diff)]
+    return float(np.median(diff)) if diff.size >= 20 else float("nan")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,10 +14,20 @@ from numpy.typing import NDArray
 
 from .errors import ConfigError
 from .finder import DEFAULT_FINDER, PeakFinder
-from .geometry import HC_KEV_A, DetectorGeometry, PixelMaps, flat_geometry
+from .geometry import (
+    HC_KEV_A,
+    DetectorGeometry,
+    PanelRect,
+    PixelMaps,
+    derive_panels,
+    flat_geometry,
+    module_background_steps,
+    split_cspad_sensors,
+)
 from .peaks import FrameRef, PeakList
 
 if TYPE_CHECKING:
+    from .io.frames import Frame
     from .io.metadata import GeometryHint
 
 __all__ = [
@@ -27,6 +38,8 @@ __all__ = [
     "find_in_frames",
     "combine_masks",
     "resolve_geometry",
+    "detector_panels",
+    "MODULE_STEP_NOISE",
 ]
 
 log = logging.getLogger(__name__)
@@ -168,6 +181,7 @@ def resolve_geometry(
     data_file: str | None = None,
     warn: bool = True,
     hint: GeometryHint | None = None,
+    panels: Sequence[PanelRect] | None = None,
 ) -> RunGeometry:
     """The detector description of a run from whatever geometry the user gave.
 
@@ -176,8 +190,10 @@ def resolve_geometry(
     either, the geometry the data files state (``hint``, see :func:`braggml.io.metadata.geometry_hint`) is
     used: a flat detector from its beam centre, pixel size and distance, a radius map from its beam centre
     alone, or its per-pixel radius map; pixel size, distance and wavelength given by the user take precedence
-    over the hint's. With nothing at all, one panel with the radius measured from the image centre is used and
-    a warning says so.
+    over the hint's. With nothing at all, the radius is measured from the image centre and a warning says so.
+
+    Without a ``.geom`` file, ``panels`` (see :func:`detector_panels`) split the frame into panels; pixels
+    outside every panel are bad. Otherwise the frame is one panel.
     """
     if photon_energy_ev is not None:
         if not photon_energy_ev > 0:
@@ -195,32 +211,132 @@ def resolve_geometry(
         geometry_mask = read_geometry_masks(geometry, shape, data_file=data_file)
         maps = geometry.pixel_maps(shape)
         return RunGeometry(maps, geometry, geometry_mask)
+    found = _geometry_without_file(
+        shape,
+        beam_center_rowcol=beam_center_rowcol,
+        pixel_size_mm=pixel_size_mm,
+        distance_mm=distance_mm,
+        wavelength_a=wavelength_a,
+        hint=hint,
+    )
+    if found is None:
+        if pixel_size_mm is not None or distance_mm is not None:
+            raise ConfigError("--pixel-size-mm/--distance-mm need --beam-center (or use --geom)")
+        if warn:
+            layout = f"{len(panels)} panels" if panels else "one panel"
+            log.warning(
+                "no detector geometry given: %s, beam at the image centre "
+                "(give --geom or --beam-center for correct radial backgrounds and resolution)",
+                layout,
+            )
+        found = RunGeometry(PixelMaps.fallback(shape))
+    if panels:
+        found = RunGeometry(found.maps.with_panels(panels), found.geometry, found.mask)
+    return found
+
+
+def _geometry_without_file(
+    shape: tuple[int, int],
+    *,
+    beam_center_rowcol: tuple[float, float] | None,
+    pixel_size_mm: float | None,
+    distance_mm: float | None,
+    wavelength_a: float | None,
+    hint: GeometryHint | None,
+) -> RunGeometry | None:
+    """A one-panel run geometry from a beam centre or the file metadata; None when neither places the beam."""
     if beam_center_rowcol is not None:
+        beam = (float(beam_center_rowcol[0]), float(beam_center_rowcol[1]))
         if pixel_size_mm is not None and distance_mm is not None:
             geometry = flat_geometry(
                 shape,
                 pixel_size_mm=pixel_size_mm,
                 distance_mm=distance_mm,
-                beam_center_rowcol=(float(beam_center_rowcol[0]), float(beam_center_rowcol[1])),
+                beam_center_rowcol=beam,
                 wavelength_a=wavelength_a,
             )
             return RunGeometry(geometry.pixel_maps(shape), geometry)
-        radius = _radius_from(shape, (float(beam_center_rowcol[0]), float(beam_center_rowcol[1])))
+        radius = _radius_from(shape, beam)
         return RunGeometry(PixelMaps(np.zeros(shape, np.int32), radius, np.zeros(shape, bool), None, known=True))
     if hint is not None:
-        from_hint = _geometry_from_hint(
+        return _geometry_from_hint(
             shape, hint, pixel_size_mm=pixel_size_mm, distance_mm=distance_mm, wavelength_a=wavelength_a
         )
-        if from_hint is not None:
-            return from_hint
-    if pixel_size_mm is not None or distance_mm is not None:
-        raise ConfigError("--pixel-size-mm/--distance-mm need --beam-center (or use --geom)")
-    if warn:
-        log.warning(
-            "no detector geometry given: treating the frame as one panel with the beam at the image centre "
-            "(give --geom or --beam-center for correct radial backgrounds and resolution)"
+    return None
+
+
+#: Median background step between facing modules (in noise units) from which modules get panels of their own.
+MODULE_STEP_NOISE = 0.5
+
+
+def detector_panels(
+    shape: tuple[int, int],
+    *,
+    gap: NDArray[np.bool_] | None,
+    hint: GeometryHint | None = None,
+    image: NDArray[np.number] | None = None,
+) -> tuple[PanelRect, ...]:
+    """The panels of a frame read without a geometry file: its modules, from the file's layout or its gaps.
+
+    Sensors the file stores side by side without gaps (:attr:`GeometryHint.panels`) are panels as they are.
+    Otherwise the modules are the rectangles of good pixels that the gaps separate (see
+    :func:`braggml.geometry.derive_panels`). CSPAD two-by-one sensors among them are split into their ASICs,
+    with the big-pixel columns between them left out (see :func:`braggml.geometry.split_cspad_sensors`).
+    Other modules become panels when their backgrounds step across the gaps (own offsets or gains, as
+    pedestal-subtracted sensors have; see :func:`braggml.geometry.module_background_steps`); modules that
+    join seamlessly (calibrated photon counters) stay one panel, as per-module background statistics would
+    only add noise there, and the masked gaps already keep peaks within a module.
+
+    Parameters
+    ----------
+    shape : (H, W)
+        Frame shape.
+    gap : (H, W) bool ndarray or None
+        Pixels that are not usable: file mask, user mask and the marker values of a frame (True = gap).
+    hint : GeometryHint, optional
+        The file's own geometry description.
+    image : (H, W) ndarray, optional
+        A frame, to compare the modules' backgrounds; without it, modules found from the gaps are panels.
+
+    Returns
+    -------
+    tuple of PanelRect
+        The panels; empty when the frame is one panel.
+    """
+    if hint is not None and hint.panels:
+        rects: tuple[PanelRect, ...] = tuple(hint.panels)
+        how = f"sensors stored side by side ({hint.source})"
+    elif gap is not None:
+        if gap.shape != tuple(shape):
+            raise ValueError(f"gap map of shape {gap.shape} does not match frames of shape {tuple(shape)}")
+        rects = derive_panels(gap)
+        how = "the gaps of the mask and marker values"
+    else:
+        return ()
+    if not rects:
+        return ()
+    split, n_sensors = split_cspad_sensors(rects)
+    sizes = sorted({p.shape for p in split}, key=lambda s: -s[0] * s[1])
+    listed = ", ".join(f"{r} x {c}" for r, c in sizes[:3]) + (", ..." if len(sizes) > 3 else "")
+    if not n_sensors and image is not None and gap is not None and not (hint is not None and hint.panels):
+        steps = module_background_steps(image, gap, rects)
+        if steps.size and float(np.median(steps)) < MODULE_STEP_NOISE:
+            log.info(
+                "%d modules (%s) from %s; their backgrounds join across the gaps (median step %.2f of the noise): "
+                "one panel",
+                len(split),
+                listed,
+                how,
+                float(np.median(steps)),
+            )
+            return ()
+    log.info("%d panels (%s) from %s", len(split), listed, how)
+    if n_sensors:
+        log.info(
+            "CSPAD: %d two-by-one sensors split into their ASICs; the big-pixel columns between the ASICs are masked",
+            n_sensors,
         )
-    return RunGeometry(PixelMaps.fallback(shape))
+    return split
 
 
 def _radius_from(shape: tuple[int, int], beam_center_rowcol: tuple[float, float]) -> NDArray[np.float32]:
@@ -274,6 +390,11 @@ class FindJob:
 
     Attributes mirror the command line: inputs (files, globs, ``FILE::/dataset``), the frame dataset, the finder's
     name and parameters, masks, saturation, detector kind and geometry.
+
+    The last two are what the run learned from its frames, filled in by :class:`PreparedRun` once per run and
+    passed on to every worker, so that no worker reads or refines again: ``derived_panels`` (the panels of a
+    frame read without a geometry file, see :func:`detector_panels`; None: not yet derived, empty: one panel)
+    and ``refined_beam_center_rowcol`` (the beam centre the refinement settled on; None: not yet refined).
     """
 
     inputs: tuple[str, ...]
@@ -292,12 +413,33 @@ class FindJob:
     photon_energy_ev: float | None = None
     min_peaks: int = 1
     refine_beam_center: bool = True
+    derived_panels: tuple[PanelRect, ...] | None = None
+    refined_beam_center_rowcol: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ConfigError("no inputs given")
         if self.min_peaks < 1:
             raise ConfigError(f"min_peaks must be >= 1, got {self.min_peaks}")
+        if self.derived_panels is not None:
+            try:
+                panels = tuple(PanelRect(*(int(v) for v in rect)) for rect in self.derived_panels)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    "derived_panels must be (min_row, max_row, min_col, max_col) rectangles, "
+                    f"got {self.derived_panels!r}"
+                ) from None
+            object.__setattr__(self, "derived_panels", panels)
+        if self.refined_beam_center_rowcol is not None:
+            try:
+                row, col = (float(v) for v in self.refined_beam_center_rowcol)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"refined_beam_center_rowcol must be (row, col), got {self.refined_beam_center_rowcol!r}"
+                ) from None
+            if not (math.isfinite(row) and math.isfinite(col)):
+                raise ConfigError(f"refined_beam_center_rowcol must be finite, got {self.refined_beam_center_rowcol!r}")
+            object.__setattr__(self, "refined_beam_center_rowcol", (row, col))
 
     def make_finder(self) -> PeakFinder:
         from .finder import make_finder
@@ -306,7 +448,12 @@ class FindJob:
 
 
 class PreparedRun:
-    """A :class:`FindJob` opened: frames, finder, geometry and the run-wide mask, ready to process any range."""
+    """A :class:`FindJob` opened: frames, finder, geometry and the run-wide mask, ready to process any range.
+
+    What the run learns from its frames (the panels of a frame read without a geometry file, the refined beam
+    centre) is found here once, from the first readable frame, and kept in :attr:`job`; a run opened from that
+    job (a worker, a shard) takes them from it and reads no frame to find them again.
+    """
 
     def __init__(self, job: FindJob, *, warn_without_geometry: bool = True) -> None:
         from .io.frames import open_frames
@@ -316,9 +463,26 @@ class PreparedRun:
         self.source = open_frames(
             list(job.inputs), dataset=job.dataset, detector_kind=job.detector_kind, saturation=job.saturation
         )
+        self._first: Frame | None = None
+        self._first_read = False
         shape = self.source.shape
         user_geometry = job.geom is not None or job.beam_center_rowcol is not None
-        hint = None if user_geometry else self.source.geometry_hint()
+        file_hint = None if job.geom is not None else self.source.geometry_hint()
+        hint = None if user_geometry else file_hint
+        user_mask = None
+        if job.mask:
+            from .io.masks import load_mask
+
+            user_mask = load_mask(job.mask, shape=shape, one_means_good=job.mask_one_means_good)
+        self._user_mask = user_mask
+        panels = job.derived_panels
+        if panels is None and job.geom is None:
+            first = self._first_frame()
+            gap = combine_masks(shape, self.source.file_mask(), user_mask, first.bad if first is not None else None)
+            panels = detector_panels(shape, gap=gap, hint=file_hint, image=first.data if first is not None else None)
+        self._panels: tuple[PanelRect, ...] = tuple(panels or ())
+        #: Sensors stored side by side without placement: the array is not an image of the detector.
+        self._unplaced = file_hint is not None and bool(file_hint.panels)
         self.geometry = resolve_geometry(
             shape,
             geom=job.geom,
@@ -330,59 +494,91 @@ class PreparedRun:
             data_file=self.source.files[0],
             warn=warn_without_geometry and (user_geometry or not job.refine_beam_center),
             hint=hint,
+            panels=self._panels,
         )
-        user_mask = None
-        if job.mask:
-            from .io.masks import load_mask
-
-            user_mask = load_mask(job.mask, shape=shape, one_means_good=job.mask_one_means_good)
-        self._user_mask = user_mask
         self._update_mask()
+        centre = job.refined_beam_center_rowcol
         if job.refine_beam_center and not user_geometry:
-            self._refine_beam_center(hint, warn=warn_without_geometry)
+            centre = self._refine_beam_center(hint, centre, warn=warn_without_geometry)
+        self._first = None
+        self.source.close()
+        self.job = replace(
+            job,
+            derived_panels=self._panels if job.geom is None else None,
+            refined_beam_center_rowcol=centre,
+        )
+
+    def _first_frame(self) -> Frame | None:
+        """The run's first readable frame (of the first three), read once; None when none can be read."""
+        from .errors import DataFormatError
+
+        if not self._first_read:
+            self._first_read = True
+            for k in range(min(len(self.source), 3)):
+                try:
+                    self._first = self.source.frame(k)
+                    break
+                except DataFormatError:
+                    continue
+        return self._first
 
     def _update_mask(self) -> None:
         self.mask = combine_masks(
             self.source.shape, self.source.file_mask(), self._user_mask, self.geometry.maps.mask, self.geometry.mask
         )
 
-    def _refine_beam_center(self, hint: GeometryHint | None, *, warn: bool) -> None:
+    def _refine_beam_center(
+        self, hint: GeometryHint | None, known: tuple[float, float] | None, *, warn: bool
+    ) -> tuple[float, float] | None:
         """Move a stated (file header) or assumed (image centre) beam centre to where the scattering is circular.
 
-        Done once per run on its first readable frame, so every worker and shard finds the same centre. Runs
-        whose geometry is a per-pixel radius map (multi-panel detectors) are left alone.
+        Done once per run on its first readable frame; ``known`` is the centre an earlier refinement of the
+        same run settled on (a worker's job carries it), taken without reading a frame. Runs whose geometry is
+        a per-pixel radius map (multi-panel detectors) or whose sensors are stored unplaced are left alone.
+        Returns the centre settled on, None when there was nothing to refine.
         """
-        from .classical.centering import refine_beam_center
-        from .errors import DataFormatError
+        from .classical.centering import fit_beam_center
 
         shape = self.source.shape
         if hint is not None and hint.beam_center_rowcol is not None:
             start, search, stated = (float(hint.beam_center_rowcol[0]), float(hint.beam_center_rowcol[1])), 32.0, True
-        elif self.geometry.maps.known:
-            return
+        elif self.geometry.maps.known or self._unplaced:
+            if self._unplaced and warn:
+                log.warning(
+                    "no detector geometry given: the sensors are stored side by side, not placed, so there is no "
+                    "beam centre to refine (give --geom for radial backgrounds and resolution)"
+                )
+            return None
         else:
             start, search, stated = ((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0), 64.0, False
-        frame = None
-        for k in range(min(len(self.source), 3)):
-            try:
-                frame = self.source.frame(k)
-                break
-            except DataFormatError:
-                continue
-        self.source.close()
-        centre = start
-        if frame is not None:
-            centre, before, after = refine_beam_center(frame.data, self.mask | frame.bad, start, search_px=search)
+        if known is not None:
+            centre = known
+        else:
+            centre = start
+            frame = self._first_frame()
+            if frame is not None:
+                fit = fit_beam_center(frame.data, self.mask | frame.bad, start, search_px=search)
+                centre = fit.center_rowcol
+                if fit.moved:
+                    log.info(
+                        "beam centre refined from the scattering of %s: (%.2f, %.2f) -> (%.2f, %.2f) px (row, col); "
+                        "radial coherence %.3f -> %.3f",
+                        frame.ref,
+                        *start,
+                        *centre,
+                        fit.coherence_start,
+                        fit.coherence_best,
+                    )
+                elif fit.failed and warn:
+                    log.warning(
+                        "beam centre refinement on %s failed (%s); keeping the %s centre (%.1f, %.1f) "
+                        "(give --beam-center or --geom if it is wrong)",
+                        frame.ref,
+                        fit.reason,
+                        "stated" if stated else "assumed image",
+                        *start,
+                    )
         if centre != start:
-            log.info(
-                "beam centre refined from the scattering of %s: (%.2f, %.2f) -> (%.2f, %.2f) px (row, col); "
-                "radial coherence %.3f -> %.3f",
-                frame.ref,
-                *start,
-                *centre,
-                before,
-                after,
-            )
             job = self.job
             wavelength_a = job.wavelength_a or (hint.wavelength_a if hint else None)
             self.geometry = resolve_geometry(
@@ -393,16 +589,22 @@ class PreparedRun:
                 wavelength_a=wavelength_a,
                 photon_energy_ev=job.photon_energy_ev if wavelength_a is None else None,
                 warn=False,
+                panels=self._panels,
             )
             self._update_mask()
         if warn and not stated:
             where = "found from the frame's circular scattering" if centre != start else "assumed at the image centre"
+            if not (0 <= centre[0] <= shape[0] - 1 and 0 <= centre[1] <= shape[1] - 1):
+                where += " off the chip"
+            layout = f"{len(self._panels)} panels" if self._panels else "one panel"
             log.warning(
-                "no detector geometry given: one panel, beam centre %s at (%.1f, %.1f) "
+                "no detector geometry given: %s, beam centre %s at (%.1f, %.1f) "
                 "(give --geom or --beam-center for correct radial backgrounds and resolution)",
+                layout,
                 where,
                 *centre,
             )
+        return centre
 
     def __len__(self) -> int:
         return len(self.source)

@@ -290,3 +290,29 @@ def test_resolve_geometry_falls_back_when_hint_places_no_beam(caplog: pytest.Log
     assert "radius map of shape (4, 4) does not fit frames of shape (40, 32)" in caplog.text
     with pytest.raises(ConfigError, match="need --beam-center"):
         resolve_geometry(SHAPE, hint=GeometryHint(wavelength_a=1.0), distance_mm=100.0)
+
+
+# -- sensors stored side by side --------------------------------------------------------------------------------
+
+
+def test_cspad_sensor_stack_from_the_detector_description(tmp_path: Path) -> None:
+    path = tmp_path / "cspad_stack.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry/data/data", data=np.zeros((1, 370, 388), np.int32))
+        f["entry/data/data"].attrs["description"] = "CsPad 2x2"
+    hint = geometry_hint(path)
+    assert hint is not None and [tuple(p) for p in hint.panels] == [(0, 184, 0, 387), (185, 369, 0, 387)]
+    assert hint.beam_center_rowcol is None and "2 unplaced sensors of 185 x 388" in hint.summary()
+    plain = tmp_path / "plain_370.h5"
+    with h5py.File(plain, "w") as f:
+        f.create_dataset("entry/data/data", data=np.zeros((1, 370, 388), np.int32))
+    assert geometry_hint(plain) is None  # the shape alone is not enough
+
+
+def test_real_cspad_cbf_hint_lists_its_sensors(real_data: Path) -> None:
+    path = real_data / "thermolysin_cspad" / "idx-20130301060858401.cbf"
+    if not path.is_file():
+        pytest.skip("thermolysin CSPAD CBF not available")
+    hint = geometry_hint(path)
+    assert hint is not None and len(hint.panels) == 32 and {p.shape for p in hint.panels} == {(185, 388)}
+    assert hint.wavelength_a == pytest.approx(1.2726, abs=1e-3)

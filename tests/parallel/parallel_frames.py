@@ -56,3 +56,46 @@ def crash_on_frame_3(job, start: int, stop: int):
     if start <= 3 < stop:
         os._exit(3)
     return process_chunk(job, start, stop)
+
+
+def write_ring_cxi(
+    path: Path,
+    n: int,
+    *,
+    centre: tuple[float, float] = (20.3, 95.7),
+    gap_cols: tuple[int, int] | None = None,
+    right_offset: float = 0.0,
+) -> Path:
+    """Frames with a powder ring about ``centre`` (so the beam centre is refined) and the spots of
+    :func:`spots_of`; with ``gap_cols`` (start, stop), those columns read -1 (a gap between two modules) and the
+    module right of the gap reads ``right_offset`` more."""
+    rows, cols = np.indices(SHAPE)
+    r = np.hypot(rows - centre[0], cols - centre[1])
+    rng = np.random.default_rng(11)
+    out = np.empty((n, *SHAPE), np.int32)
+    for k in range(n):
+        image = 20.0 + 150.0 * np.exp(-((r - 30.0) ** 2) / 8.0)
+        if gap_cols is not None:
+            image[:, gap_cols[1] :] += right_offset
+        for sr, sc in spots_of(k):
+            image += 900.0 * np.exp(-((rows - sr) ** 2 + (cols - sc) ** 2) / 2.0)
+        out[k] = rng.poisson(image)
+        if gap_cols is not None:
+            out[k][:, gap_cols[0] : gap_cols[1]] = -1
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry_1/data_1/data", data=out, chunks=(1, *SHAPE), compression="gzip")
+    return path
+
+
+def chunk_without_setup_work(job, start: int, stop: int):
+    """A chunk task that fails if its worker reads a frame to derive panels or refines the beam centre."""
+    import braggml.classical.centering as centering
+    import braggml.pipeline as pipeline
+    from braggml.parallel.worker import process_chunk
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a worker repeated the run's setup (panels or beam centre)")
+
+    centering.fit_beam_center = refuse
+    pipeline.detector_panels = refuse
+    return process_chunk(job, start, stop)

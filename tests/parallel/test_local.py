@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parallel_frames import spots_of
+from parallel_frames import chunk_without_setup_work, spots_of, write_ring_cxi
 
 from braggml.cli import main
 from braggml.errors import ConfigError
@@ -43,6 +43,33 @@ def test_two_workers_equal_one(run_files):
     assert outcome.summary.n_frames == 24 and outcome.summary.n_peaks == ref_summary.n_peaks
     assert outcome.summary.n_hits == ref_summary.n_hits and not outcome.summary.failures
     assert outcome.n_chunks == 9  # 13 + 11 frames in chunks of 3 that never cross a file
+
+
+def test_beam_centre_refined_once_for_all_workers(tmp_path: Path):
+    from braggml.parallel.execute import _ProcessBackend
+
+    files = [write_ring_cxi(tmp_path / "rings.cxi", 8)]
+    run = PreparedRun(_job(files), warn_without_geometry=False)
+    centre = run.job.refined_beam_center_rowcol
+    assert centre == pytest.approx((20.3, 95.7), abs=1.0) and run.job.derived_panels == ()
+    reference, _ = run.run()
+    _assert_spots_found(reference)
+    backend = _ProcessBackend(run, 2, None, task=chunk_without_setup_work)
+    try:
+        results = sorted(backend.map_unordered(run_chunks := _chunks(8, 3)), key=lambda r: r.start)
+    finally:
+        backend.close()
+    assert [(r.start, r.stop) for r in results] == [(c.start, c.stop) for c in run_chunks]
+    peaks = PeakList.concatenate([r.peaks for r in results], frames=reference.frames)
+    _assert_same(peaks, reference)
+    outcome = run_find(run, ExecutionConfig(workers=2, chunk_frames=3))
+    _assert_same(outcome.peaks, reference)
+
+
+def _chunks(n: int, size: int):
+    from braggml.parallel.plan import plan_chunks
+
+    return plan_chunks([(0, n)], size)
 
 
 def test_dask_local_cluster_equals_one_worker(run_files):

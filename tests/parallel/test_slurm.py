@@ -16,7 +16,8 @@ import pytest
 from braggml.cli import main
 from braggml.errors import ConfigError
 from braggml.io.peaklists import read_event_list, read_peaks
-from braggml.parallel.slurm import SlurmArrayConfig, array_script, shard_output
+from braggml.parallel.slurm import SlurmArrayConfig, array_script, read_shard_record, shard_output
+from braggml.pipeline import FindJob, PreparedRun
 
 
 def _directives(script: str) -> list[str]:
@@ -244,3 +245,19 @@ def test_array_script_uses_given_workers():
     )
     assert "SLURM_CPUS_PER_TASK" not in script
     assert script.splitlines()[-1].startswith("braggml find --shard")
+
+
+def test_shard_record_keeps_what_the_run_learned(tmp_path: Path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from parallel_frames import write_ring_cxi
+
+    data = write_ring_cxi(tmp_path / "tiles.cxi", 6, gap_cols=(84, 90), right_offset=8.0)
+    out = Path(shard_output(tmp_path / "p.csv", 1))
+    assert main(["find", str(data), "--shard", "1/2", "-o", str(out), "-q"]) == 0
+    job = read_shard_record(out).find_job()
+    assert len(job.derived_panels) == 2 and job.refined_beam_center_rowcol is not None
+    run = PreparedRun(FindJob(inputs=(str(data),)), warn_without_geometry=False)
+    assert job == run.job
+    merged = tmp_path / "m.stream"
+    assert main(["find", str(data), "--shard", "0/2", "-o", str(shard_output(tmp_path / "p.csv", 0)), "-q"]) == 0
+    assert main(["merge", str(tmp_path / "p.shard-*.csv"), "-o", str(merged), "-q"]) == 0

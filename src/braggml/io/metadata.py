@@ -15,7 +15,10 @@
   states one;
 - per-pixel radius maps (``/entry/instrument/detector/radius_px``): each pixel's distance from the beam,
   for tiled detectors that no single beam centre describes;
-- braggml's simulated files (the ``geometry`` of the ``/truth`` attribute ``parameters``).
+- braggml's simulated files (the ``geometry`` of the ``/truth`` attribute ``parameters``);
+- the sensors of a CSPAD stored one beside the other without gaps (psana's 32 x 185 x 388 stack, Cheetah's
+  1480 x 1552 layout, the LCLS CBF arrays), from the detector's name in the file or those exact shapes:
+  each two-by-one sensor is a panel (:attr:`GeometryHint.panels`).
 
 Beam centres are in array coordinates with pixel centres at integers, taking ``Beam_xy`` and
 ``beam_center_x|y`` as written (the convention of :func:`braggml.geometry.flat_geometry`).
@@ -28,7 +31,7 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +40,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError, DataFormatError
+from ..geometry import CSPAD_SENSOR_SHAPE, PanelRect
 from . import cbf as _cbf
 from . import hdf5 as _hdf5
 
 if TYPE_CHECKING:
     from .frames import FrameSource
 
-__all__ = ["GeometryHint", "geometry_hint", "RADIUS_MAP_PATHS"]
+__all__ = ["GeometryHint", "geometry_hint", "sensor_stack_panels", "RADIUS_MAP_PATHS"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,13 @@ RADIUS_MAP_PATHS: tuple[str, ...] = (
     "/entry/instrument/detector/radius_px",
     "/entry_1/instrument_1/detector_1/radius_px",
 )
+
+#: Detector descriptions naming a CSPAD (CBF ``CS PAD``, psana ``CsPad``, ``CSPAD 2.3M``, ``CS-PAD``).
+_CSPAD = re.compile(r"\bCS[-\s]?PAD", re.IGNORECASE)
+
+#: Frame shapes that are CSPAD sensor stacks whatever the file says: psana's (32 x 185, 388) array and
+#: Cheetah's 8 x 4 layout of two-by-ones.
+_CSPAD_STACK_SHAPES: frozenset[tuple[int, int]] = frozenset({(32 * 185, 388), (8 * 185, 4 * 388)})
 
 #: Detectors whose modules do not lie in one plane: a single beam centre and distance do not describe them.
 _NOT_FLAT = re.compile(r"PILATUS3?\s*12M", re.IGNORECASE)
@@ -96,6 +107,9 @@ class GeometryHint:
         Beam wavelength.
     radius_px : (H, W) float32 ndarray or None
         Each pixel's distance from the beam axis, in pixels, for detectors no single beam centre describes.
+    panels : tuple of PanelRect or None
+        Panels the file's layout implies, for frames that hold several sensors side by side without gaps
+        (see :func:`sensor_stack_panels`). The sensors are not placed: the array is not the detector's image.
     source : str
         Where the values were read (format and file), for logs and ``braggml info``.
     """
@@ -105,6 +119,7 @@ class GeometryHint:
     distance_mm: float | None = None
     wavelength_a: float | None = None
     radius_px: NDArray[np.float32] | None = None
+    panels: tuple[PanelRect, ...] | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -126,6 +141,14 @@ class GeometryHint:
                 raise ConfigError(f"radius_px must be a 2-D (H, W) map, got shape {radius.shape}")
             radius.setflags(write=False)
             object.__setattr__(self, "radius_px", radius)
+        if self.panels is not None:
+            try:
+                panels = tuple(PanelRect(*(int(v) for v in rect)) for rect in self.panels)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"panels must be (min_row, max_row, min_col, max_col) rectangles, got {self.panels!r}"
+                ) from None
+            object.__setattr__(self, "panels", panels or None)
 
     @property
     def locates_beam(self) -> bool:
@@ -135,8 +158,12 @@ class GeometryHint:
     @property
     def is_empty(self) -> bool:
         """True when the hint states nothing at all."""
-        return self.radius_px is None and all(
-            v is None for v in (self.beam_center_rowcol, self.pixel_size_mm, self.distance_mm, self.wavelength_a)
+        return (
+            self.radius_px is None
+            and self.panels is None
+            and all(
+                v is None for v in (self.beam_center_rowcol, self.pixel_size_mm, self.distance_mm, self.wavelength_a)
+            )
         )
 
     def summary(self) -> str:
@@ -149,6 +176,9 @@ class GeometryHint:
             finite = self.radius_px[np.isfinite(self.radius_px)]
             top = f", up to {float(finite.max()):.1f} px" if finite.size else ""
             parts.append(f"per-pixel radius map {self.radius_px.shape[0]} x {self.radius_px.shape[1]}{top}")
+        if self.panels is not None:
+            rows, cols = self.panels[0].shape
+            parts.append(f"{len(self.panels)} unplaced sensors of {rows} x {cols}")
         if self.pixel_size_mm is not None:
             parts.append(f"pixel {self.pixel_size_mm:.6g} mm")
         if self.distance_mm is not None:
@@ -220,6 +250,57 @@ def geometry_hint(
     return hint
 
 
+def sensor_stack_panels(detector_text: str, shape: tuple[int, int] | None) -> tuple[PanelRect, ...] | None:
+    """The two-by-one sensors of a CSPAD whose frames hold them side by side without gaps, or None.
+
+    Parameters
+    ----------
+    detector_text : str
+        What the file says about its detector (``CS PAD``, ``CsPad``...); may be empty.
+    shape : (H, W) or None
+        Frame shape.
+
+    Returns
+    -------
+    tuple of PanelRect or None
+        One 185 x 388 rectangle per sensor, row by row, when the shape is a grid of such sensors and either
+        the file names a CSPAD or the shape is a whole CSPAD stack (32 x 185 rows of 388, or Cheetah's
+        1480 x 1552); None otherwise.
+
+    Examples
+    --------
+    >>> [tuple(p) for p in sensor_stack_panels("CS PAD", (370, 388))]
+    [(0, 184, 0, 387), (185, 369, 0, 387)]
+    >>> sensor_stack_panels("PILATUS3 6M", (370, 388)) is None
+    True
+    """
+    if shape is None:
+        return None
+    rows, cols = (int(v) for v in shape)
+    sensor_rows, sensor_cols = CSPAD_SENSOR_SHAPE
+    if rows % sensor_rows or cols % sensor_cols or (rows, cols) == (sensor_rows, sensor_cols):
+        return None
+    if not (_CSPAD.search(detector_text or "") or (rows, cols) in _CSPAD_STACK_SHAPES):
+        return None
+    return tuple(
+        PanelRect(r, r + sensor_rows - 1, c, c + sensor_cols - 1)
+        for r in range(0, rows, sensor_rows)
+        for c in range(0, cols, sensor_cols)
+    )
+
+
+def _with_stack_panels(
+    hint: GeometryHint | None, detector_text: str, shape: tuple[int, int] | None, source: str
+) -> GeometryHint | None:
+    """``hint`` with the panels of a gap-less CSPAD sensor stack added (made when there was no hint)."""
+    panels = sensor_stack_panels(detector_text, shape)
+    if panels is None:
+        return hint
+    if hint is None:
+        return GeometryHint(panels=panels, source=source)
+    return replace(hint, panels=panels)
+
+
 # -- CBF and TIFF --------------------------------------------------------------------------------------------
 
 
@@ -257,6 +338,11 @@ def _pilatus_hint(values: _cbf.PilatusValues, detector: str, source: str) -> Geo
 def _cbf_hint(path: str) -> GeometryHint | None:
     header = _cbf.read_cbf_header(path)
     name = Path(path).name
+    hint = _cbf_header_hint(path, header, name)
+    return _with_stack_panels(hint, header.detector, header.shape, f"CBF header of {name}")
+
+
+def _cbf_header_hint(path: str, header: _cbf.CbfHeader, name: str) -> GeometryHint | None:
     if header.beam_row_col_px is not None:
         return _pilatus_hint(_cbf.pilatus_header_values(header.lines), header.detector, f"CBF header of {name}")
     try:
@@ -486,13 +572,14 @@ def _radius_map(h5: h5py.File, shape: tuple[int, int] | None, name: str) -> tupl
     return None
 
 
-def _frame_shape(h5: h5py.File) -> tuple[int, int] | None:
+def _frame_layout(h5: h5py.File) -> tuple[tuple[int, int] | None, str]:
+    """Frame shape (None when unknown) and detector description of the file's first frame dataset."""
     try:
         path = _hdf5.find_frame_datasets(h5)[0]
         dims = h5[path].shape
-        return int(dims[-2]), int(dims[-1])
+        return (int(dims[-2]), int(dims[-1])), _hdf5.detector_text(h5, path)
     except (DataFormatError, KeyError, OSError, RuntimeError, IndexError):
-        return None
+        return None, ""
 
 
 def _hdf5_hint(path: str, shape: tuple[int, int] | None) -> GeometryHint | None:
@@ -505,22 +592,24 @@ def _hdf5_hint(path: str, shape: tuple[int, int] | None) -> GeometryHint | None:
         cxi = _detector_hint(h5, _CXI_DETECTOR, name, "CXI")
         found = nexus or cxi
         wavelength = _nexus_wavelength(h5, name) or _cxi_wavelength(h5, name)
+        frame_shape, detector = _frame_layout(h5)
         if shape is None:
-            shape = _frame_shape(h5)
+            shape = frame_shape
         radius = _radius_map(h5, shape, name)
-    if found is None and radius is None and wavelength is None:
-        return None
-    if found is not None:
-        source = found.source
-    else:
-        source = f"radius map {radius[1]} of {name}" if radius is not None else f"beam metadata of {name}"
-    if found is not None and radius is not None:
-        source += f" and radius map {radius[1]}"
-    return GeometryHint(
-        beam_center_rowcol=found.beam_center_rowcol if found is not None else None,
-        pixel_size_mm=found.pixel_size_mm if found is not None else None,
-        distance_mm=found.distance_mm if found is not None else None,
-        wavelength_a=wavelength,
-        radius_px=radius[0] if radius is not None else None,
-        source=source,
-    )
+    hint = None
+    if found is not None or radius is not None or wavelength is not None:
+        if found is not None:
+            source = found.source
+        else:
+            source = f"radius map {radius[1]} of {name}" if radius is not None else f"beam metadata of {name}"
+        if found is not None and radius is not None:
+            source += f" and radius map {radius[1]}"
+        hint = GeometryHint(
+            beam_center_rowcol=found.beam_center_rowcol if found is not None else None,
+            pixel_size_mm=found.pixel_size_mm if found is not None else None,
+            distance_mm=found.distance_mm if found is not None else None,
+            wavelength_a=wavelength,
+            radius_px=radius[0] if radius is not None else None,
+            source=source,
+        )
+    return _with_stack_panels(hint, detector, shape, f"detector description of {name}")

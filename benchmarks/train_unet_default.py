@@ -4,7 +4,8 @@ Training data: simulated frames of the ``jungfrau4m`` (integrating, float ADU wi
 ``pilatus6m`` (photon counting, int32) presets only; ``eiger4m`` and ``test`` are kept unseen for
 ``benchmarks/unet_vs_peakfinder8.py``. Run seed 0. Every frame is one of four variants of its preset in turn
 (:func:`braggml.ml.unet_train.variant_config`): hits, weak hits (crystals ten times weaker), hits with ice
-rings, blank frames (solvent, ice on half of them, detector artefacts). Frames 0..N-1 train (half of them
+rings, blank frames (solvent, ice on half of them, detector artefacts), dense hits (a 2.5 times larger unit
+cell) and quiet weak hits (a tenth of the background). Frames 0..N-1 train (half of them
 rescaled by a random gain factor in [0.5, 2] plus a pedestal before normalisation), frames 1000.. validate.
 Random 128 x 128 crops, 40 % centred near a target spot. Targets: cores of radius 1.5 px around observable
 spots with expected SNR >= 3 (:func:`braggml.ml.unet_train.frame_target`).
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from braggml.ml.unet import DEFAULT_MODEL_PATH, NormConfig, UNetConfig
+from braggml.ml.unet import DEFAULT_MODEL_PATH, NormConfig, UNetConfig, load_unet
 from braggml.ml.unet_train import UNetTrainConfig, choose_threshold, simulate_crops, train_unet
 
 #: The shipped architecture (the defaults): 2x2 space-to-depth input, four levels, one convolution per block.
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--val-frames", type=int, default=8, help="validation frames per preset")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--crops-per-frame", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--init", default="", help="start from this model file's weights (fine-tuning)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = UNetTrainConfig(
@@ -51,7 +54,7 @@ def main() -> None:
         crop_size=128,
         crops_per_frame=args.crops_per_frame,
         epochs=args.epochs,
-        learning_rate=3e-3,
+        learning_rate=args.learning_rate,
         batch_size=16,
         patience=8,
         max_seconds=args.max_seconds,
@@ -65,13 +68,17 @@ def main() -> None:
     val_frames = range(FIRST_VAL, FIRST_VAL + cfg.val_frames_per_preset)
     val = simulate_crops(cfg, frames=val_frames, augment=False, norm=norm, rng=rng)
     print(f"data: {len(train)} train / {len(val)} val crops in {time.monotonic() - t0:.0f} s", flush=True)
+    initial = load_unet(args.init, device="cpu") if args.init else None
     trained = train_unet(
-        train, val, config=cfg, model_config=MODEL, norm=norm, progress=lambda r: print(r, flush=True)
+        train, val, config=cfg, model_config=MODEL, norm=norm, progress=lambda r: print(r, flush=True),
+        initial=initial,
     )
+    if initial is not None:
+        trained.info["initialised_from"] = initial.info.get("trained_on")
     threshold, scores = choose_threshold(trained, cfg, frames=val_frames)
     print("threshold on whole validation frames:", threshold, scores, flush=True)
     trained.info["trained_on"] = (
-        f"simulated frames of presets jungfrau4m and pilatus6m (seed 0; variants hits, weak, ice, blank; "
+        f"simulated frames of presets jungfrau4m and pilatus6m (seed 0; variants {', '.join(cfg.variants)}; "
         f"train frames 0-{cfg.train_frames_per_preset - 1}, validation frames {val_frames.start}-"
         f"{val_frames.stop - 1}), 128x128 crops, targets = 1.5 px cores of spots with expected SNR >= 3"
     )

@@ -18,6 +18,7 @@ from braggml.ml.unet import (  # noqa: E402
     TrainedUNet,
     UNet,
     UNetConfig,
+    inference_precision,
     load_unet,
     normalise_frame,
     predict_tiled,
@@ -87,7 +88,7 @@ def test_unet_config_rejects_bad_values(kwargs: dict, match: str) -> None:
     ("kwargs", "match"),
     [({"probability_threshold": 1.5}, "probability_threshold"), ({"tile_size": 0}, "tile_size"),
      ({"overlap": 2000}, "overlap"), ({"device": "tpu"}, "device"), ({"min_pixel_count": 0}, "min_pixel_count"),
-     ({"grow_px": -1.0}, "grow_px")],
+     ({"grow_px": -1.0}, "grow_px"), ({"precision": "int8"}, "precision"), ({"ice_rings": "maybe"}, "ice_rings")],
 )
 def test_finder_config_rejects_bad_values(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -291,6 +292,21 @@ def test_tiled_inference_equals_whole_frame() -> None:
     np.testing.assert_allclose(tiled[:136, :152], whole[:136, :152], atol=1e-5)
 
 
+def test_reduced_precision_keeps_the_probabilities() -> None:
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(channels=(8, 16, 32), downsample=2)).for_inference()
+    rng = np.random.default_rng(1)
+    inputs = np.stack([rng.normal(size=(96, 120)), (rng.random((96, 120)) < 0.02)]).astype(np.float32)
+    full = predict_tiled(model, inputs, precision="float32")
+    brain = predict_tiled(model, inputs, precision="bfloat16")
+    assert brain.dtype == np.float32 and np.abs(brain - full).max() < 0.05
+    assert inference_precision("cpu") in ("bfloat16", "float32") and inference_precision("cuda") == "float16"
+    with pytest.raises(ConfigError, match="float16 needs a CUDA device"):
+        predict_tiled(model, inputs, precision="float16")
+    with pytest.raises(ConfigError, match="precision"):
+        predict_tiled(model, inputs, precision="int8")
+
+
 # -- the finder ----------------------------------------------------------------------------------------
 def test_finder_finds_strong_spots(tiny_model: Path) -> None:
     frame, maps = _test_frame(k=7, seed=21)
@@ -312,8 +328,8 @@ def test_finder_finds_strong_spots(tiny_model: Path) -> None:
 
 def test_finder_tiles_give_the_same_peaks(tiny_model: Path) -> None:
     frame, maps = _test_frame(k=7, seed=21)
-    whole = UNetFinder(model_path=str(tiny_model), device="cpu", tile_size=512, overlap=0)
-    tiled = UNetFinder(model_path=str(tiny_model), device="cpu", tile_size=64, overlap=40)
+    whole = UNetFinder(model_path=str(tiny_model), device="cpu", tile_size=512, overlap=0, precision="float32")
+    tiled = UNetFinder(model_path=str(tiny_model), device="cpu", tile_size=64, overlap=40, precision="float32")
     a = whole.find(frame.image, maps.mask, maps=maps)
     b = tiled.find(frame.image, maps.mask, maps=maps)
     # peaks straddling a tile border are found once, at the same place
@@ -463,3 +479,41 @@ def test_measured_regions_match_direct_sums() -> None:
         assert got["snr"][k - 1] == pytest.approx(residual[sel].sum() / np.sqrt(0.25 * sel.sum()), rel=1e-6)
         assert got["score"][k - 1] == pytest.approx(prob[labels == k].max())
     assert got["row"][0] == pytest.approx(11.0, abs=0.1) and got["col"][0] == pytest.approx(21.1, abs=0.15)
+
+
+def test_peaks_on_powder_rings_are_dropped_and_counted() -> None:
+    from braggml.geometry import PixelMaps
+
+    rng = np.random.default_rng(3)
+    shape = (301, 301)
+    maps = PixelMaps.fallback(shape)
+    radius = np.asarray(maps.radius_px)
+    image = rng.poisson(10.0 + 40.0 * (np.abs(radius - 100.0) < 1.5)).astype(np.int32)
+    norm = normalise_frame(image, None, maps=maps)
+    prob = np.zeros(shape, np.float32)
+    centre = np.array(shape) / 2 - 0.5
+    on_ring = [(centre[0] + 100 * np.sin(a), centre[1] + 100 * np.cos(a)) for a in (0.3, 1.9, 4.0)]
+    off_ring = [(centre[0] + 60, centre[1] + 20), (centre[0] - 30, centre[1] - 120)]
+    for r, c in on_ring + off_ring:
+        prob[int(round(r)) - 1 : int(round(r)) + 2, int(round(c)) - 1 : int(round(c)) + 2] = 0.99
+    finder = UNetFinder(device="cpu")
+    peaks = finder.peaks_from_probability(prob, norm, 0.5)
+    assert len(peaks) == len(off_ring) and finder.last_rejections == {"powder_ring": len(on_ring)}
+    found = np.column_stack([peaks.row, peaks.col])
+    fi, _ = match_frame(found, np.array(off_ring), 1.5)
+    assert len(fi) == len(off_ring)
+    keep_all = UNetFinder(device="cpu", reject_powder_rings=False)
+    assert len(keep_all.peaks_from_probability(prob, norm, 0.5)) == len(on_ring) + len(off_ring)
+    assert keep_all.last_rejections == {}
+
+
+def test_faulty_lines_stay_inside_panels_and_keep_counts_whole() -> None:
+    from braggml.ml.unet_train import faulty_lines
+
+    frame, maps = _test_frame()
+    counts = np.random.default_rng(0).poisson(20.0, frame.image.shape).astype(np.int32)
+    out, where = faulty_lines(counts, maps.panel_id, maps.mask, np.random.default_rng(5))
+    assert where.any() and not (where & maps.mask).any() and (maps.panel_id[where] >= 0).all()
+    np.testing.assert_array_equal(out[~where], counts[~where])
+    assert np.all(out == np.rint(out)) and not np.array_equal(out[where], counts[where])
+    assert counts.dtype == np.int32  # the input is not modified

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..classical._common import prepare_frame
 from ..classical._radial import (
+    RadialStats,
     background_rate,
     estimate_gain_per_panel,
     noise_floor,
@@ -45,6 +46,7 @@ __all__ = [
     "TrainedUNet",
     "normalise_frame",
     "predict_tiled",
+    "inference_precision",
     "tile_starts",
     "load_unet",
     "save_unet",
@@ -153,6 +155,10 @@ class NormalisedFrame:
     panel_id : (H, W) int32 ndarray
     gain : float
         Estimated detector units per photon (0 when no shot-noise trend was found).
+    stats : RadialStats or None
+        The per-panel radial background statistics the background and noise come from.
+    maps : PixelMaps or None
+        The pixel maps used (radius, resolution).
     """
 
     inputs: NDArray[np.float32]
@@ -162,6 +168,8 @@ class NormalisedFrame:
     bad: NDArray[np.bool_]
     panel_id: NDArray[np.int32]
     gain: float
+    stats: RadialStats | None = None
+    maps: PixelMaps | None = None
 
 
 def normalise_frame(
@@ -241,6 +249,8 @@ def normalise_frame(
         bad=frame.bad,
         panel_id=frame.panel_id,
         gain=float(gain),
+        stats=stats,
+        maps=frame.maps,
     )
 
 
@@ -347,6 +357,23 @@ class UNet(nn.Module):
 
 
 # -- tiled inference -------------------------------------------------------------------------------------
+_AUTOCAST = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def inference_precision(device: torch.device | str) -> str:
+    """The fastest arithmetic that keeps the peaks: float16 on CUDA, bfloat16 on CPUs with native bfloat16
+    instructions (AVX512-BF16, AMX), float32 otherwise."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "float16"
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        try:
+            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                return "bfloat16"
+        except (AttributeError, RuntimeError):
+            pass
+    return "float32"
+
 def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[list[int], list[int], int]:
     """Tiles along one axis: their starts, the cuts between them and their common side.
 
@@ -398,7 +425,7 @@ def predict_tiled(
     overlap: int = 64,
     batch_size: int = 4,
     device: torch.device | str = "cpu",
-    half: bool = False,
+    precision: str = "float32",
 ) -> NDArray[np.float32]:
     """Per-pixel peak probability of a normalised frame, by overlapping tiles.
 
@@ -418,8 +445,9 @@ def predict_tiled(
     batch_size : int
         Tiles per forward pass.
     device : torch.device or str
-    half : bool
-        Run in float16 autocast (CUDA only; ignored on CPU).
+    precision : {"float32", "bfloat16", "float16", "auto"}
+        Arithmetic of the network: ``"bfloat16"`` and ``"float16"`` run it under autocast (half the memory
+        traffic; ``"float16"`` needs CUDA); ``"auto"`` is :func:`inference_precision` of the device.
 
     Returns
     -------
@@ -437,7 +465,13 @@ def predict_tiled(
     out = np.empty((h, w), np.float32)
     jobs = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
     device = torch.device(device)
-    autocast = torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half and device.type == "cuda")
+    precision = inference_precision(device) if precision == "auto" else precision
+    if precision not in _AUTOCAST:
+        raise ConfigError(f"precision must be float32, bfloat16, float16 or auto, got {precision!r}")
+    if precision == "float16" and device.type != "cuda":
+        raise ConfigError("precision float16 needs a CUDA device (use bfloat16 or float32 on CPU)")
+    dtype = _AUTOCAST[precision]
+    autocast = torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
     with torch.inference_mode(), autocast:
         for k in range(0, len(jobs), max(int(batch_size), 1)):
             part = jobs[k : k + max(int(batch_size), 1)]
@@ -501,8 +535,10 @@ class TrainedUNet:
         tile_size: int = 1024,
         overlap: int = 64,
         batch_size: int = 4,
+        precision: str = "auto",
     ) -> tuple[NDArray[np.float32], NormalisedFrame]:
-        """Peak probability of every pixel of a raw frame, and the normalised frame."""
+        """Peak probability of every pixel of a raw frame, and the normalised frame (``precision`` as in
+        :func:`predict_tiled`)."""
         norm = normalise_frame(image, mask, maps=maps, config=self.norm)
         prob = predict_tiled(
             self.inference_model(),
@@ -511,7 +547,7 @@ class TrainedUNet:
             overlap=overlap,
             batch_size=batch_size,
             device=self.device,
-            half=self.device.type == "cuda",
+            precision=precision,
         )
         prob[norm.bad] = 0.0
         return prob, norm
@@ -591,9 +627,10 @@ def export_torchscript(
 ) -> Path:
     """Write the network as a TorchScript file for deployment without braggml.
 
-    The network is exported as prepared for inference (:meth:`UNet.for_inference`). The traced module takes ``(N, 2, tile_size, tile_size)`` float32 normalised tiles (any ``N``) and returns
-    ``(N, 1, tile_size, tile_size)`` logits; the frame normalisation (:func:`normalise_frame`), tiling and peak
-    extraction stay with the caller. The model settings are stored as the file's ``braggml.json`` extra file.
+    The network is exported as prepared for inference (:meth:`UNet.for_inference`). The traced module takes
+    ``(N, 2, tile_size, tile_size)`` float32 normalised tiles (any ``N``) and returns ``(N, 1, tile_size,
+    tile_size)`` logits; the frame normalisation (:func:`normalise_frame`), tiling and peak extraction stay
+    with the caller. The model settings are stored as the file's ``braggml.json`` extra file.
 
     Parameters
     ----------

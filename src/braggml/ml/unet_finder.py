@@ -41,6 +41,17 @@ class UNetFinderConfig:
     grow_px : float
         Regions are widened by this many pixels (never into another region, a bad pixel or another panel)
         before centroid, intensity and SNR are measured, so that a spot's tails count.
+    reject_powder_rings : bool
+        Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton
+        or ice rings), as the classical finders do (:func:`braggml.classical.rings.ring_evidence`).
+    ice_rings : {"auto", "reject", "off"}
+        Peaks at ice-Ih resolutions (needs a known geometry): ``"auto"`` drops them at the ice rings the frame
+        shows, ``"reject"`` at every ice ring.
+    ice_ring_width_inv_a : float
+        Half-width of an ice ring in 1/d (inverse Angstrom).
+    powder_ring_contrast : float
+        A pixel counts towards a ring when it stands this many background sigmas above the neighbouring
+        radii.
     tile_size : int
         Side of the inference tiles in pixels.
     overlap : int
@@ -49,16 +60,24 @@ class UNetFinderConfig:
         Tiles per forward pass.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision : {"auto", "float32", "bfloat16", "float16"}
+        Arithmetic of the network: ``"auto"`` takes float16 on CUDA, bfloat16 on CPUs with native bfloat16
+        instructions and float32 elsewhere (see :func:`braggml.ml.unet.inference_precision`).
     """
 
     model_path: str = ""
     probability_threshold: float | None = None
     min_pixel_count: int = 1
     grow_px: float = 2.0
+    reject_powder_rings: bool = True
+    ice_rings: str = "auto"
+    ice_ring_width_inv_a: float = 0.004
+    powder_ring_contrast: float = 1.0
     tile_size: int = 1024
     overlap: int = 64
     batch_size: int = 4
     device: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.probability_threshold is not None and not 0 < self.probability_threshold < 1:
@@ -67,6 +86,10 @@ class UNetFinderConfig:
             raise ConfigError(f"min_pixel_count must be >= 1, got {self.min_pixel_count!r}")
         if not np.isfinite(self.grow_px) or not 0 <= self.grow_px <= 10:
             raise ConfigError(f"grow_px must lie in [0, 10], got {self.grow_px!r}")
+        check_choice("ice_rings", self.ice_rings, ("auto", "reject", "off"))
+        check_choice("precision", self.precision, ("auto", "float32", "bfloat16", "float16"))
+        check_positive("ice_ring_width_inv_a", self.ice_ring_width_inv_a)
+        check_positive("powder_ring_contrast", self.powder_ring_contrast)
         check_positive("tile_size", self.tile_size)
         check_positive("batch_size", self.batch_size)
         if not 0 <= self.overlap < self.tile_size:
@@ -250,6 +273,12 @@ class UNetFinder(PeakFinder):
         super().__init__(config, **params)
         self._model: TrainedUNet | None = None
         self.last_probability: NDArray[np.float32] | None = None
+        self._rejected: dict[str, int] = {}
+
+    @property
+    def last_rejections(self) -> dict[str, int]:
+        """Regions of the last frame dropped, by cause (``"powder_ring"``, ``"ice_ring"``)."""
+        return dict(self._rejected)
 
     @property
     def model(self) -> TrainedUNet:
@@ -267,7 +296,13 @@ class UNetFinder(PeakFinder):
         """Per-pixel peak probability of a frame and its normalised form."""
         cfg = self.config
         return self.model.probability(
-            image, mask, maps=maps, tile_size=cfg.tile_size, overlap=cfg.overlap, batch_size=cfg.batch_size
+            image,
+            mask,
+            maps=maps,
+            tile_size=cfg.tile_size,
+            overlap=cfg.overlap,
+            batch_size=cfg.batch_size,
+            precision=cfg.precision,
         )
 
     def find(
@@ -293,4 +328,44 @@ class UNetFinder(PeakFinder):
         cols = measure_regions(
             labels, n, prob, norm.residual, background=norm.background, noise=norm.noise, measure_labels=wide
         )
-        return PeakList.from_columns(n_frames=1, frame=np.zeros(n, np.int64), **cols)
+        keep = self._off_rings(cols["row"], cols["col"], norm)
+        return PeakList.from_columns(
+            n_frames=1, frame=np.zeros(int(keep.sum()), np.int64), **{k: v[keep] for k, v in cols.items()}
+        )
+
+    def _off_rings(self, row: NDArray, col: NDArray, norm: NormalisedFrame) -> NDArray[np.bool_]:
+        """Which peaks lie off powder and ice rings; counts the others in :attr:`last_rejections`."""
+        from ..classical.rings import ICE_RING_FRACTION, POWDER_RING_FRACTION, on_ice_rings, ring_evidence
+
+        cfg = self.config
+        self._rejected = {}
+        keep = np.ones(row.size, bool)
+        maps = norm.maps
+        resolution = None if maps is None else maps.resolution_a
+        want_ice = cfg.ice_rings != "off" and resolution is not None
+        if row.size == 0 or norm.stats is None or maps is None or not (cfg.reject_powder_rings or want_ice):
+            return keep
+        good = ~norm.bad
+        data = np.where(good, norm.residual + norm.background, np.float32(0)).astype(np.float32)
+        rings = ring_evidence(data, good, norm.stats, contrast=cfg.powder_ring_contrast)
+        h, w = norm.bad.shape
+        ri = np.clip(np.rint(row).astype(np.int64), 0, h - 1)
+        ci = np.clip(np.rint(col).astype(np.int64), 0, w - 1)
+        rb = np.rint(np.asarray(maps.radius_px)[ri, ci]).astype(np.int64)
+
+        def drop(cause: str, bad: NDArray[np.bool_]) -> None:
+            hit = keep & bad
+            if hit.any():
+                self._rejected[cause] = self._rejected.get(cause, 0) + int(hit.sum())
+                keep[hit] = False
+
+        if cfg.reject_powder_rings:
+            ring = rings.on_ring(POWDER_RING_FRACTION)
+            drop("powder_ring", ring[np.clip(rb, 0, ring.size - 1)])
+        if want_ice:
+            ice = on_ice_rings(np.asarray(resolution)[ri, ci], cfg.ice_ring_width_inv_a)
+            if cfg.ice_rings == "auto":
+                present = rings.on_ring(ICE_RING_FRACTION)
+                ice &= present[np.clip(rb, 0, present.size - 1)]
+            drop("ice_ring", ice)
+        return keep

@@ -41,6 +41,7 @@ __all__ = [
     "CropSet",
     "IGNORE",
     "frame_target",
+    "faulty_lines",
     "crops_from_frame",
     "simulate_crops",
     "peak_f1",
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 IGNORE = 2
 
 #: Kinds of training frame made from each simulator preset (see :func:`variant_config`).
-VARIANTS = ("hits", "weak", "ice", "blank")
+VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet")
 
 
 def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
@@ -62,14 +63,25 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
 
     ``hits``: every frame a hit. ``weak``: every frame a hit by a crystal diffracting ten times more weakly
     (shot-noise-limited spots near the threshold). ``ice``: every frame a hit with ice-Ih rings. ``blank``: no
-    crystal (solvent scatter, ice on half of the frames, detector artefacts only).
+    crystal (solvent scatter, ice on half of the frames, detector artefacts only). ``dense``: a hit by a
+    crystal with a 2.5 times larger unit cell (crowded spots, as from large complexes and viruses).
+    ``quiet``: a weak hit on a tenth of the background (a few photons per spot on an almost empty frame).
     """
     low, high = base.crystal.strength_range_photons
+    weak = {"hit_fraction": 1.0, "strength_range_photons": [low / 10.0, high / 10.0]}
+    bg = base.background
     overrides: dict[str, dict[str, object]] = {
         "hits": {"crystal": {"hit_fraction": 1.0}},
-        "weak": {"crystal": {"hit_fraction": 1.0, "strength_range_photons": [low / 10.0, high / 10.0]}},
+        "weak": {"crystal": weak},
         "ice": {"crystal": {"hit_fraction": 1.0}, "background": {"ice_fraction": 1.0}},
         "blank": {"crystal": {"hit_fraction": 0.0}, "background": {"ice_fraction": 0.5}},
+        "dense": {"crystal": {"hit_fraction": 1.0, "cell": [*(2.5 * a for a in base.crystal.cell[:3]),
+                                                             *base.crystal.cell[3:]]}},
+        "quiet": {
+            "crystal": weak,
+            "background": {name: getattr(bg, name) / 10.0
+                           for name in ("air_photons", "floor_photons", "water_photons", "diffuse_photons")},
+        },
     }
     if variant not in overrides:
         raise ConfigError(f"unknown training frame variant {variant!r}; choose from {', '.join(VARIANTS)}")
@@ -284,13 +296,18 @@ def simulate_crops(
     for _, k, sim, maps in _training_frames(config, frames):
         frame = sim.frame(k)
         image = frame.image
+        lines = None
         if augment and rng.random() < 0.5:  # half of the frames as recorded, half rescaled
             lo, hi = config.gain_range
             g = float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
             image = image.astype(np.float32) * np.float32(g) + np.float32(rng.uniform(0, 5) * g)
+        if augment and rng.random() < 0.5:
+            image, lines = faulty_lines(image, maps.panel_id, maps.mask, rng)
         nf = normalise_frame(image, maps.mask, maps=maps, config=norm)
         target, rc = frame_target(frame, config.min_snr, config.core_radius_px)
         target[nf.bad & (target == 1)] = IGNORE
+        if lines is not None:
+            target[lines & (target == 1)] = IGNORE
         parts.append(
             crops_from_frame(
                 nf.inputs,
@@ -305,6 +322,51 @@ def simulate_crops(
     return CropSet.concatenate(parts)
 
 
+def faulty_lines(
+    image: NDArray,
+    panel_id: NDArray[np.int32],
+    bad: NDArray[np.bool_],
+    rng: np.random.Generator,
+    n_lines: tuple[int, int] = (3, 9),
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """A copy of a frame with unmasked faulty pixel lines, and where they are.
+
+    Real detectors show rows and columns that read low (dead or badly corrected readout lines, a panel's
+    first row) or high (double-size pixels at sensor edges, bright columns), often along a panel edge and
+    rarely in the mask. Each line is a stretch of a row or column inside one panel, scaled by a factor in
+    [0, 0.3] or [1.5, 3]; half of them lie on a panel's border.
+    """
+    whole = np.issubdtype(np.asarray(image).dtype, np.integer)
+    out = np.asarray(image, np.float32).copy()
+    where = np.zeros(out.shape, bool)
+    h, w = out.shape
+    ids = np.unique(panel_id[panel_id >= 0])
+    if ids.size == 0:
+        return out, where
+    for _ in range(int(rng.integers(n_lines[0], n_lines[1] + 1))):
+        rows, cols = np.nonzero(panel_id == ids[rng.integers(ids.size)])
+        r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
+        along_row = bool(rng.random() < 0.5)
+        on_edge = bool(rng.random() < 0.5)
+        if along_row:
+            r = (r0 if rng.random() < 0.5 else r1) if on_edge else int(rng.integers(r0, r1 + 1))
+            length = int(rng.integers(32, c1 - c0 + 2))
+            start = int(rng.integers(c0, c1 - length + 2))
+            sel = (slice(r, r + 1), slice(start, start + length))
+        else:
+            c = (c0 if rng.random() < 0.5 else c1) if on_edge else int(rng.integers(c0, c1 + 1))
+            length = int(rng.integers(32, r1 - r0 + 2))
+            start = int(rng.integers(r0, r1 - length + 2))
+            sel = (slice(start, start + length), slice(c, c + 1))
+        factor = rng.uniform(0.0, 0.3) if rng.random() < 0.6 else rng.uniform(1.5, 3.0)
+        out[sel] *= np.float32(factor)
+        if whole:  # counts stay whole numbers
+            out[sel] = np.rint(out[sel])
+        where[sel] = True
+    where &= ~bad
+    return out, where
+
+
 def _training_frames(config: UNetTrainConfig, frames: Sequence[int]):
     """(preset, frame number, simulator, pixel maps) of every frame, each frame of its variant."""
     for name in config.presets:
@@ -317,7 +379,11 @@ def _training_frames(config: UNetTrainConfig, frames: Sequence[int]):
 
 
 def _augment(x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips and transposition of a batch (same for all crops of the batch)."""
+    """Random flips and transposition of a batch (same for all crops of the batch), and random masked blocks.
+
+    A quarter of the crops get a masked rectangle (bad-pixel channel 1, input 0, left out of the loss), as a
+    user mask, beamstop shadow or panel gap would cut a frame anywhere.
+    """
     flips = torch.rand(3, generator=generator) < 0.5
     if flips[0]:
         x, t = x.flip(-1), t.flip(-1)
@@ -325,6 +391,18 @@ def _augment(x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> tu
         x, t = x.flip(-2), t.flip(-2)
     if flips[2] and x.shape[-1] == x.shape[-2]:
         x, t = x.transpose(-1, -2), t.transpose(-1, -2)
+    n, c, h, w = x.shape
+    chosen = torch.nonzero(torch.rand(n, generator=generator) < 0.25).flatten()
+    if chosen.numel() and c > 1:
+        x, t = x.clone(), t.clone()
+        for i in chosen.tolist():
+            size = torch.randint(4, max(h // 3, 5), (2,), generator=generator)
+            r0 = int(torch.randint(0, h - int(size[0]) + 1, (1,), generator=generator))
+            c0 = int(torch.randint(0, w - int(size[1]) + 1, (1,), generator=generator))
+            block = (i, slice(r0, r0 + int(size[0])), slice(c0, c0 + int(size[1])))
+            x[block[0], 0, block[1], block[2]] = 0.0
+            x[block[0], 1, block[1], block[2]] = 1.0
+            t[block] = IGNORE
     return x, t
 
 
@@ -386,6 +464,7 @@ def train_unet(
     norm: NormConfig | None = None,
     thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
     progress: Callable[[dict[str, float]], None] | None = None,
+    initial: TrainedUNet | None = None,
 ) -> TrainedUNet:
     """Train a :class:`UNet` on crops; keep the epoch with the best validation peak F1.
 
@@ -401,6 +480,8 @@ def train_unet(
         Probability cuts tried on the validation crops each epoch.
     progress : callable, optional
         Called after every epoch with that epoch's figures.
+    initial : TrainedUNet, optional
+        Start from this network's weights (fine-tuning); its architecture replaces ``model_config``.
 
     Returns
     -------
@@ -413,7 +494,10 @@ def train_unet(
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    model = UNet(model_config).to(device)
+    if initial is not None:
+        model = copy.deepcopy(initial.model).to(device)
+    else:
+        model = UNet(model_config).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -476,7 +560,7 @@ def choose_threshold(
     config: UNetTrainConfig,
     *,
     frames: Sequence[int],
-    thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+    thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98),
     radius_px: float = 2.0,
     grow_px: float = 2.0,
 ) -> tuple[float, list[dict[str, float]]]:

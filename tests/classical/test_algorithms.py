@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from classical_synthetic import gaussian_spots
 
-from braggml.classical._common import label_within_panels
-from braggml.classical._radial import estimate_gain, radial_statistics
+from braggml.classical import _radial
+from braggml.classical._common import label_within_panels, prepare_frame
+from braggml.classical._radial import estimate_gain, estimate_gain_per_panel, radial_statistics
 from braggml.classical.dispersion import DispersionFinder, box_sums, estimate_dispersion_gain
 from braggml.classical.peakfinder8 import Peakfinder8
 from braggml.classical.rings import on_ice_rings, powder_ring_bins
@@ -136,3 +137,69 @@ def test_powder_ring_radii_found_from_azimuthal_continuity() -> None:
 def test_ice_ring_membership() -> None:
     d = np.array([3.897, 3.95, 3.669, 2.0, 1.918, np.nan, 0.0])
     assert on_ice_rings(d, 0.002).tolist() == [True, False, True, False, True, False, False]
+
+
+def _multi_panel_frame(integer: bool) -> tuple[np.ndarray, np.ndarray, PixelMaps]:
+    """A 4-panel frame with panel offsets, a radial background, spots, a hot pixel and a masked block."""
+    rng = np.random.default_rng(11)
+    shape = (160, 200)
+    fallback = PixelMaps.fallback(shape)
+    panel = np.zeros(shape, np.int32)
+    panel[80:, :] += 2
+    panel[:, 100:] += 1
+    panel[78:82, :] = -1  # a gap
+    expected = 4.0 + 30.0 * np.exp(-fallback.radius_px / 60.0) + 3.0 * panel
+    image = rng.poisson(expected).astype(np.float64)
+    centres = [(20.3, 30.6), (50.2, 150.4), (120.5, 60.1), (140.7, 170.2), (100.1, 99.6)]
+    image += gaussian_spots(shape, centres, amplitude=400.0, sigma_px=1.2, background=0.0)
+    image[60, 60] = 5000.0
+    if not integer:
+        image = image * 0.37 + 0.11
+    mask = np.zeros(shape, bool)
+    mask[10:14, 180:190] = True
+    maps = PixelMaps(panel_id=panel, radius_px=fallback.radius_px, mask=panel < 0)
+    return image, mask, maps
+
+
+@pytest.mark.parametrize("integer", [True, False])
+def test_listed_upper_tail_gives_the_sums_of_full_passes(integer: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    image, mask, maps = _multi_panel_frame(integer)
+    frame = prepare_frame(image, mask, maps)
+    good = ~frame.bad
+    kw = dict(snr=5.0, sigma_floor=0.5 if integer else 0.0, iterations=4, per_panel=True)
+    listed = radial_statistics(frame.data, good, maps.radius_px, frame.panel_id, **kw)
+    assert listed.border is not None and 0 < listed.border.index.size < good.sum() // 4
+    monkeypatch.setattr(_radial, "_BORDER_SIGMA", 0.0)
+    full = radial_statistics(frame.data, good, maps.radius_px, frame.panel_id, **kw)
+    assert full.border is None
+    np.testing.assert_array_equal(listed.count, full.count)
+    np.testing.assert_allclose(listed.offset, full.offset, rtol=1e-6)
+    np.testing.assert_allclose(listed.sigma, full.sigma, rtol=1e-5)
+    # the candidate search from the listed tail equals the pass over the frame with the bad-pixel map
+    threshold = (listed.offset + 3.5 * np.maximum(listed.sigma, 0.5)).astype(np.float32)
+    level = (listed.offset + listed.sigma).astype(np.float32)
+    args = (listed, threshold, maps.radius_px, 5.0, 1e9)
+    fast = _radial.classify_pixels(frame.data, None, *args, ring_level=level, rate_gain=1.0)
+    slow = _radial.classify_pixels(frame.data, frame.bad, *args, ring_level=level, rate_gain=1.0)
+    np.testing.assert_array_equal(fast.candidate, slow.candidate)
+    np.testing.assert_array_equal(fast.members, slow.members)
+    np.testing.assert_array_equal(fast.ring_above, slow.ring_above)
+    np.testing.assert_array_equal(fast.ring_total, slow.ring_total)
+    np.testing.assert_allclose(fast.rate, slow.rate, rtol=1e-9)
+
+
+def test_gain_per_panel_is_the_median_of_the_panel_fits() -> None:
+    rng = np.random.default_rng(3)
+    shape = (500, 600)
+    fallback = PixelMaps.fallback(shape)
+    panel = (np.arange(shape[1])[None, :] // 200 * np.ones((shape[0], 1))).astype(np.int32)
+    maps = PixelMaps(panel_id=panel, radius_px=fallback.radius_px, mask=np.zeros(shape, bool))
+    expected = 20.0 + 200.0 * np.exp(-fallback.radius_px / 80.0)
+    data = (rng.poisson(expected) * 7.0 + 100.0 * panel).astype(np.float32)
+    stats = radial_statistics(data, np.ones(shape, bool), maps.radius_px, panel, snr=5.0, per_panel=True)
+    n_r = int(stats.radius_bin.max()) + 1
+    rows = [slice(p * n_r, (p + 1) * n_r) for p in range(3)]
+    fits = [estimate_gain(stats.offset[r], stats.sigma[r], stats.count[r]) for r in rows]
+    assert all(g > 0 for g in fits)
+    assert estimate_gain_per_panel(stats) == pytest.approx(float(np.median(fits)), rel=1e-12)
+    assert estimate_gain_per_panel(stats) == pytest.approx(7.0, rel=0.15)

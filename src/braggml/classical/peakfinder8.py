@@ -131,7 +131,8 @@ class Peakfinder8(ReportingFinder):
        background-subtracted intensity is at least ``minimum_snr`` local sigmas, its maximum is above
        every background pixel of that disk, and (with a gain) it is a ``minimum_snr``-sigma Poisson
        excess over the background photons, isolated photons included.
-    4. Peaks touching bad pixels, on powder or ice rings, or beyond ``max_num_peaks`` are removed (see
+    4. Peaks whose core lies along bad pixels or gaps, on powder or ice rings, or beyond
+       ``max_num_peaks`` are removed (see
        :class:`~braggml.classical._common.SelectionConfig`); ``last_report`` counts them by cause.
 
     ``pixel_snr=None, min_pixel_photons=0, gain=0, per_panel_background=False,

@@ -73,12 +73,48 @@ def _elevated_counts(data, good, key, key_radius, level, n_r):  # pragma: no cov
     return above, total
 
 
-def _running_baseline(values: NDArray[np.float64], ok: NDArray[np.bool_], size: int) -> NDArray[np.float64]:
-    """Running median over the ``ok`` entries of a 1-D profile, NaN elsewhere."""
-    out = np.full(values.size, np.nan)
-    idx = np.flatnonzero(ok)
-    if idx.size:
-        out[idx] = ndimage.median_filter(values[idx], size=size, mode="nearest")
+@numba.njit(cache=True, nogil=True)
+def _running_baselines(values, ok, half):  # pragma: no cover - compiled
+    """For each row, the running median over ``2 * half + 1`` of its ``ok`` entries (edges repeat
+    the first and last entry, as ``scipy.ndimage.median_filter(mode="nearest")``), NaN elsewhere;
+    rows with fewer than three ``ok`` entries are all NaN."""
+    n_rows, n_cols = values.shape
+    out = np.full((n_rows, n_cols), np.nan)
+    size = 2 * half + 1
+    x = np.empty(n_cols)
+    where = np.empty(n_cols, np.int64)
+    window = np.empty(size)
+    for row in range(n_rows):
+        n = 0
+        for j in range(n_cols):
+            if ok[row, j]:
+                x[n] = values[row, j]
+                where[n] = j
+                n += 1
+        if n < 3:
+            continue
+        # a sorted window slides along the row: one value leaves and one enters at each step
+        for j in range(size):
+            window[j] = x[min(max(j - half, 0), n - 1)]
+        window.sort()
+        out[row, where[0]] = window[half]
+        for i in range(1, n):
+            leaving = x[min(max(i - 1 - half, 0), n - 1)]
+            entering = x[min(i + half, n - 1)]
+            if leaving != entering:
+                p = 0
+                while window[p] != leaving:
+                    p += 1
+                if entering > leaving:
+                    while p + 1 < size and window[p + 1] < entering:
+                        window[p] = window[p + 1]
+                        p += 1
+                else:
+                    while p > 0 and window[p - 1] > entering:
+                        window[p] = window[p - 1]
+                        p -= 1
+                window[p] = entering
+            out[row, where[i]] = window[half]
     return out
 
 
@@ -164,14 +200,9 @@ def ring_levels(stats: RadialStats, *, contrast: float, half_window_px: int = 12
     offset = stats.offset.astype(np.float64).reshape(n_rows, n_r)
     sigma = stats.sigma.astype(np.float64).reshape(n_rows, n_r)
     count = stats.count.reshape(n_rows, n_r)
-    size = 2 * half_window_px + 1
-    baseline = np.full((n_rows, n_r), np.nan)
-    noise = np.full((n_rows, n_r), np.nan)
-    for row in range(n_rows):
-        ok = count[row] >= min_count
-        if ok.sum() >= 3:
-            baseline[row] = _running_baseline(offset[row], ok, size)
-            noise[row] = _running_baseline(sigma[row], ok, size)
+    ok = count >= min_count
+    baseline = _running_baselines(offset, ok, int(half_window_px))
+    noise = _running_baselines(sigma, ok, int(half_window_px))
     usable = np.isfinite(baseline)
     scale = np.maximum(np.nan_to_num(noise), 1e-6 * np.maximum(np.abs(np.nan_to_num(baseline)), 1.0))
     level = np.where(usable, baseline + contrast * scale, np.inf).ravel().astype(np.float32)

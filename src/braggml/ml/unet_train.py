@@ -64,8 +64,9 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     ``hits``: every frame a hit. ``weak``: every frame a hit by a crystal diffracting ten times more weakly
     (shot-noise-limited spots near the threshold). ``ice``: every frame a hit with ice-Ih rings. ``blank``: no
     crystal (solvent scatter, ice on half of the frames, detector artefacts only). ``dense``: a hit by a
-    crystal with a 2.5 times larger unit cell (crowded spots, as from large complexes and viruses).
-    ``quiet``: a weak hit on a tenth of the background (a few photons per spot on an almost empty frame).
+    crystal with a 3.5 times longer unit cell, to 3-5 A (crowded spots a few pixels apart, as from large
+    complexes and viruses). ``quiet``: a weak hit on a fiftieth of the background (a few photons per spot on an
+    almost empty frame, as on counting detectors with short exposures).
     """
     low, high = base.crystal.strength_range_photons
     weak = {"hit_fraction": 1.0, "strength_range_photons": [low / 10.0, high / 10.0]}
@@ -75,11 +76,16 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
         "weak": {"crystal": weak},
         "ice": {"crystal": {"hit_fraction": 1.0}, "background": {"ice_fraction": 1.0}},
         "blank": {"crystal": {"hit_fraction": 0.0}, "background": {"ice_fraction": 0.5}},
-        "dense": {"crystal": {"hit_fraction": 1.0, "cell": [*(2.5 * a for a in base.crystal.cell[:3]),
-                                                             *base.crystal.cell[3:]]}},
+        "dense": {
+            "crystal": {
+                "hit_fraction": 1.0,
+                "cell": [*(3.5 * a for a in base.crystal.cell[:3]), *base.crystal.cell[3:]],
+                "d_min_range_a": [3.0, 5.0],
+            }
+        },
         "quiet": {
             "crystal": weak,
-            "background": {name: getattr(bg, name) / 10.0
+            "background": {name: getattr(bg, name) / 50.0
                            for name in ("air_photons", "floor_photons", "water_photons", "diffuse_photons")},
         },
     }

@@ -13,7 +13,16 @@ Loss: weighted BCE (peak pixels x5) + 0.5 soft Dice; AdamW with a one-cycle sche
 validation peak F1 (2 px matching) is kept. The probability cut is then chosen on whole validation frames
 (:func:`choose_threshold`), not on crops.
 
-Run: ``python benchmarks/train_unet_default.py [--out PATH] [--max-seconds S] [--train-frames N]``.
+The shipped model was made in three runs on 2 CPU cores (about 50 min in all), each starting from the last:
+
+    python benchmarks/train_unet_default.py --out a.safetensors --train-frames 32 --val-frames 4 --epochs 25 \
+        --max-seconds 2400          # variants hits, weak, ice, blank only; stopped early after 18 epochs
+    python benchmarks/train_unet_default.py --out b.safetensors --init a.safetensors --train-frames 36 \
+        --val-frames 6 --epochs 12 --learning-rate 1.5e-3   # six variants (then: dense 2.5x cell, quiet bg / 10)
+    python benchmarks/train_unet_default.py --out c.safetensors --init b.safetensors --train-frames 48 \
+        --val-frames 6 --epochs 20 --learning-rate 2e-3     # six variants as defined now
+
+Run: ``python benchmarks/train_unet_default.py [--out PATH] [--max-seconds S] [--train-frames N] [--init MODEL]``.
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ def run_demo(
     echo=print,
 ) -> int:
     """Simulate a test run of ``n_frames`` frames of ``preset``, train the learned finders on a separate run of
-    ``n_train_frames`` frames, find the test run's peaks with every finder and score them.
+    ``n_train_frames`` frames, find the test run's peaks with every finder (and the U-Net shipped with braggml
+    when learned finders are run) and score them.
 
     Writes into ``out_dir``: ``frames.h5`` and ``train.h5`` (frames and truth), ``model_<kind>.safetensors``,
     ``peaks_<finder>.h5`` (CXI peak lists), ``report.md`` / ``report.json`` and PNG pictures. Returns the exit
@@ -104,6 +105,8 @@ def run_demo(
     found_all = {}
     runs = [(name, make_finder(name), "default settings") for name in finders]
     runs += [(kind, make_finder(kind, model_path=str(path)), f"model {path.name}") for kind, path in models.items()]
+    if learned:  # the whole-frame network ships trained (on other simulated frames): no training here
+        runs.append(("unet", make_finder("unet"), "shipped model"))
     for name, finder, what in runs:
         echo(f"finding peaks with {name} ({what})")
         peaks, summary = find_in_frames(

@@ -517,3 +517,29 @@ def test_faulty_lines_stay_inside_panels_and_keep_counts_whole() -> None:
     np.testing.assert_array_equal(out[~where], counts[~where])
     assert np.all(out == np.rint(out)) and not np.array_equal(out[where], counts[where])
     assert counts.dtype == np.int32  # the input is not modified
+
+
+def test_touching_spots_are_split_into_one_peak_each() -> None:
+    from braggml.ml.unet_finder import split_regions
+
+    rr, cc = np.mgrid[0:30, 0:40].astype(float)
+    residual = np.zeros((30, 40))
+    for r0, c0, a in [(12.0, 10.0, 100.0), (12.2, 14.0, 60.0), (20.0, 30.0, 80.0)]:
+        residual += a * np.exp(-((rr - r0) ** 2 + (cc - c0) ** 2) / (2 * 0.8**2))
+    noise = np.ones_like(residual)
+    labels = np.zeros((30, 40), np.int32)
+    labels[10:15, 8:16] = 1  # one region over two spots 3.6 px apart
+    labels[18:23, 28:33] = 2  # one spot
+    split, n = split_regions(labels, 2, residual, noise)
+    assert n == 3 and labels.max() == 2  # input not modified
+    assert split[12, 10] != split[12, 14] and split[12, 10] == 1 and split[20, 30] == 2
+    assert set(np.unique(split[labels == 1])) == {1, 3}
+    prob = (labels > 0).astype(np.float32)
+    cols = measure_regions(split, n, prob, residual)
+    np.testing.assert_allclose(np.sort(cols["col"]), [10.0, 14.0, 30.0], atol=0.3)
+    # a lone strong spot with a small bump on its flank stays whole
+    lone = 100.0 * np.exp(-((rr - 12.0) ** 2 + (cc - 10.0) ** 2) / (2 * 1.5**2))
+    lone[12, 14] += 6.0
+    one = np.zeros((30, 40), np.int32)
+    one[8:17, 6:16] = 1
+    assert split_regions(one, 1, lone, noise)[1] == 1

@@ -543,3 +543,26 @@ def test_touching_spots_are_split_into_one_peak_each() -> None:
     one = np.zeros((30, 40), np.int32)
     one[8:17, 6:16] = 1
     assert split_regions(one, 1, lone, noise)[1] == 1
+
+
+def test_regions_along_the_mask_are_measured_and_dropped() -> None:
+    from braggml.ml.unet_finder import along_mask
+
+    labels = np.zeros((20, 20), np.int32)
+    labels[5, 1:4] = 1  # along the masked column 0 only partly
+    labels[10:12, 1] = 2  # entirely along it
+    labels[15, 10] = 3  # in the open
+    labels[0, 15] = 4  # on the frame's edge
+    bad = np.zeros((20, 20), bool)
+    bad[:, 0] = True
+    np.testing.assert_allclose(along_mask(labels, 4, bad), [1 / 3, 1.0, 0.0, 1.0])
+    panel = np.zeros((20, 20), np.int32)
+    panel[:, 11:] = 1
+    assert along_mask(labels, 4, bad, panel)[2] == 1.0  # next to another panel
+    norm = normalise_frame(np.random.default_rng(0).poisson(5.0, (20, 20)).astype(np.int32), bad)
+    prob = (labels > 0).astype(np.float32)
+    finder = UNetFinder(device="cpu", reject_powder_rings=False, split_regions=False)
+    peaks = finder.peaks_from_probability(prob, norm, 0.5)
+    assert len(peaks) == 2 and finder.last_rejections == {"masked": 2}
+    kept = UNetFinder(device="cpu", reject_powder_rings=False, masked_peaks="keep")
+    assert len(kept.peaks_from_probability(prob, norm, 0.5)) == 4

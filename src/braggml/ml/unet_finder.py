@@ -44,6 +44,9 @@ class UNetFinderConfig:
     split_regions : bool
         Split regions holding several local maxima of the background-subtracted frame (crowded spots whose
         cores touch) into one peak per maximum (:func:`split_regions`).
+    masked_peaks : {"drop", "keep"}
+        ``"drop"``: drop regions all of whose pixels lie along bad pixels, a panel gap, another panel or the
+        frame's edge (their maximum may be hidden, or they are edge artefacts), as the classical finders do.
     reject_powder_rings : bool
         Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton
         or ice rings), as the classical finders do (:func:`braggml.classical.rings.ring_evidence`).
@@ -73,6 +76,7 @@ class UNetFinderConfig:
     min_pixel_count: int = 1
     grow_px: float = 2.0
     split_regions: bool = True
+    masked_peaks: str = "drop"
     reject_powder_rings: bool = True
     ice_rings: str = "auto"
     ice_ring_width_inv_a: float = 0.004
@@ -91,6 +95,7 @@ class UNetFinderConfig:
         if not np.isfinite(self.grow_px) or not 0 <= self.grow_px <= 10:
             raise ConfigError(f"grow_px must lie in [0, 10], got {self.grow_px!r}")
         check_choice("ice_rings", self.ice_rings, ("auto", "reject", "off"))
+        check_choice("masked_peaks", self.masked_peaks, ("drop", "keep"))
         check_choice("precision", self.precision, ("auto", "float32", "bfloat16", "float16"))
         check_positive("ice_ring_width_inv_a", self.ice_ring_width_inv_a)
         check_positive("powder_ring_contrast", self.powder_ring_contrast)
@@ -191,6 +196,33 @@ def split_regions(
         out[r0 + rr, c0 + cc] = new[nearest]
         next_label += pr.size - 1
     return out, next_label - 1
+
+
+def along_mask(
+    labels: NDArray[np.int32], n: int, bad: NDArray[np.bool_], panel_id: NDArray[np.int32] | None = None
+) -> NDArray[np.float64]:
+    """Share of each region's pixels that touch (8-connected) a bad pixel, another panel or the frame's edge."""
+    h, w = labels.shape
+    idx = np.flatnonzero(labels.ravel())
+    if n == 0 or idx.size == 0:
+        return np.zeros(n)
+    r, c = idx // w, idx % w
+    touch = np.zeros(idx.size, bool)
+    panel_flat = None if panel_id is None else np.asarray(panel_id).ravel()
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == 0 and dc == 0:
+                continue
+            rr, cc = r + dr, c + dc
+            outside = (rr < 0) | (rr >= h) | (cc < 0) | (cc >= w)
+            nb = np.clip(rr, 0, h - 1) * w + np.clip(cc, 0, w - 1)
+            hit = outside | bad.ravel()[nb]
+            if panel_flat is not None:
+                hit |= panel_flat[nb] != panel_flat[idx]
+            touch |= hit
+    lab = labels.ravel()[idx]
+    sizes = np.bincount(lab, minlength=n + 1)[1:]
+    return np.bincount(lab, weights=touch, minlength=n + 1)[1:] / np.maximum(sizes, 1)
 
 
 def grow_regions(
@@ -337,7 +369,7 @@ class UNetFinder(PeakFinder):
 
     @property
     def last_rejections(self) -> dict[str, int]:
-        """Regions of the last frame dropped, by cause (``"powder_ring"``, ``"ice_ring"``)."""
+        """Regions of the last frame dropped, by cause (``"powder_ring"``, ``"ice_ring"``, ``"masked"``)."""
         return dict(self._rejected)
 
     @property
@@ -391,6 +423,12 @@ class UNetFinder(PeakFinder):
             labels, n, prob, norm.residual, background=norm.background, noise=norm.noise, measure_labels=wide
         )
         keep = self._off_rings(cols["row"], cols["col"], norm)
+        if cfg.masked_peaks == "drop" and n:
+            edge = along_mask(labels, n, norm.bad, norm.panel_id) >= 1.0
+            hit = keep & edge
+            if hit.any():
+                self._rejected["masked"] = int(hit.sum())
+                keep &= ~edge
         return PeakList.from_columns(
             n_frames=1, frame=np.zeros(int(keep.sum()), np.int64), **{k: v[keep] for k, v in cols.items()}
         )

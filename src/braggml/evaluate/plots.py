@@ -7,28 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..io.atomic import atomic_output
+from ..io.pictures import new_figure, save_png
 from ..peaks import PeakList
 from .matching import Match, match_peaks
 
 __all__ = ["plot_frame", "plot_recall_vs_snr", "plot_precision_recall", "plot_peak_counts", "precision_recall_curve"]
 
 
-def _figure(width: float = 6.4, height: float = 4.8):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+def _figure(width: float = 6.4, height: float = 4.8) -> Any:
+    return new_figure(width, height)
 
 
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+_save = save_png
 
 
 def plot_frame(

@@ -9,23 +9,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..io.atomic import atomic_output
+from ..io.pictures import new_figure, save_png
 from .metrics import precision_recall_points
 
 __all__ = ["plot_confusion", "plot_training_curves", "plot_search_curves", "plot_patch_pr", "plot_coefficient_map"]
 
 
 def _figure(width: float = 6.0, height: float = 4.5) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+    return new_figure(width, height)
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+_save = save_png
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], path: str | Path, *, title: str = "") -> Path:

@@ -209,10 +209,14 @@ def _combine_bad_integer_kernel(data, user, geometry, panel_id):  # pragma: no c
 
 # -- connected components inside panels --------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True)
-def _label_kernel(candidate, panel_id, seeds, eight):  # pragma: no cover - compiled
-    h, w = candidate.shape
+def _flood_labels(mask, panel_id, seeds, eight, radius, stack_size):  # pragma: no cover - compiled
+    """Label the ``mask`` pixels of each seed's panel connected to it (8-connected, or 4-connected
+    without ``eight``), seeds in order, a seed already labelled adding nothing; with ``radius >= 0``
+    only pixels within ``radius`` of the seed in both directions join. ``stack_size`` must bound the
+    pixels one label can take."""
+    h, w = mask.shape
     labels = np.zeros((h, w), np.int32)
-    stack = np.empty(max(seeds.size, 16), np.int64)
+    stack = np.empty(stack_size, np.int64)
     n = 0
     for seed in seeds:
         r0 = seed // w
@@ -223,6 +227,11 @@ def _label_kernel(candidate, panel_id, seeds, eight):  # pragma: no cover - comp
         p = panel_id[r0, c0]
         labels[r0, c0] = n
         stack[0] = seed
+        # the rows and columns a pixel of this label may take
+        r_lo, r_hi, c_lo, c_hi = 0, h, 0, w
+        if radius >= 0:
+            r_lo, r_hi = max(r0 - radius, 0), min(r0 + radius + 1, h)
+            c_lo, c_hi = max(c0 - radius, 0), min(c0 + radius + 1, w)
         top = 1
         while top > 0:
             top -= 1
@@ -230,7 +239,7 @@ def _label_kernel(candidate, panel_id, seeds, eight):  # pragma: no cover - comp
             c = stack[top] - r * w
             for dr in range(-1, 2):
                 rr = r + dr
-                if rr < 0 or rr >= h:
+                if rr < r_lo or rr >= r_hi:
                     continue
                 for dc in range(-1, 2):
                     if dr == 0 and dc == 0:
@@ -238,9 +247,9 @@ def _label_kernel(candidate, panel_id, seeds, eight):  # pragma: no cover - comp
                     if not eight and dr != 0 and dc != 0:
                         continue
                     cc = c + dc
-                    if cc < 0 or cc >= w:
+                    if cc < c_lo or cc >= c_hi:
                         continue
-                    if candidate[rr, cc] and labels[rr, cc] == 0 and panel_id[rr, cc] == p:
+                    if mask[rr, cc] and labels[rr, cc] == 0 and panel_id[rr, cc] == p:
                         labels[rr, cc] = n
                         stack[top] = rr * w + cc
                         top += 1
@@ -281,7 +290,9 @@ def label_within_panels(
     """
     candidate = np.ascontiguousarray(candidate, dtype=np.bool_)
     seeds = np.flatnonzero(candidate).astype(np.int64) if members is None else members
-    labels, n = _label_kernel(candidate, np.ascontiguousarray(panel_id, dtype=np.int32), seeds, connectivity == 8)
+    labels, n = _flood_labels(
+        candidate, np.ascontiguousarray(panel_id, dtype=np.int32), seeds, connectivity == 8, -1, max(seeds.size, 16)
+    )
     return labels, int(n)
 
 

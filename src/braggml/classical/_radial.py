@@ -21,6 +21,84 @@ __all__ = [
 ]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _hist_slot(v, lo, span, n_hist):  # pragma: no cover - compiled
+    """Histogram column of ``v`` among ``n_hist`` columns from ``lo`` over ``span``."""
+    j = int((v - lo) / span * n_hist) if span > 0 else 0
+    if j >= n_hist:
+        j = n_hist - 1
+    return j
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _median_spread(h, total, lo, hi, n_hist):  # pragma: no cover - compiled
+    """Median and ``max(p84 - median, column width)`` of a histogram ``h`` of ``total`` samples
+    between ``lo`` and ``hi``."""
+    width = (hi - lo) / n_hist
+    acc = 0
+    med = -1
+    p84 = -1
+    for j in range(n_hist):
+        acc += np.int64(h[j])
+        if med < 0 and acc >= 0.5 * total:
+            med = j
+        if p84 < 0 and acc >= 0.8413 * total:
+            p84 = j
+            break
+    median = lo + (med + 0.5) * width
+    spread = max((p84 - med) * width, width)
+    return median, spread
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_sums(s1, s2, n, k, v):  # pragma: no cover - compiled
+    """Add ``v`` to the sum, sum of squares and count of bin ``k``."""
+    s1[k] += v
+    s2[k] += v * v
+    n[k] += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finish_bins(s1, s2, count, offset, sigma, threshold, snr, floor, sigma_floor):  # pragma: no cover
+    """Mean, standard deviation and next clipping threshold of each bin from its sums."""
+    for k in range(count.size):
+        if count[k] == 0:
+            offset[k] = 0.0
+            sigma[k] = 0.0
+            threshold[k] = np.inf
+        else:
+            m = s1[k] / count[k]
+            var = s2[k] / count[k] - m * m
+            offset[k] = m
+            sigma[k] = np.sqrt(var) if var > 0 else 0.0
+            threshold[k] = max(m + snr * max(sigma[k], sigma_floor), floor)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _settled(count, previous, changed):  # pragma: no cover - compiled
+    """Whether (almost) no pixel changed sides since the ``previous`` counts (``changed`` more are
+    counted as moved): one in ten thousand does not move any threshold. Otherwise the counts become
+    the ``previous`` ones."""
+    total = 0
+    for k in range(count.size):
+        changed += abs(count[k] - previous[k])
+        total += count[k]
+    if changed <= max(2, total // 10000):
+        return True
+    previous[:] = count
+    return False
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sum_means(s, n):  # pragma: no cover - compiled
+    """``s / n`` per bin (0 where ``n`` is 0)."""
+    mean = np.zeros(s.size)
+    for k in range(s.size):
+        if n[k] > 0:
+            mean[k] = s[k] / n[k]
+    return mean
+
+
 @numba.njit(cache=True, nogil=True)
 def _robust_start_kernel(values, use, keys, keys2, n_keys, snr, n_hist):  # pragma: no cover - compiled
     """Per-bin clipping threshold from histogram estimates of the median and the 84th percentile."""
@@ -72,11 +150,7 @@ def _threshold_from_sample(sample_v, sample_k, sample_k2, m, lo, hi, n_keys, snr
             k = sample_k[i] if t == 0 else sample_k2[i]
             if k < 0:
                 continue
-            span = hi[k] - lo[k]
-            j = int((v - lo[k]) / span * n_hist) if span > 0 else 0
-            if j >= n_hist:
-                j = n_hist - 1
-            hist[k, j] += 1
+            hist[row[k], _hist_slot(v, lo[k], hi[k] - lo[k], n_hist)] += 1
     threshold = np.full(n_keys, np.inf)
     for k in range(n_keys):
         if row[k] < 0:
@@ -85,19 +159,7 @@ def _threshold_from_sample(sample_v, sample_k, sample_k2, m, lo, hi, n_keys, snr
         total = h.sum()
         if total == 0:
             continue
-        width = (hi[k] - lo[k]) / n_hist
-        acc = 0
-        med = -1
-        p84 = -1
-        for j in range(n_hist):
-            acc += h[j]
-            if med < 0 and acc >= 0.5 * total:
-                med = j
-            if p84 < 0 and acc >= 0.8413 * total:
-                p84 = j
-                break
-        median = lo[k] + (med + 0.5) * width
-        spread = max((p84 - med) * width, width)
+        median, spread = _median_spread(h, total, lo[k], hi[k], n_hist)
         threshold[k] = median + snr * spread
     return threshold
 
@@ -123,34 +185,14 @@ def _clipped_stats_kernel(
             v = values[i]
             k = keys[i]
             if v < threshold[k]:
-                s1[k] += v
-                s2[k] += v * v
-                count[k] += 1
+                _add_sums(s1, s2, count, k, v)
             k = keys2[i]
             if k >= 0 and v < threshold[k]:
-                s1[k] += v
-                s2[k] += v * v
-                count[k] += 1
-        for k in range(n_keys):
-            if count[k] == 0:
-                offset[k] = 0.0
-                sigma[k] = 0.0
-                threshold[k] = np.inf
-            else:
-                m = s1[k] / count[k]
-                var = s2[k] / count[k] - m * m
-                offset[k] = m
-                sigma[k] = np.sqrt(var) if var > 0 else 0.0
-                threshold[k] = max(m + snr * max(sigma[k], sigma_floor), floor)
-        # stop once (almost) no pixel changes sides: one in ten thousand does not move any threshold
-        changed = 0
-        total = 0
-        for k in range(n_keys):
-            changed += abs(count[k] - previous[k])
-            total += count[k]
-        if changed <= max(2, total // 10000):
+                _add_sums(s1, s2, count, k, v)
+        _finish_bins(s1, s2, count, offset, sigma, threshold, snr, floor, sigma_floor)
+        # stop once (almost) no pixel changes sides
+        if _settled(count, previous, 0):
             break
-        previous[:] = count
     return offset, sigma, count
 
 
@@ -205,10 +247,7 @@ def _robust_start_hist_kernel(values, keys, partner, sink, lo, hi, snr, hist, le
                 k = partner[k]
                 if k < 0:
                     break
-            j = int((v - lo[k]) / span[k] * n_hist) if span[k] > 0 else 0
-            if j >= n_hist:
-                j = n_hist - 1
-            hist[k, j] += 1
+            hist[k, _hist_slot(v, lo[k], span[k], n_hist)] += 1
     threshold = np.full(sink, np.inf)
     level = np.full(sink, np.inf)
     for k in range(sink):
@@ -220,19 +259,7 @@ def _robust_start_hist_kernel(values, keys, partner, sink, lo, hi, snr, hist, le
             total += np.int64(h[j])
         if total == 0:
             continue
-        width = (hi[k] - lo[k]) / n_hist
-        acc = 0
-        med = -1
-        p84 = -1
-        for j in range(n_hist):
-            acc += np.int64(h[j])
-            if med < 0 and acc >= 0.5 * total:
-                med = j
-            if p84 < 0 and acc >= 0.8413 * total:
-                p84 = j
-                break
-        median = lo[k] + (med + 0.5) * width
-        spread = max((p84 - med) * width, width)
+        median, spread = _median_spread(h, total, lo[k], hi[k], n_hist)
         threshold[k] = median + snr * spread
         level[k] = median + level_snr * spread
     return threshold, level
@@ -248,9 +275,7 @@ def _list_tail(values, keys, level, sure1, sure2, suren, index, value, listed_ke
         v = values[i]
         k = keys[i]
         if v < level[k]:
-            sure1[k] += v
-            sure2[k] += v * v
-            suren[k] += 1
+            _add_sums(sure1, sure2, suren, k, v)
         elif m < capacity:
             index[m] = i
             value[m] = v
@@ -411,25 +436,17 @@ def _clipped_stats_partner_kernel(
                 v = listed_value[j]
                 k = listed_key[j]
                 if v < low[k]:
-                    a1[k] += v
-                    a2[k] += v * v
-                    an[k] += 1
+                    _add_sums(a1, a2, an, k, v)
                 elif v < high[k]:
-                    e1[k] += v
-                    e2[k] += v * v
-                    en[k] += 1
+                    _add_sums(e1, e2, en, k, v)
         else:
             for i in range(values.size):
                 v = values[i]
                 k = keys[i]
                 if v < low[k]:
-                    a1[k] += v
-                    a2[k] += v * v
-                    an[k] += 1
+                    _add_sums(a1, a2, an, k, v)
                 elif v < high[k]:
-                    e1[k] += v
-                    e2[k] += v * v
-                    en[k] += 1
+                    _add_sums(e1, e2, en, k, v)
         s1[:] = 0.0
         s2[:] = 0.0
         count[:] = 0
@@ -448,25 +465,9 @@ def _clipped_stats_partner_kernel(
                 s1[j] += e1[k]
                 s2[j] += e2[k]
                 count[j] += en[k]
-        for k in range(n_keys):
-            if count[k] == 0:
-                offset[k] = 0.0
-                sigma[k] = 0.0
-                threshold[k] = np.inf
-            else:
-                m = s1[k] / count[k]
-                var = s2[k] / count[k] - m * m
-                offset[k] = m
-                sigma[k] = np.sqrt(var) if var > 0 else 0.0
-                threshold[k] = max(m + snr * max(sigma[k], sigma_floor), floor)
-        changed = n_empty if it == 0 else 0
-        total = 0
-        for k in range(n_keys):
-            changed += abs(count[k] - previous[k])
-            total += count[k]
-        if changed <= max(2, total // 10000):
+        _finish_bins(s1, s2, count, offset, sigma, threshold, snr, floor, sigma_floor)
+        if _settled(count, previous, n_empty if it == 0 else 0):
             break
-        previous[:] = count
     if not listed:
         level[:] = np.inf
     return (
@@ -543,10 +544,7 @@ def _classify_kernel(
             if flat[i]:
                 members[j] = i
                 j += 1
-    mean = np.zeros(cut.size)
-    for k in range(cut.size):
-        if n[k] > 0:
-            mean[k] = s[k] / n[k]
+    mean = _sum_means(s, n)
     return out, members, above, total, mean
 
 
@@ -710,10 +708,7 @@ def _classify_used_kernel(
     summed = counts[0] + counts[1]
     total = summed[0 : 2 * n_r : 2].copy()
     above = summed[1 : 2 * n_r : 2].copy()
-    mean = np.zeros(cut.size)
-    for k in range(cut.size):
-        if n[k] > 0:
-            mean[k] = s[k] / n[k]
+    mean = _sum_means(s, n)
     return out, members[:m].copy(), above, total, mean
 
 
@@ -1375,11 +1370,7 @@ def _trimmed_mean_kernel(values, use, keys, n_keys, cut):  # pragma: no cover - 
             if v < cut[k]:
                 s[k] += v
                 n[k] += 1
-    out = np.zeros(n_keys)
-    for k in range(n_keys):
-        if n[k] > 0:
-            out[k] = s[k] / n[k]
-    return out
+    return _sum_means(s, n)
 
 
 def background_rate(

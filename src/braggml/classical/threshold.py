@@ -17,6 +17,7 @@ from ._common import (
     FindReport,
     ReportingFinder,
     SelectionConfig,
+    _flood_labels,
     check_choice,
     check_non_negative,
     check_positive,
@@ -135,40 +136,11 @@ def _panel_local_maxima(score, above, panel_id, candidates, sep):  # pragma: no 
     return candidates[keep]
 
 
-@numba.njit(cache=True, nogil=True)
-def _grow_from_maxima(above, panel_id, seeds, radius):  # pragma: no cover - compiled
+def _grow_from_maxima(
+    above: NDArray[np.bool_], panel_id: NDArray[np.int32], seeds: NDArray[np.int64], radius: int
+) -> tuple[NDArray[np.int32], int]:
     """Label the above-level pixels connected to each seed within ``radius`` of it, seeds in order."""
-    h, w = above.shape
-    labels = np.zeros((h, w), np.int32)
-    n = 0
-    stack = np.empty(max((2 * radius + 1) ** 2, 16), np.int64)
-    for seed in seeds:
-        r0 = seed // w
-        c0 = seed - r0 * w
-        if labels[r0, c0] != 0:
-            continue
-        n += 1
-        p = panel_id[r0, c0]
-        labels[r0, c0] = n
-        stack[0] = seed
-        top = 1
-        while top > 0:
-            top -= 1
-            r = stack[top] // w
-            c = stack[top] - r * w
-            for dr in range(-1, 2):
-                rr = r + dr
-                if rr < 0 or rr >= h or abs(rr - r0) > radius:
-                    continue
-                for dc in range(-1, 2):
-                    cc = c + dc
-                    if cc < 0 or cc >= w or abs(cc - c0) > radius:
-                        continue
-                    if above[rr, cc] and labels[rr, cc] == 0 and panel_id[rr, cc] == p:
-                        labels[rr, cc] = n
-                        stack[top] = rr * w + cc
-                        top += 1
-    return labels, n
+    return _flood_labels(above, panel_id, seeds, True, radius, max((2 * radius + 1) ** 2, 16))
 
 
 class ThresholdFinder(ReportingFinder):

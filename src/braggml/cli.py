@@ -350,11 +350,13 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train a CNN or SVM peak classifier on simulated frames or your own labelled frames",
+        help="train a CNN or SVM peak classifier on your frames, or the U-Net on frames it simulates",
         description=(
-            "Find candidates with a high-recall classical finder, cut patches around them, label them against "
-            "the truth (a simulated file's truth group or --labels PEAKS) and train a CNN (PyTorch) or an SVM "
-            "(scikit-learn). Frames are split into train/validation/test sets, never patches."
+            "--model cnn/svm: find candidates with a high-recall classical finder, cut patches around them, label "
+            "them against the truth (a simulated file's truth group or --labels PEAKS) and train a CNN (PyTorch) "
+            "or an SVM (scikit-learn). Frames are split into train/validation/test sets, never patches. "
+            "--model unet: train the whole-frame segmentation network on frames it simulates (hits, weak hits, "
+            "ice, blanks, crowded and quiet frames of the --preset detectors); see docs/unet.md."
         ),
         formatter_class=_HelpFormatter,
     )

@@ -157,6 +157,7 @@ def run_demo(
             f"Test run: {n_frames} simulated frames of the `{preset}` preset (seed {seed}), {len(truth.peaks)} "
             f"true spots with expected SNR >= {DEMO_TRUTH_MIN_SNR:g}. Classical finders run with their default settings"
             + (f"; {', '.join(models)} trained on {n_train_frames} other frames (seed {seed + 1})" if models else "")
+            + ("; unet is the model shipped with braggml (trained on other simulated frames)" if learned else "")
             + ". A found peak is true when it lies within 2 px of a true spot (one-to-one matching)."
         ],
     )

@@ -694,7 +694,7 @@ def select_peaks(
 
     Each rejected peak is counted once in ``report.rejected``, under the first cause that applies.
     """
-    from .rings import ICE_RING_FRACTION, POWDER_RING_FRACTION, on_ice_rings
+    from .rings import peaks_on_rings
 
     keep = keep.copy()
     h, w = frame.data.shape
@@ -710,18 +710,17 @@ def select_peaks(
     reject("resolution", (radius < config.min_res) | (radius > config.max_res))
     if config.masked_peaks == "drop":
         reject("masked", measured.edge_bound)
-    rb = np.rint(radius).astype(np.int64)
-    if rings is not None and config.reject_powder_rings:
-        ring = rings.on_ring(POWDER_RING_FRACTION)
-        reject("powder_ring", ring[np.clip(rb, 0, ring.size - 1)])
-    ice = np.zeros(keep.size, bool)
-    if config.ice_rings != "off" and frame.maps.resolution_a is not None:
-        ice = on_ice_rings(np.asarray(frame.maps.resolution_a)[ri, ci], config.ice_ring_width_inv_a)
-        if config.ice_rings == "reject":
-            reject("ice_ring", ice)
-        elif config.ice_rings == "auto" and rings is not None:
-            present = rings.on_ring(ICE_RING_FRACTION)
-            reject("ice_ring", ice & present[np.clip(rb, 0, present.size - 1)])
+    resolution = None if frame.maps.resolution_a is None else np.asarray(frame.maps.resolution_a)[ri, ci]
+    on_powder, ice_rejected, ice = peaks_on_rings(
+        radius,
+        resolution,
+        rings,
+        reject_powder_rings=config.reject_powder_rings,
+        ice_rings=config.ice_rings,
+        ice_ring_width_inv_a=config.ice_ring_width_inv_a,
+    )
+    reject("powder_ring", on_powder)
+    reject("ice_ring", ice_rejected)
     idx = np.flatnonzero(keep)
     if idx.size > config.max_num_peaks:
         order = np.argsort(-snr[idx], kind="stable")

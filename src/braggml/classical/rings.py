@@ -27,6 +27,7 @@ __all__ = [
     "ring_evidence_from_counts",
     "RingLevels",
     "powder_ring_bins",
+    "peaks_on_rings",
 ]
 
 #: Share of an annulus that must stand out for any ring to reject peaks.
@@ -233,3 +234,52 @@ def powder_ring_bins(
     """Radii lying on a ring: more than ``min_fraction`` of their pixels stand above the neighbouring
     radii (see :func:`ring_evidence`); indexed by the rounded radius in pixels, widened by two pixels."""
     return ring_evidence(data, good, stats, contrast=contrast).on_ring(min_fraction)
+
+
+def peaks_on_rings(
+    radius_px: NDArray[np.floating],
+    resolution_a: NDArray[np.floating] | None,
+    rings: RingEvidence | None,
+    *,
+    reject_powder_rings: bool,
+    ice_rings: str,
+    ice_ring_width_inv_a: float,
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Which peaks the ring rules reject, shared by every finder.
+
+    Parameters
+    ----------
+    radius_px, resolution_a : (P,) ndarrays
+        Distance from the beam and resolution at each peak (``resolution_a`` None without a geometry).
+    rings : RingEvidence or None
+        The frame's ring evidence (None: no powder-ring rejection, and ``"auto"`` rejects no ice).
+    reject_powder_rings : bool
+    ice_rings : {"reject", "auto", "flag", "off"}
+    ice_ring_width_inv_a : float
+
+    Returns
+    -------
+    on_powder : (P,) bool ndarray
+        On a ring more than :data:`POWDER_RING_FRACTION` of whose annulus stands out (when rejected).
+    ice_rejected : (P,) bool ndarray
+        At an ice-Ih resolution that is rejected: every ice ring with ``"reject"``, the ice rings the frame
+        shows (more than :data:`ICE_RING_FRACTION`) with ``"auto"``.
+    at_ice : (P,) bool ndarray
+        At any ice-Ih resolution (unless ``"off"`` or without a geometry).
+    """
+    n = np.asarray(radius_px).size
+    rb = np.rint(np.asarray(radius_px, np.float64)).astype(np.int64)
+    on_powder = np.zeros(n, bool)
+    if rings is not None and reject_powder_rings:
+        ring = rings.on_ring(POWDER_RING_FRACTION)
+        on_powder = ring[np.clip(rb, 0, ring.size - 1)]
+    at_ice = np.zeros(n, bool)
+    ice_rejected = np.zeros(n, bool)
+    if ice_rings != "off" and resolution_a is not None:
+        at_ice = on_ice_rings(resolution_a, ice_ring_width_inv_a)
+        if ice_rings == "reject":
+            ice_rejected = at_ice
+        elif ice_rings == "auto" and rings is not None:
+            present = rings.on_ring(ICE_RING_FRACTION)
+            ice_rejected = at_ice & present[np.clip(rb, 0, present.size - 1)]
+    return on_powder, ice_rejected, at_ice

@@ -435,7 +435,7 @@ class UNetFinder(PeakFinder):
 
     def _off_rings(self, row: NDArray, col: NDArray, norm: NormalisedFrame) -> NDArray[np.bool_]:
         """Which peaks lie off powder and ice rings; counts the others in :attr:`last_rejections`."""
-        from ..classical.rings import ICE_RING_FRACTION, POWDER_RING_FRACTION, on_ice_rings, ring_evidence
+        from ..classical.rings import peaks_on_rings, ring_evidence
 
         cfg = self.config
         self._rejected = {}
@@ -451,21 +451,17 @@ class UNetFinder(PeakFinder):
         h, w = norm.bad.shape
         ri = np.clip(np.rint(row).astype(np.int64), 0, h - 1)
         ci = np.clip(np.rint(col).astype(np.int64), 0, w - 1)
-        rb = np.rint(np.asarray(maps.radius_px)[ri, ci]).astype(np.int64)
-
-        def drop(cause: str, bad: NDArray[np.bool_]) -> None:
+        on_powder, ice_rejected, _ = peaks_on_rings(
+            np.asarray(maps.radius_px)[ri, ci],
+            None if resolution is None else np.asarray(resolution)[ri, ci],
+            rings,
+            reject_powder_rings=cfg.reject_powder_rings,
+            ice_rings=cfg.ice_rings,
+            ice_ring_width_inv_a=cfg.ice_ring_width_inv_a,
+        )
+        for cause, bad in (("powder_ring", on_powder), ("ice_ring", ice_rejected)):
             hit = keep & bad
             if hit.any():
-                self._rejected[cause] = self._rejected.get(cause, 0) + int(hit.sum())
+                self._rejected[cause] = int(hit.sum())
                 keep[hit] = False
-
-        if cfg.reject_powder_rings:
-            ring = rings.on_ring(POWDER_RING_FRACTION)
-            drop("powder_ring", ring[np.clip(rb, 0, ring.size - 1)])
-        if want_ice:
-            ice = on_ice_rings(np.asarray(resolution)[ri, ci], cfg.ice_ring_width_inv_a)
-            if cfg.ice_rings == "auto":
-                present = rings.on_ring(ICE_RING_FRACTION)
-                ice &= present[np.clip(rb, 0, present.size - 1)]
-            drop("ice_ring", ice)
         return keep

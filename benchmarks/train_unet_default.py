@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -36,11 +37,33 @@ import numpy as np
 import torch
 
 from braggml.ml.unet import DEFAULT_MODEL_PATH, NormConfig, UNetConfig, load_unet
-from braggml.ml.unet_train import UNetTrainConfig, choose_threshold, simulate_crops, train_unet
+from braggml.ml.unet_train import (
+    VARIANTS,
+    CropSet,
+    UNetTrainConfig,
+    choose_threshold,
+    simulate_crops,
+    train_unet,
+)
 
 #: The shipped architecture (the defaults): 2x2 space-to-depth input, four levels, one convolution per block.
 MODEL = UNetConfig()
 FIRST_VAL = 1000
+
+
+def _crops(job: tuple) -> CropSet:
+    cfg, frames, augment, norm, seed = job
+    torch.set_num_threads(1)
+    return simulate_crops(cfg, frames=frames, augment=augment, norm=norm, rng=np.random.default_rng(seed))
+
+
+def crops_in_parallel(cfg: UNetTrainConfig, frames: range, augment: bool, norm: NormConfig, workers: int) -> CropSet:
+    """:func:`simulate_crops` over chunks of the frames in ``workers`` processes (chunk ``i`` draws its crops and
+    augmentation from seed ``(cfg.seed, i)``)."""
+    chunks = [list(frames)[i::workers] for i in range(workers)]
+    jobs = [(cfg, chunk, augment, norm, [cfg.seed, i]) for i, chunk in enumerate(chunks) if chunk]
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        return CropSet.concatenate(pool.map(_crops, jobs))
 
 
 def main() -> None:
@@ -54,6 +77,10 @@ def main() -> None:
     parser.add_argument("--crops-per-frame", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--init", default="", help="start from this model file's weights (fine-tuning)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="processes simulating the training frames")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = UNetTrainConfig(
@@ -64,20 +91,25 @@ def main() -> None:
         crops_per_frame=args.crops_per_frame,
         epochs=args.epochs,
         learning_rate=args.learning_rate,
-        batch_size=16,
+        batch_size=args.batch_size,
         patience=8,
         max_seconds=args.max_seconds,
         seed=0,
-        device="cpu",
+        device=args.device,
+        variants=tuple(args.variants),
     )
     norm = NormConfig()
     rng = np.random.default_rng(cfg.seed)
     t0 = time.monotonic()
-    train = simulate_crops(cfg, frames=range(cfg.train_frames_per_preset), augment=True, norm=norm, rng=rng)
     val_frames = range(FIRST_VAL, FIRST_VAL + cfg.val_frames_per_preset)
-    val = simulate_crops(cfg, frames=val_frames, augment=False, norm=norm, rng=rng)
+    if args.workers > 1:
+        train = crops_in_parallel(cfg, range(cfg.train_frames_per_preset), True, norm, args.workers)
+        val = crops_in_parallel(cfg, val_frames, False, norm, args.workers)
+    else:
+        train = simulate_crops(cfg, frames=range(cfg.train_frames_per_preset), augment=True, norm=norm, rng=rng)
+        val = simulate_crops(cfg, frames=val_frames, augment=False, norm=norm, rng=rng)
     print(f"data: {len(train)} train / {len(val)} val crops in {time.monotonic() - t0:.0f} s", flush=True)
-    initial = load_unet(args.init, device="cpu") if args.init else None
+    initial = load_unet(args.init, device=args.device) if args.init else None
     trained = train_unet(
         train, val, config=cfg, model_config=MODEL, norm=norm, progress=lambda r: print(r, flush=True),
         initial=initial,
@@ -88,6 +120,8 @@ def main() -> None:
     print("threshold on whole validation frames:", threshold, scores, flush=True)
     trained.info["trained_on"] = (
         f"simulated frames of presets jungfrau4m and pilatus6m (seed 0; variants {', '.join(cfg.variants)}; "
+        "'varied' draws pixel size, distance, point spread, divergence, mosaicity, cell, strength and background "
+        "at random around the preset for each frame; "
         f"train frames 0-{cfg.train_frames_per_preset - 1}, validation frames {val_frames.start}-"
         f"{val_frames.stop - 1}), 128x128 crops, targets = 1.5 px cores of spots with expected SNR >= 3"
     )

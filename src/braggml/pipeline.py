@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -131,29 +133,80 @@ def find_in_frames(
     summary = RunSummary(min_peaks=min_peaks)
     start = time.perf_counter()
     with tqdm(total=n_frames, unit="frame", disable=not progress, dynamic_ncols=True, leave=False) as bar:
-        for k, (image, ref, bad) in enumerate(frames):
-            if image is None:
-                log.error("%s: %s", ref, bad)
-                summary.failures.append(f"{ref}: {bad}")
-                results.append(PeakList.empty(1))
-                refs.append(ref)
-                bar.update(1)
-                continue
-            frame_mask = combine_masks(image.shape, mask, bad)
-            peaks = finder.find(image, frame_mask, maps=maps)
-            for cause, count in getattr(finder, "last_rejections", {}).items():
-                summary.rejected[cause] = summary.rejected.get(cause, 0) + int(count)
-            results.append(peaks)
+        for k, (ref, peaks, message) in enumerate(_frame_peaks(finder, frames, mask, maps, summary.rejected)):
             refs.append(ref)
+            bar.update(1)
+            if peaks is None:
+                log.error("%s: %s", ref, message)
+                summary.failures.append(f"{ref}: {message}")
+                results.append(PeakList.empty(1))
+                continue
+            results.append(peaks)
             summary.n_hits += int(len(peaks) >= min_peaks)
             summary.n_peaks += len(peaks)
             if on_frame is not None:
                 on_frame(k, peaks)
-            bar.update(1)
             bar.set_postfix(peaks=len(peaks), hits=summary.n_hits, refresh=False)
     summary.n_frames = len(results)
     summary.seconds = time.perf_counter() - start
     return PeakList.concatenate(results, frames=refs), summary
+
+
+def _add_rejections(total: dict[str, int], counts: dict[str, int]) -> None:
+    for cause, count in counts.items():
+        total[cause] = total.get(cause, 0) + int(count)
+
+
+def _frame_peaks(
+    finder: PeakFinder,
+    frames: Iterable[tuple[NDArray | None, FrameRef, NDArray[np.bool_] | str | None]],
+    mask: NDArray[np.bool_] | None,
+    maps: PixelMaps | None,
+    rejected: dict[str, int],
+) -> Iterator[tuple[FrameRef, PeakList | None, str | None]]:
+    """(ref, peaks, None) for each frame in order, (ref, None, message) for one that could not be read.
+
+    A finder with a ``batch_runner`` (the U-Net on a GPU) gets the frames in batches through it; any other
+    finds one frame at a time. Rejection counts are added to ``rejected``.
+    """
+    order: deque[tuple[FrameRef, str | None]] = deque()
+    iterator = iter(frames)
+    first = None
+    for image, ref, bad in iterator:  # up to the first readable frame, whose shape sets up a batch runner
+        if image is not None:
+            first = (image, ref, bad)
+            break
+        yield ref, None, str(bad)
+    if first is None:
+        return
+    make_runner = getattr(finder, "batch_runner", None)
+    runner = None if make_runner is None else make_runner(first[0].shape, mask=mask, maps=maps)
+    if runner is None:
+        for image, ref, bad in itertools.chain([first], iterator):
+            if image is None:
+                yield ref, None, str(bad)
+                continue
+            peaks = finder.find(image, combine_masks(image.shape, mask, bad), maps=maps)
+            _add_rejections(rejected, getattr(finder, "last_rejections", {}))
+            yield ref, peaks, None
+        return
+
+    def readable() -> Iterator[tuple[NDArray, NDArray[np.bool_] | None]]:
+        for image, ref, bad in itertools.chain([first], iterator):
+            order.append((ref, None if image is not None else str(bad)))
+            if image is not None:
+                yield image, bad
+
+    with runner:
+        for peaks in runner.find_stream(readable()):
+            while order[0][1] is not None:
+                ref, message = order.popleft()
+                yield ref, None, message
+            yield order.popleft()[0], peaks, None
+        _add_rejections(rejected, runner.rejected)
+    while order:
+        ref, message = order.popleft()
+        yield ref, None, message
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,9 +21,19 @@ from ..geometry import PixelMaps
 from ..peaks import PeakList
 
 if TYPE_CHECKING:  # torch is imported only when a model is loaded, not when the finder is looked up
+    from ..classical.rings import RingEvidence
     from .unet import NormalisedFrame, TrainedUNet
+    from .unet_batch import BatchedUNetFinder
 
-__all__ = ["UNetFinderConfig", "UNetFinder", "segment_peaks", "split_regions", "grow_regions", "measure_regions"]
+__all__ = [
+    "UNetFinderConfig",
+    "UNetFinder",
+    "finish_peaks",
+    "segment_peaks",
+    "split_regions",
+    "grow_regions",
+    "measure_regions",
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,12 @@ class UNetFinderConfig:
         Overlap of neighbouring tiles in pixels.
     batch_size : int
         Tiles per forward pass.
+    frame_batch : int
+        On a CUDA device, runs of frames go through the network this many whole frames at a time, with the
+        normalisation on the device too (:class:`~braggml.ml.unet_batch.BatchedUNetFinder`).
+    extract_workers : int
+        On a CUDA device, threads that extract the peaks of one batch while the device works on the next
+        (0: in the calling thread).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     precision : {"auto", "float32", "bfloat16", "float16"}
@@ -84,6 +100,8 @@ class UNetFinderConfig:
     tile_size: int = 1024
     overlap: int = 64
     batch_size: int = 4
+    frame_batch: int = 8
+    extract_workers: int = 1
     device: str = "auto"
     precision: str = "auto"
 
@@ -101,6 +119,9 @@ class UNetFinderConfig:
         check_positive("powder_ring_contrast", self.powder_ring_contrast)
         check_positive("tile_size", self.tile_size)
         check_positive("batch_size", self.batch_size)
+        check_positive("frame_batch", self.frame_batch)
+        if int(self.extract_workers) != self.extract_workers or self.extract_workers < 0:
+            raise ConfigError(f"extract_workers must be an integer >= 0, got {self.extract_workers!r}")
         if not 0 <= self.overlap < self.tile_size:
             raise ConfigError(f"overlap must lie in [0, tile_size), got {self.overlap!r}")
         text = str(self.device).lower()
@@ -397,6 +418,24 @@ class UNetFinder(PeakFinder):
             precision=cfg.precision,
         )
 
+    def batch_runner(
+        self,
+        shape: tuple[int, int],
+        *,
+        mask: NDArray[np.bool_] | None = None,
+        maps: PixelMaps | None = None,
+    ) -> BatchedUNetFinder | None:
+        """A runner that finds the peaks of a stream of frames of this shape in batches on the device, or None
+        when frames are better taken one at a time (the model is not on a CUDA device)."""
+        if self.model.device.type != "cuda":
+            return None
+        from .unet_batch import BatchedUNetFinder
+
+        cfg = self.config
+        return BatchedUNetFinder(
+            self, shape, maps=maps, mask=mask, batch_size=cfg.frame_batch, workers=cfg.extract_workers
+        )
+
     def find(
         self,
         image: NDArray,
@@ -412,56 +451,96 @@ class UNetFinder(PeakFinder):
         self, prob: NDArray[np.float32], norm: NormalisedFrame, threshold: float | None = None
     ) -> PeakList:
         """The peaks of a probability map (from :meth:`probability`) at a cut (the configured one when None)."""
+        from .unet_extract import candidate_reach, extract_peaks, gather_candidates
+
         cfg = self.config
         if threshold is None:
             threshold = self.model.threshold if cfg.probability_threshold is None else cfg.probability_threshold
-        labels, n = segment_peaks(prob, threshold, panel_id=norm.panel_id, min_pixel_count=cfg.min_pixel_count)
-        if cfg.split_regions:
-            labels, n = split_regions(labels, n, norm.residual, norm.noise)
-        wide = grow_regions(labels, cfg.grow_px, bad=norm.bad, panel_id=norm.panel_id)
-        cols = measure_regions(
-            labels, n, prob, norm.residual, background=norm.background, noise=norm.noise, measure_labels=wide
+        candidates = gather_candidates(
+            prob,
+            norm.residual,
+            norm.background,
+            norm.noise,
+            norm.bad,
+            norm.panel_id,
+            float(threshold),
+            candidate_reach(cfg.grow_px),
         )
-        keep = self._off_rings(cols["row"], cols["col"], norm)
-        if cfg.masked_peaks == "drop" and n:
-            edge = along_mask(labels, n, norm.bad, norm.panel_id) >= 1.0
-            hit = keep & edge
-            if hit.any():
-                self._rejected["masked"] = int(hit.sum())
-                keep &= ~edge
-        return PeakList.from_columns(
-            n_frames=1, frame=np.zeros(int(keep.sum()), np.int64), **{k: v[keep] for k, v in cols.items()}
+        cols, along = extract_peaks(
+            candidates, min_pixel_count=cfg.min_pixel_count, split=cfg.split_regions, grow_px=cfg.grow_px
         )
-
-    def _off_rings(self, row: NDArray, col: NDArray, norm: NormalisedFrame) -> NDArray[np.bool_]:
-        """Which peaks lie off powder and ice rings; counts the others in :attr:`last_rejections`."""
-        from ..classical.rings import peaks_on_rings, ring_evidence
-
-        cfg = self.config
-        self._rejected = {}
-        keep = np.ones(row.size, bool)
         maps = norm.maps
-        resolution = None if maps is None else maps.resolution_a
-        want_ice = cfg.ice_rings != "off" and resolution is not None
-        if row.size == 0 or norm.stats is None or maps is None or not (cfg.reject_powder_rings or want_ice):
-            return keep
-        good = ~norm.bad
-        data = np.where(good, norm.residual + norm.background, np.float32(0)).astype(np.float32)
-        rings = ring_evidence(data, good, norm.stats, contrast=cfg.powder_ring_contrast)
-        h, w = norm.bad.shape
-        ri = np.clip(np.rint(row).astype(np.int64), 0, h - 1)
-        ci = np.clip(np.rint(col).astype(np.int64), 0, w - 1)
+        radius = None if maps is None else np.asarray(maps.radius_px)
+        resolution = None if maps is None or maps.resolution_a is None else np.asarray(maps.resolution_a)
+        rings = None
+        if cols["row"].size and norm.stats is not None and cfg.reject_powder_rings | (cfg.ice_rings == "auto"):
+            from ..classical.rings import ring_evidence
+
+            good = ~norm.bad
+            data = np.where(good, norm.residual + norm.background, np.float32(0)).astype(np.float32)
+            rings = ring_evidence(data, good, norm.stats, contrast=cfg.powder_ring_contrast)
+        peaks, self._rejected = finish_peaks(cols, along, rings, radius, resolution, cfg)
+        return peaks
+
+
+def finish_peaks(
+    cols: dict[str, NDArray[Any]],
+    along: NDArray[np.float64],
+    rings: RingEvidence | None,
+    radius_px: NDArray | None,
+    resolution_a: NDArray | None,
+    config: UNetFinderConfig,
+) -> tuple[PeakList, dict[str, int]]:
+    """Apply the ring and mask rules to measured regions and make the frame's peak list.
+
+    Parameters
+    ----------
+    cols : dict of str to (n,) ndarray
+        The regions' measurements (:func:`~braggml.ml.unet_extract.extract_peaks`).
+    along : (n,) float ndarray
+        Share of each region's pixels along bad pixels, another panel or the frame's edge.
+    rings : RingEvidence or None
+        The frame's ring evidence (None: no powder-ring rejection, and ``ice_rings="auto"`` rejects nothing).
+    radius_px, resolution_a : (H, W) ndarray or None
+        The run's maps (no ring rule applies without ``radius_px``, no ice rule without ``resolution_a``).
+    config : UNetFinderConfig
+
+    Returns
+    -------
+    peaks : PeakList
+        One frame.
+    rejected : dict of str to int
+        Regions dropped, by cause (``"powder_ring"``, ``"ice_ring"``, ``"masked"``).
+    """
+    from ..classical.rings import peaks_on_rings
+
+    rejected: dict[str, int] = {}
+    n = cols["row"].size
+    keep = np.ones(n, bool)
+    want_ice = config.ice_rings != "off" and resolution_a is not None
+    if n and radius_px is not None and (config.reject_powder_rings or want_ice):
+        h, w = radius_px.shape
+        ri = np.clip(np.rint(cols["row"]).astype(np.int64), 0, h - 1)
+        ci = np.clip(np.rint(cols["col"]).astype(np.int64), 0, w - 1)
         on_powder, ice_rejected, _ = peaks_on_rings(
-            np.asarray(maps.radius_px)[ri, ci],
-            None if resolution is None else np.asarray(resolution)[ri, ci],
+            radius_px[ri, ci],
+            None if resolution_a is None else resolution_a[ri, ci],
             rings,
-            reject_powder_rings=cfg.reject_powder_rings,
-            ice_rings=cfg.ice_rings,
-            ice_ring_width_inv_a=cfg.ice_ring_width_inv_a,
+            reject_powder_rings=config.reject_powder_rings,
+            ice_rings=config.ice_rings,
+            ice_ring_width_inv_a=config.ice_ring_width_inv_a,
         )
         for cause, bad in (("powder_ring", on_powder), ("ice_ring", ice_rejected)):
             hit = keep & bad
             if hit.any():
-                self._rejected[cause] = int(hit.sum())
+                rejected[cause] = int(hit.sum())
                 keep[hit] = False
-        return keep
+    if config.masked_peaks == "drop" and n:
+        hit = keep & (along >= 1.0)
+        if hit.any():
+            rejected["masked"] = int(hit.sum())
+            keep &= ~hit
+    peaks = PeakList.from_columns(
+        n_frames=1, frame=np.zeros(int(keep.sum()), np.int64), **{k: v[keep] for k, v in cols.items()}
+    )
+    return peaks, rejected

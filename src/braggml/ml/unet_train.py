@@ -38,6 +38,7 @@ __all__ = [
     "UNetTrainConfig",
     "VARIANTS",
     "variant_config",
+    "varied_config",
     "CropSet",
     "IGNORE",
     "frame_target",
@@ -55,7 +56,45 @@ log = logging.getLogger(__name__)
 IGNORE = 2
 
 #: Kinds of training frame made from each simulator preset (see :func:`variant_config`).
-VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet")
+VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied")
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def varied_config(base: SimulationConfig, rng: np.random.Generator) -> SimulationConfig:
+    """A hit on the preset's detector layout with the experiment drawn at random around the preset.
+
+    Pixel size (x0.45-2.2, kept within 50-200 um), distance (x0.6-1.6), point spread (0.1-0.6 px), beam
+    divergence and mosaicity (x0.3-3), unit cell (x0.7-2.5), crystal strength (x0.1-1) and background
+    (x0.02-3) change from frame to frame, so that spots take the sizes, shapes, densities and contrasts of
+    detectors and experiments other than the preset's.
+    """
+    det, bg, cr, beam = base.detector, base.background, base.crystal, base.beam
+    low, high = cr.strength_range_photons
+    strength = _log_uniform(rng, 0.1, 1.0)
+    cell_scale = _log_uniform(rng, 0.7, 2.5)
+    bg_scale = _log_uniform(rng, 0.02, 3.0)
+    overrides: dict[str, dict[str, object]] = {
+        "crystal": {
+            "hit_fraction": 1.0,
+            "strength_range_photons": [low * strength, high * strength],
+            "mosaicity_deg": cr.mosaicity_deg * _log_uniform(rng, 0.3, 3.0),
+            "cell": [*(cell_scale * a for a in cr.cell[:3]), *cr.cell[3:]],
+        },
+        "beam": {"divergence_mrad": beam.divergence_mrad * _log_uniform(rng, 0.3, 3.0)},
+        "detector": {
+            "pixel_size_mm": float(np.clip(det.pixel_size_mm * _log_uniform(rng, 0.45, 2.2), 0.05, 0.2)),
+            "distance_mm": det.distance_mm * _log_uniform(rng, 0.6, 1.6),
+            "psf_sigma_px": float(rng.uniform(0.1, 0.6)),
+        },
+        "background": {
+            name: getattr(bg, name) * bg_scale
+            for name in ("air_photons", "floor_photons", "water_photons", "diffuse_photons")
+        },
+    }
+    return apply_overrides(base, overrides)
 
 
 def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
@@ -66,7 +105,8 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     crystal (solvent scatter, ice on half of the frames, detector artefacts only). ``dense``: a hit by a
     crystal with a 3.5 times longer unit cell, to 3-5 A (crowded spots a few pixels apart, as from large
     complexes and viruses). ``quiet``: a weak hit on a fiftieth of the background (a few photons per spot on an
-    almost empty frame, as on counting detectors with short exposures).
+    almost empty frame, as on counting detectors with short exposures). ``varied``: a hit with the experiment
+    drawn at random around the preset for each training frame (:func:`varied_config`; here, the preset's hit).
     """
     low, high = base.crystal.strength_range_photons
     weak = {"hit_fraction": 1.0, "strength_range_photons": [low / 10.0, high / 10.0]}
@@ -83,6 +123,7 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
                 "d_min_range_a": [3.0, 5.0],
             }
         },
+        "varied": {"crystal": {"hit_fraction": 1.0}},
         "quiet": {
             "crystal": weak,
             "background": {name: getattr(bg, name) / 50.0
@@ -375,13 +416,18 @@ def faulty_lines(
 
 def _training_frames(config: UNetTrainConfig, frames: Sequence[int]):
     """(preset, frame number, simulator, pixel maps) of every frame, each frame of its variant."""
-    for name in config.presets:
+    for p, name in enumerate(config.presets):
         base = get_preset(name)
         sims = {v: Simulator(variant_config(base, v), seed=config.seed) for v in config.variants}
         maps = next(iter(sims.values())).layout.pixel_maps(next(iter(sims.values())).wavelength_a)
         for k in frames:
             variant = config.variants[int(k) % len(config.variants)]
-            yield name, int(k), sims[variant], maps
+            if variant == "varied":  # a new experiment for every frame, the same for a given seed and frame
+                rng = np.random.default_rng([config.seed, p, int(k)])
+                sim = Simulator(varied_config(base, rng), seed=config.seed)
+                yield name, int(k), sim, sim.layout.pixel_maps(sim.wavelength_a)
+            else:
+                yield name, int(k), sims[variant], maps
 
 
 def _augment(x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

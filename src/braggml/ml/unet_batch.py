@@ -1,0 +1,299 @@
+"""Batched U-Net peak finding on a torch device, for streams of frames that share one geometry.
+
+:class:`UNetFinder` handles one frame at a time: the frame is normalised on the CPU, the network runs on tiles,
+and the peaks are extracted on the CPU. On a GPU that leaves the device idle most of the time. Here a batch of
+frames goes to the device whole: normalisation (:class:`~braggml.ml.unet_norm_torch.TorchNormaliser`), the
+network in half precision on whole frames, the probability cut and the neighbourhood of every pixel above it
+all run there, and only those few pixels come back to the host, where the same sparse extraction as the
+single-frame finder (:func:`~braggml.ml.unet_extract.extract_peaks`) and the same ring and mask rules
+(:func:`~braggml.ml.unet_finder.finish_peaks`) make the peaks, in worker threads while the device works on the
+next batch.
+
+Examples
+--------
+>>> finder = UNetFinder(device="cuda")  # doctest: +SKIP
+>>> with BatchedUNetFinder(finder, frames.shape[1:], maps=maps, mask=mask, workers=2) as batched:  # doctest: +SKIP
+...     for peaks in batched.find_stream(frames):
+...         print(len(peaks))
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from ..classical.rings import RingEvidence
+from ..errors import ConfigError
+from ..geometry import PixelMaps
+from ..peaks import PeakList
+from .unet import _AUTOCAST, inference_precision
+from .unet_extract import CandidatePixels, candidate_reach, extract_peaks
+from .unet_finder import UNetFinder, UNetFinderConfig, finish_peaks
+from .unet_norm_torch import TorchNormaliser
+
+__all__ = ["BatchedUNetFinder", "FramePixels", "peaks_from_pixels"]
+
+
+@dataclass(frozen=True, eq=False)
+class FramePixels:
+    """What the host needs of one frame after the device's work: the pixels near the peaks, the ring evidence."""
+
+    candidates: CandidatePixels
+    rings: RingEvidence | None
+
+
+# -- host side: the same extraction and rules as UNetFinder ----------------------------------------------------
+def peaks_from_pixels(
+    frame: FramePixels,
+    config: UNetFinderConfig,
+    radius_px: NDArray | None,
+    resolution_a: NDArray | None,
+) -> tuple[PeakList, dict[str, int]]:
+    """The peaks of one frame from its near-peak pixels (see :func:`~braggml.ml.unet_finder.finish_peaks`)."""
+    cols, along = extract_peaks(
+        frame.candidates,
+        min_pixel_count=config.min_pixel_count,
+        split=config.split_regions,
+        grow_px=config.grow_px,
+    )
+    return finish_peaks(cols, along, frame.rings, radius_px, resolution_a, config)
+
+
+class BatchedUNetFinder:
+    """Runs a :class:`UNetFinder` on batches of frames of one geometry, with the heavy work on its device.
+
+    Parameters
+    ----------
+    finder : UNetFinder
+        Its model, device, precision and extraction settings are used (``tile_size`` and ``overlap`` are not:
+        whole frames go through the network at once).
+    shape : (int, int)
+        Shape of every frame.
+    maps : PixelMaps, optional
+        The run's detector maps (:meth:`PixelMaps.fallback` when omitted).
+    mask : (H, W) bool ndarray, optional
+        Bad pixels shared by every frame.
+    batch_size : int
+        Frames per batch on the device.
+    workers : int
+        Threads that extract the peaks while the device works on the next batch (one thread extracts about
+        500 frames/s of 100-300 peaks on a 2-core machine); 0 extracts in the calling thread.
+
+    Notes
+    -----
+    The peaks equal those of :meth:`UNetFinder.find` on the same frames except where the device's arithmetic
+    (float16 network, float32 background statistics) moves a pixel across the probability cut.
+    """
+
+    def __init__(
+        self,
+        finder: UNetFinder,
+        shape: tuple[int, int],
+        *,
+        maps: PixelMaps | None = None,
+        mask: NDArray[np.bool_] | None = None,
+        batch_size: int = 8,
+        workers: int = 0,
+    ) -> None:
+        if not isinstance(finder, UNetFinder):
+            raise ConfigError(f"BatchedUNetFinder needs a UNetFinder, got {type(finder).__name__}")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if int(workers) != workers or workers < 0:
+            raise ConfigError(f"workers must be an integer >= 0, got {workers!r}")
+        self.finder = finder
+        self.config = cfg = finder.config
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.maps = PixelMaps.fallback(self.shape) if maps is None else maps
+        if self.maps.shape != self.shape:
+            raise ConfigError(f"maps have shape {self.maps.shape}, frames have {self.shape}")
+        trained = finder.model
+        self.device = trained.device
+        self.network = trained.inference_model()
+        self.threshold = float(trained.threshold if cfg.probability_threshold is None else cfg.probability_threshold)
+        precision = inference_precision(self.device) if cfg.precision == "auto" else cfg.precision
+        if precision == "float16" and self.device.type != "cuda":
+            raise ConfigError("precision float16 needs a CUDA device (use bfloat16 or float32 on CPU)")
+        self.precision = precision
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every batch has the same shape: the fastest kernels pay off
+        self.batch_size = int(batch_size)
+        self.normaliser = TorchNormaliser(
+            self.shape,
+            maps=self.maps,
+            mask=mask,
+            config=trained.norm,
+            device=self.device,
+            ring_contrast=cfg.powder_ring_contrast,
+        )
+        self.reach = candidate_reach(cfg.grow_px)
+        self._panel = torch.as_tensor(np.ascontiguousarray(self.maps.panel_id, np.int32), device=self.device)
+        self._radius = np.asarray(self.maps.radius_px)
+        self._resolution = None if self.maps.resolution_a is None else np.asarray(self.maps.resolution_a)
+        self._want_rings = cfg.reject_powder_rings or (cfg.ice_rings != "off" and self._resolution is not None)
+        self.rejected: dict[str, int] = {}
+        self._staging: torch.Tensor | None = None
+        self._pool = ThreadPoolExecutor(max_workers=int(workers)) if workers else None
+
+    # -- context -----------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> BatchedUNetFinder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- device side -------------------------------------------------------------------------------------
+    def _upload(self, frames: NDArray | torch.Tensor | Sequence[NDArray]) -> torch.Tensor:
+        """The batch on the device; on CUDA through one reused page-locked buffer (fast copies, no new host
+        memory for every batch)."""
+        if isinstance(frames, torch.Tensor | np.ndarray):
+            parts = [frames]
+            x = torch.as_tensor(frames)
+        else:
+            parts = [np.asarray(f)[None] for f in frames]
+            x = torch.as_tensor(parts[0]) if parts else torch.empty(0)
+        n = sum(p.shape[0] for p in parts)
+        if x.ndim != 3 or tuple(x.shape[1:]) != self.shape or any(p.shape[1:] != parts[0].shape[1:] for p in parts):
+            got = tuple(x.shape) if x.ndim != 3 or len(parts) == 1 else [tuple(p.shape[1:]) for p in parts]
+            raise ConfigError(f"frames must have shape (B, {self.shape[0]}, {self.shape[1]}), got {got}")
+        if self.device.type != "cuda":
+            return x if len(parts) == 1 else torch.as_tensor(np.concatenate(parts))
+        if self._staging is None or self._staging.dtype != x.dtype or self._staging.shape[0] < n:
+            self._staging = torch.empty((max(n, self.batch_size), *self.shape), dtype=x.dtype, pin_memory=True)
+        start = 0
+        for p in parts:
+            self._staging[start : start + p.shape[0]].copy_(torch.as_tensor(p))
+            start += p.shape[0]
+        return self._staging[:n].to(self.device, non_blocking=True)
+
+    def device_pixels(
+        self,
+        frames: NDArray | torch.Tensor | Sequence[NDArray],
+        bad: NDArray[np.bool_] | torch.Tensor | None = None,
+    ) -> list[FramePixels]:
+        """Normalise a batch, run the network and keep the pixels within reach of a pixel above the cut.
+
+        Parameters
+        ----------
+        frames : (B, H, W) array or tensor, or a sequence of (H, W) arrays
+            Any real dtype.
+        bad : (B, H, W) bool array or tensor, optional
+            Each frame's own bad pixels, on top of the shared mask.
+        """
+        x = self._upload(frames)
+        extra = None if bad is None else torch.as_tensor(bad).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            norm = self.normaliser(x, bad=extra)
+            prob = self._probability(norm.inputs)
+            prob.masked_fill_(norm.bad, 0.0)
+            above = (prob > self.threshold).to(torch.float16)[:, None]
+            k = 2 * self.reach + 1
+            near = torch.nn.functional.max_pool2d(above, (1, k), stride=1, padding=(0, self.reach))
+            near = torch.nn.functional.max_pool2d(near, (k, 1), stride=1, padding=(self.reach, 0))[:, 0] > 0
+            b, h, w = prob.shape
+            where = near.view(b, -1).nonzero()
+            f, i = where[:, 0], where[:, 1]
+            values = torch.stack(
+                [t.view(b, -1)[f, i] for t in (prob, norm.residual, norm.background, norm.noise)]
+            ).cpu().numpy()
+            bad_px = norm.bad.view(b, -1)[f, i].cpu().numpy()
+            panel = self._panel.view(-1)[i].cpu().numpy()
+            index = i.cpu().numpy()
+            counts = torch.bincount(f, minlength=b).cpu().numpy()
+        out = []
+        ends = np.cumsum(counts)
+        for j in range(b):
+            s = slice(ends[j] - counts[j], ends[j])
+            cands = CandidatePixels(
+                shape=self.shape,
+                index=index[s].astype(np.int64),
+                prob=values[0, s],
+                residual=values[1, s],
+                background=values[2, s],
+                noise=values[3, s],
+                bad=bad_px[s],
+                panel=panel[s],
+                threshold=self.threshold,
+            )
+            rings = norm.rings(j) if (self._want_rings and counts[j]) else None
+            out.append(FramePixels(cands, rings))
+        return out
+
+    def _probability(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(B, 2, H, W) normalised frames -> (B, H, W) float32 probabilities, whole frames at once."""
+        dtype = _AUTOCAST[self.precision]
+        x = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits = self.network(x)
+        return torch.sigmoid(logits.float())[:, 0]
+
+    # -- host side ---------------------------------------------------------------------------------------
+    def _local(self, frame: FramePixels) -> tuple[PeakList, dict[str, int]]:
+        return peaks_from_pixels(frame, self.config, self._radius, self._resolution)
+
+    def _collect(self, result: tuple[PeakList, dict[str, int]]) -> PeakList:
+        peaks, rejected = result
+        for cause, count in rejected.items():
+            self.rejected[cause] = self.rejected.get(cause, 0) + int(count)
+        return peaks
+
+    def find_batch(
+        self, frames: NDArray | torch.Tensor, bad: NDArray[np.bool_] | torch.Tensor | None = None
+    ) -> list[PeakList]:
+        """The peaks of each frame of a batch (``frames`` and ``bad`` as in :meth:`device_pixels`)."""
+        pixels = self.device_pixels(frames, bad)
+        if self._pool is None:
+            return [self._collect(self._local(p)) for p in pixels]
+        return [self._collect(f.result()) for f in [self._pool.submit(self._local, p) for p in pixels]]
+
+    def find_stream(
+        self, frames: Iterable[NDArray | tuple[NDArray, NDArray[np.bool_] | None]]
+    ) -> Iterator[PeakList]:
+        """The peaks of each frame of a stream, in order.
+
+        Each item is a frame, or a ``(frame, bad)`` pair with the frame's own bad pixels (or None). With
+        workers, the host extracts the peaks of one batch while the device works on the next.
+        """
+        pending: deque[list[Future] | list[PeakList]] = deque()
+        batch: list[NDArray] = []
+        batch_bad: list[NDArray[np.bool_] | None] = []
+
+        def launch() -> None:
+            extra = None
+            if any(m is not None for m in batch_bad):
+                extra = np.stack([np.zeros(self.shape, bool) if m is None else m for m in batch_bad])
+            pixels = self.device_pixels(batch, extra)
+            if self._pool is None:
+                pending.append([self._collect(self._local(p)) for p in pixels])
+            else:
+                pending.append([self._pool.submit(self._local, p) for p in pixels])
+            batch.clear()
+            batch_bad.clear()
+
+        def drain(keep: int) -> Iterator[PeakList]:
+            while len(pending) > keep:
+                for item in pending.popleft():
+                    yield self._collect(item.result()) if isinstance(item, Future) else item
+
+        for item in frames:
+            image, bad = item if isinstance(item, tuple) else (item, None)
+            batch.append(np.asarray(image))
+            batch_bad.append(None if bad is None else np.asarray(bad, bool))
+            if len(batch) == self.batch_size:
+                launch()
+                yield from drain(1)
+        if batch:
+            launch()
+        yield from drain(0)

@@ -1,0 +1,596 @@
+"""Sparse peak extraction shared by the CPU and GPU paths of the U-Net finder.
+
+A frame's peaks depend only on the pixels close to those above the probability cut. The pixels within a small
+chessboard distance of them (:func:`candidate_reach`) are gathered into a :class:`CandidatePixels` set: by
+:func:`gather_candidates` from full-frame arrays on the CPU, or shipped as such by an accelerator that keeps the
+frame. :func:`extract_peaks` then labels, splits, grows and measures the regions on that set alone, with the
+rules of the full-frame functions of :mod:`braggml.ml.unet_finder` (:func:`~braggml.ml.unet_finder.segment_peaks`,
+:func:`~braggml.ml.unet_finder.split_regions`, :func:`~braggml.ml.unet_finder.grow_regions`,
+:func:`~braggml.ml.unet_finder.measure_regions` and :func:`~braggml.ml.unet_finder.along_mask`), so that the cost
+follows the number of candidate pixels, not the frame's size.
+
+Neighbours are found in the sorted flat indices of the set (compiled searches that walk on while the pixels are
+taken in raster order); regions are the connected components of a sparse graph of the pixels above the cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+__all__ = ["CandidatePixels", "candidate_reach", "gather_candidates", "extract_peaks", "PEAK_COLUMNS"]
+
+#: Columns returned by :func:`extract_peaks`, as those of :func:`~braggml.ml.unet_finder.measure_regions`.
+PEAK_COLUMNS = ("row", "col", "intensity", "background", "snr", "n_pixels", "max_value", "score")
+
+#: Regions of at least this many pixels are examined for several maxima (as ``split_regions``' default).
+SPLIT_MIN_PIXELS = 10
+#: A maximum splits a region when its 3 x 3 mean reaches this share of the region's highest one.
+SPLIT_MIN_RELATIVE_HEIGHT = 0.25
+
+
+@dataclass(frozen=True, eq=False)
+class CandidatePixels:
+    """The pixels of one frame within ``reach`` (chessboard distance) of a pixel above the probability cut.
+
+    Attributes
+    ----------
+    shape : (int, int)
+        Shape ``(H, W)`` of the frame.
+    index : (N,) int64 ndarray
+        Flat indices ``row * W + col`` of the pixels, strictly increasing.
+    prob : (N,) float32 ndarray
+        Peak probability of each pixel.
+    residual : (N,) float32 ndarray
+        Background-subtracted value in detector units (0 on bad pixels).
+    background : (N,) float32 ndarray
+        Background in detector units.
+    noise : (N,) float32 ndarray
+        Background noise in detector units.
+    bad : (N,) bool ndarray
+        Bad pixels; they are never above the cut, never join a region and count as the mask for
+        :func:`extract_peaks`' share along the mask.
+    panel : (N,) int32 ndarray
+        Panel of each pixel.
+    threshold : float
+        The probability cut: pixels with ``prob > threshold`` that are not bad form the regions.
+    """
+
+    shape: tuple[int, int]
+    index: NDArray[np.int64]
+    prob: NDArray[np.float32]
+    residual: NDArray[np.float32]
+    background: NDArray[np.float32]
+    noise: NDArray[np.float32]
+    bad: NDArray[np.bool_]
+    panel: NDArray[np.int32]
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if len(self.shape) != 2 or min(self.shape) < 1:
+            raise ValueError(f"shape must be (H, W) with H, W >= 1, got {self.shape!r}")
+        n = np.shape(self.index)
+        if len(n) != 1:
+            raise ValueError(f"index must be 1-D, got shape {n}")
+        for name in ("prob", "residual", "background", "noise", "bad", "panel"):
+            if np.shape(getattr(self, name)) != n:
+                raise ValueError(f"{name} has shape {np.shape(getattr(self, name))}, index has {n}")
+        if not np.isfinite(self.threshold):
+            raise ValueError(f"threshold must be finite, got {self.threshold!r}")
+        index = np.asarray(self.index)
+        if index.size and (
+            index[0] < 0 or index[-1] >= self.shape[0] * self.shape[1] or np.any(index[1:] <= index[:-1])
+        ):
+            raise ValueError(f"index must be strictly increasing flat indices of a frame of shape {self.shape}")
+
+    @property
+    def size(self) -> int:
+        """Number of candidate pixels ``N``."""
+        return int(self.index.size)
+
+
+def candidate_reach(grow_px: float) -> int:
+    """Smallest reach of a :class:`CandidatePixels` set for which :func:`extract_peaks` is exact.
+
+    It covers the widening of the regions (``floor(grow_px)``), the 3 x 3 mean and 3 x 3 maximum that split
+    regions (2 pixels) and the neighbours that tell whether a region lies along the mask (1 pixel).
+
+    Parameters
+    ----------
+    grow_px : float
+        The regions' widening in pixels (``>= 0``).
+
+    Returns
+    -------
+    int
+        Chessboard distance in pixels.
+
+    Examples
+    --------
+    >>> candidate_reach(2.0), candidate_reach(3.5)
+    (2, 3)
+    """
+    if not np.isfinite(grow_px) or grow_px < 0:
+        raise ValueError(f"grow_px must be finite and >= 0, got {grow_px!r}")
+    return max(2, int(np.floor(grow_px)))
+
+
+def gather_candidates(
+    prob: NDArray[np.floating],
+    residual: NDArray[np.floating],
+    background: NDArray[np.floating],
+    noise: NDArray[np.floating],
+    bad: NDArray[np.bool_],
+    panel_id: NDArray[np.integer],
+    threshold: float,
+    reach: int,
+) -> CandidatePixels:
+    """The pixels of a frame within ``reach`` of a good pixel above the cut, from full-frame arrays.
+
+    Only the pixels above the cut are visited beyond the one comparison of ``prob`` with the cut: the set is
+    built from the offsets of those pixels, so the cost follows their number.
+
+    Parameters
+    ----------
+    prob, residual, background, noise : (H, W) ndarray
+        Probability and normalised frame (as :class:`~braggml.ml.unet.NormalisedFrame`).
+    bad : (H, W) bool ndarray
+    panel_id : (H, W) int ndarray
+    threshold : float
+        Pixels with ``prob > threshold`` that are not bad are above the cut.
+    reach : int
+        Chessboard distance (``>= 0``), at least :func:`candidate_reach` of the ``grow_px`` to be used.
+
+    Returns
+    -------
+    CandidatePixels
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 2-D of one shape, or ``reach`` or ``threshold`` is invalid.
+
+    Examples
+    --------
+    >>> prob = np.zeros((5, 5), np.float32)
+    >>> prob[0, 0] = 0.9
+    >>> zero = np.zeros((5, 5), np.float32)
+    >>> c = gather_candidates(prob, zero, zero, zero + 1, zero > 0, np.zeros((5, 5), np.int32), 0.5, 1)
+    >>> c.index.tolist()
+    [0, 1, 5, 6]
+    """
+    prob = np.asarray(prob)
+    if prob.ndim != 2:
+        raise ValueError(f"prob must be 2-D (H, W), got shape {prob.shape}")
+    arrays = {"residual": residual, "background": background, "noise": noise, "bad": bad, "panel_id": panel_id}
+    for name, arr in arrays.items():
+        if np.shape(arr) != prob.shape:
+            raise ValueError(f"{name} has shape {np.shape(arr)}, prob has {prob.shape}")
+    if isinstance(reach, bool) or int(reach) != reach or reach < 0:
+        raise ValueError(f"reach must be an integer >= 0, got {reach!r}")
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    h, w = prob.shape
+    bad_flat = np.asarray(bad, dtype=bool).reshape(-1)
+    above = np.flatnonzero(prob.reshape(-1) > threshold)
+    above = above[~bad_flat[above]].astype(np.int64)
+    index = _dilate(above, (h, w), int(reach))
+
+    def take(arr: Any, dtype: type) -> NDArray[Any]:
+        return np.asarray(arr).reshape(-1)[index].astype(dtype, copy=False)
+
+    return CandidatePixels(
+        shape=(h, w),
+        index=index,
+        prob=take(prob, np.float32),
+        residual=take(residual, np.float32),
+        background=take(background, np.float32),
+        noise=take(noise, np.float32),
+        bad=bad_flat[index],
+        panel=take(panel_id, np.int32),
+        threshold=float(threshold),
+    )
+
+
+def _dilate(index: NDArray[np.int64], shape: tuple[int, int], reach: int) -> NDArray[np.int64]:
+    """Sorted flat indices of the pixels within chessboard distance ``reach`` of the pixels ``index``.
+
+    The square is the product of a run along the row and one along the column, taken one after the other.
+    """
+    h, w = shape
+    if reach == 0 or index.size == 0:
+        return _sorted_unique(index)
+    col = index % w
+    along_row = _sorted_unique(
+        np.concatenate([index[(col + dc >= 0) & (col + dc < w)] + dc for dc in range(-reach, reach + 1)])
+    )
+    row = along_row // w
+    parts = []
+    for dr in range(-reach, reach + 1):
+        ok = (row + dr >= 0) & (row + dr < h)
+        parts.append(along_row[ok] + dr * w)
+    return _sorted_unique(np.concatenate(parts))
+
+
+def _sorted_unique(values: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Sorted distinct values; fast when ``values`` is a concatenation of a few sorted runs (merge sort)."""
+    values = np.sort(values, kind="stable")
+    if values.size < 2:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
+_REACH_MESSAGE = (
+    "the candidate pixels do not reach far enough for these settings; gather them with a reach of at least "
+    "candidate_reach(grow_px)"
+)
+
+
+class _Pixels:
+    """Rows, columns and neighbour look-ups of a candidate set."""
+
+    def __init__(self, c: CandidatePixels) -> None:
+        self.h, self.w = c.shape
+        self.index = np.ascontiguousarray(c.index, dtype=np.int64)
+        self.row = self.index // self.w
+        self.col = self.index - self.row * self.w
+
+    def block(self, pos: NDArray[np.int64], *, clip: bool = False) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+        """Positions in the set of the 3 x 3 neighbourhoods of the pixels at ``pos``, offsets in raster order.
+
+        Returns ``(9, M)`` positions and ``(9, M)`` flags telling whether the neighbour lies in the frame.
+        Beyond the frame the position is -1, or with ``clip`` that of the nearest pixel of the frame (the
+        ``"nearest"`` border of a filter).
+
+        Raises
+        ------
+        ValueError
+            If a neighbour in the frame is not in the set.
+        """
+        out, inside, missing = _block_kernel(self.index, self.h, self.w, np.ascontiguousarray(pos, np.int64), clip)
+        if missing:
+            raise ValueError(_REACH_MESSAGE)
+        return out, inside
+
+
+@numba.njit(cache=True, nogil=True)
+def _seek(index, value, hint):  # pragma: no cover - compiled
+    """First position of ``index`` (sorted) holding at least ``value``: a walk on from ``hint`` when the values
+    sought rise, as they do for pixels taken in raster order, else a binary search."""
+    if hint > 0 and index[hint - 1] >= value:
+        return np.searchsorted(index, value)
+    while hint < index.size and index[hint] < value:
+        hint += 1
+    return hint
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_kernel(index, h, w, pos, clip):  # pragma: no cover - compiled
+    """See :meth:`_Pixels.block`; also whether a neighbour was missing from the set."""
+    n = index.size
+    out = np.full((9, pos.size), -1, np.int64)
+    inside = np.zeros((9, pos.size), np.bool_)
+    missing = False
+    start = np.zeros(3, np.int64)  # per row of the neighbourhood: where the last search ended
+    for i in range(pos.size):
+        r0 = index[pos[i]] // w
+        c0 = index[pos[i]] - r0 * w
+        for a in range(3):
+            r = r0 + a - 1
+            row_in = 0 <= r < h
+            if not row_in and not clip:
+                continue
+            r = min(max(r, 0), h - 1)
+            j = _seek(index, r * w + max(c0 - 1, 0), start[a])
+            start[a] = j
+            for b in range(3):
+                c = c0 + b - 1
+                col_in = 0 <= c < w
+                inside[3 * a + b, i] = row_in and col_in
+                if not col_in and not clip:
+                    continue
+                t = r * w + min(max(c, 0), w - 1)
+                k = j
+                while k < n and index[k] < t:
+                    k += 1
+                if k < n and index[k] == t:
+                    out[3 * a + b, i] = k
+                else:
+                    missing = True
+    return out, inside, missing
+
+
+@numba.njit(cache=True, nogil=True)
+def _grow_kernel(index, h, w, labels, bad, panel, rank, reach):  # pragma: no cover - compiled
+    """Every free pixel takes the label of the region pixel at the lowest-ranked offset from it (``rank``:
+    ``(2 reach + 1, 2 reach + 1)`` order of the offsets, -1 for those not used); also whether a pixel of
+    the frame within ``reach`` of a region was missing from the set."""
+    n = index.size
+    out = labels.copy()
+    best = np.full(n, rank.size, np.int64)
+    missing = False
+    start = np.zeros(2 * reach + 1, np.int64)
+    for i in range(n):
+        lab = labels[i]
+        if lab == 0:
+            continue
+        r0 = index[i] // w
+        c0 = index[i] - r0 * w
+        p = panel[i]
+        lo = max(c0 - reach, 0)
+        hi = min(c0 + reach, w - 1)
+        for a in range(2 * reach + 1):
+            r = r0 + a - reach
+            if r < 0 or r >= h:
+                continue
+            k = _seek(index, r * w + lo, start[a])
+            start[a] = k
+            for c in range(lo, hi + 1):
+                order = rank[a, c - c0 + reach]
+                if order < 0:
+                    continue
+                t = r * w + c
+                while k < n and index[k] < t:
+                    k += 1
+                if k >= n or index[k] != t:
+                    missing = True
+                    continue
+                if labels[k] == 0 and not bad[k] and panel[k] == p and order < best[k]:
+                    best[k] = order
+                    out[k] = lab
+    return out, missing
+
+
+def extract_peaks(
+    c: CandidatePixels, *, min_pixel_count: int = 1, split: bool = True, grow_px: float = 2.0
+) -> tuple[dict[str, NDArray[Any]], NDArray[np.float64]]:
+    """The peaks of one frame from its candidate pixels.
+
+    Regions are the 8-connected groups of good pixels above the cut within one panel, numbered in raster order
+    of their first pixel; those smaller than ``min_pixel_count`` are dropped. With ``split``, a region of at
+    least ten pixels whose 3 x 3 means of the residual hold two or more local maxima standing at least a quarter
+    of its highest one and two thirds of its mean noise above the background is divided between its maxima,
+    every pixel going to the nearest one (the first in raster order on a tie): the first keeps the region's
+    number, the others are numbered after all regions, in order. The regions are then widened to the free
+    pixels (not in a region, not bad, same panel) within ``grow_px``, each going to the nearest region pixel,
+    and measured as :func:`~braggml.ml.unet_finder.measure_regions` does.
+
+    The 3 x 3 means use the neighbouring pixels' values (the nearest pixel of the frame beyond its edge)
+    wherever the region lies; the full-frame ``split_regions`` repeats the values at the border of a box
+    around the region instead, which can, rarely, change whether a pixel next to that border is a maximum.
+
+    Parameters
+    ----------
+    c : CandidatePixels
+        Gathered with a reach of at least ``candidate_reach(grow_px)``.
+    min_pixel_count : int
+        Smallest region kept (pixels above the cut).
+    split : bool
+        Split regions holding several maxima.
+    grow_px : float
+        Widening of the regions in pixels (``>= 0``; 0 measures the regions as they are).
+
+    Returns
+    -------
+    columns : dict of str to (P,) ndarray
+        ``row``, ``col``, ``intensity``, ``background``, ``snr``, ``n_pixels`` (int64), ``max_value`` and
+        ``score`` of the P peaks (see :data:`PEAK_COLUMNS`), all float64 but ``n_pixels``.
+    along_mask : (P,) float64 ndarray
+        Share of each region's pixels (before widening) touching a bad pixel, another panel or the frame's
+        edge (8-connected).
+
+    Raises
+    ------
+    ValueError
+        If a setting is invalid or the set does not reach far enough for ``grow_px``.
+
+    Examples
+    --------
+    >>> prob = np.zeros((6, 6), np.float32)
+    >>> prob[2, 2:4] = 0.9
+    >>> residual = prob * 10
+    >>> ones = np.ones((6, 6), np.float32)
+    >>> c = gather_candidates(prob, residual, ones, ones, ones < 0, np.zeros((6, 6), np.int32), 0.5, 2)
+    >>> columns, along_mask = extract_peaks(c, grow_px=1.0)
+    >>> columns["row"].tolist(), columns["col"].tolist(), columns["n_pixels"].tolist(), along_mask.tolist()
+    ([2.0], [2.5], [8], [0.0])
+    """
+    if isinstance(min_pixel_count, bool) or int(min_pixel_count) != min_pixel_count or min_pixel_count < 1:
+        raise ValueError(f"min_pixel_count must be an integer >= 1, got {min_pixel_count!r}")
+    candidate_reach(grow_px)  # validates grow_px
+    px = _Pixels(c)
+    labels, n = _label(c, px, int(min_pixel_count))
+    if split and n:
+        labels, n = _split(c, px, labels, n)
+    wide = _grow(c, px, labels, grow_px) if grow_px > 0 and n else labels
+    return _measure(c, px, labels, wide, n), _along_mask(c, px, labels, n)
+
+
+def _label(c: CandidatePixels, px: _Pixels, min_pixel_count: int) -> tuple[NDArray[np.int32], int]:
+    """Region number of every candidate (0 outside regions) and the number of regions."""
+    labels = np.zeros(c.size, np.int32)
+    core = np.flatnonzero((c.prob > c.threshold) & ~c.bad)
+    m = core.size
+    if m == 0:
+        return labels, 0
+    rank = np.full(c.size + 1, -1, np.int64)  # position in the set -> number among the pixels above the cut
+    rank[core] = np.arange(m)
+    nb, _ = px.block(core)
+    a_parts, b_parts = [], []
+    for k in (5, 6, 7, 8):  # (0, 1), (1, -1), (1, 0), (1, 1): each pair once, seen from its earlier pixel
+        j = rank[nb[k]]  # -1 (the extra entry) outside the frame
+        src = np.flatnonzero(j >= 0)
+        j = j[src]
+        same = c.panel[core[src]] == c.panel[core[j]]
+        a_parts.append(src[same])
+        b_parts.append(j[same])
+    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+    graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(m, m)).tocsr()
+    n, comp = connected_components(graph, directed=False)
+    # number the regions in raster order of their first pixel, as scipy.ndimage.label does
+    first = np.full(n, m, np.int64)
+    np.minimum.at(first, comp, np.arange(m))
+    number = np.empty(n, np.int32)
+    number[np.argsort(first)] = np.arange(1, n + 1, dtype=np.int32)
+    lab = number[comp]
+    if min_pixel_count > 1:
+        sizes = np.bincount(lab, minlength=n + 1)
+        keep = sizes >= min_pixel_count
+        keep[0] = False
+        remap = np.zeros(n + 1, np.int32)
+        remap[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        lab = remap[lab]
+        n = int(keep.sum())
+    labels[core] = lab
+    return labels, int(n)
+
+
+def _split(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: int) -> tuple[NDArray[np.int32], int]:
+    """Regions divided between their strong local maxima (see :func:`extract_peaks`)."""
+    members = np.flatnonzero(labels)
+    lab = labels[members]
+    sizes = np.bincount(lab, minlength=n + 1)
+    big = sizes >= SPLIT_MIN_PIXELS
+    big[0] = False
+    pos, plab = members[big[lab]], lab[big[lab]]
+    if pos.size == 0:
+        return labels, n
+    # 3 x 3 means at the region pixels and their neighbours ("nearest" beyond the frame's edge)
+    around, _ = px.block(pos, clip=True)
+    mark = np.zeros(c.size, bool)
+    mark[around.ravel()] = True
+    need = np.flatnonzero(mark)
+    window, _ = px.block(need, clip=True)
+    total = np.asarray(c.residual, np.float64)[window].sum(axis=0)
+    smooth = np.full(c.size, -np.inf)
+    smooth[need] = total / 9.0
+    value = smooth[pos]
+    is_max = np.ones(pos.size, bool)
+    for nb in around:
+        is_max &= value >= smooth[nb]  # the pixel itself is among them
+    mpos, mlab, mval = pos[is_max], plab[is_max], value[is_max]
+    highest = np.full(n + 1, -np.inf)
+    np.maximum.at(highest, mlab, mval)
+    noise_sum = np.bincount(plab, weights=np.asarray(c.noise, np.float64)[pos], minlength=n + 1)
+    mean_noise = noise_sum / np.maximum(sizes, 1)
+    floor = np.maximum(SPLIT_MIN_RELATIVE_HEIGHT * highest, 2.0 * mean_noise / 3.0)
+    strong = mval >= floor[mlab]
+    mpos, mlab = mpos[strong], mlab[strong]
+    count = np.bincount(mlab, minlength=n + 1)
+    divided = count >= 2
+    if not divided.any():
+        return labels, n
+    keep = divided[mlab]
+    mpos, mlab = mpos[keep], mlab[keep]
+    order = np.lexsort((mpos, mlab))  # by region, then raster order
+    mpos, mlab = mpos[order], mlab[order]
+    count = np.bincount(mlab, minlength=n + 1)
+    start = np.concatenate([[0], np.cumsum(count)])  # first maximum of each region in mpos
+    extra = np.maximum(count - 1, 0)
+    first_new = n + 1 + np.concatenate([[0], np.cumsum(extra)])[:-1]  # number of each region's second maximum
+    # every pixel of a divided region against every maximum of its region
+    sel = divided[plab]
+    spos, slab = pos[sel], plab[sel]
+    reps = count[slab]
+    pix = np.repeat(np.arange(spos.size), reps)
+    offsets = np.arange(pix.size) - np.repeat(np.cumsum(reps) - reps, reps)  # rank of the maximum in its region
+    mx = mpos[start[slab[pix]] + offsets]
+    d2 = (px.row[spos[pix]] - px.row[mx]) ** 2 + (px.col[spos[pix]] - px.col[mx]) ** 2
+    width = int(count.max())
+    key = d2 * width + offsets  # nearest maximum, the first in raster order on a tie
+    best = np.minimum.reduceat(key, np.cumsum(reps) - reps) % width
+    new = np.where(best == 0, slab, first_new[slab] + best - 1).astype(np.int32)
+    out = labels.copy()
+    out[spos] = new
+    return out, int(n + extra.sum())
+
+
+def _grow(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], grow_px: float) -> NDArray[np.int32]:
+    """Regions widened to the free pixels within ``grow_px``.
+
+    As in the full-frame code, which visits the offsets nearest first (raster order among equals), a free
+    pixel (not in a region, not bad, on the region pixel's panel) goes to the region pixel at the first
+    offset that reaches it.
+    """
+    reach = int(np.floor(grow_px))
+    dr, dc = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    dist = np.hypot(dr, dc).ravel()
+    order = np.argsort(dist, kind="stable")  # nearest offsets first, raster order among equals
+    order = order[(dist[order] > 0) & (dist[order] <= grow_px)]
+    rank = np.full(dist.size, -1, np.int64)
+    rank[order] = np.arange(order.size)
+    out, missing = _grow_kernel(
+        px.index,
+        px.h,
+        px.w,
+        np.ascontiguousarray(labels, np.int32),
+        np.ascontiguousarray(c.bad, np.bool_),
+        np.ascontiguousarray(c.panel, np.int32),
+        rank.reshape(dr.shape),
+        reach,
+    )
+    if missing:
+        raise ValueError(_REACH_MESSAGE)
+    return out
+
+
+def _measure(
+    c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], wide: NDArray[np.int32], n: int
+) -> dict[str, NDArray[Any]]:
+    """The columns of :func:`~braggml.ml.unet_finder.measure_regions` over the candidate pixels."""
+    if n == 0:
+        empty = np.empty(0)
+        return {k: empty for k in PEAK_COLUMNS if k != "n_pixels"} | {"n_pixels": np.empty(0, np.int64)}
+    core = np.flatnonzero(labels)
+    score = np.zeros(n + 1)
+    np.maximum.at(score, labels[core], c.prob[core].astype(np.float64))
+    idx = np.flatnonzero(wide)
+    lab = wide[idx]
+    rr, cc = px.row[idx].astype(np.float64), px.col[idx].astype(np.float64)
+    res = c.residual[idx].astype(np.float64)
+    pw = c.prob[idx].astype(np.float64)
+
+    def total(values: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.bincount(lab, weights=values, minlength=n + 1)[1:]
+
+    weight = np.clip(res, 0.0, None)
+    wsum, psum = total(weight), total(pw)
+    use_w = wsum > 0
+    wdiv, pdiv = np.where(use_w, wsum, 1.0), np.maximum(psum, 1e-30)
+    row = np.where(use_w, total(weight * rr) / wdiv, total(pw * rr) / pdiv)
+    col = np.where(use_w, total(weight * cc) / wdiv, total(pw * cc) / pdiv)
+    n_pixels = np.bincount(lab, minlength=n + 1)[1:].astype(np.int64)
+    intensity = total(res)
+    background = total(c.background[idx].astype(np.float64)) / np.maximum(n_pixels, 1)
+    snr = intensity / np.sqrt(np.maximum(total(c.noise[idx].astype(np.float64) ** 2), 1e-30))
+    peak = np.full(n + 1, -np.inf)
+    np.maximum.at(peak, lab, res)
+    return {
+        "row": row,
+        "col": col,
+        "intensity": intensity,
+        "background": background,
+        "snr": snr,
+        "n_pixels": n_pixels,
+        "max_value": peak[1:] + background,
+        "score": score[1:],
+    }
+
+
+def _along_mask(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: int) -> NDArray[np.float64]:
+    """Share of each region's pixels touching a bad pixel, another panel or the frame's edge."""
+    core = np.flatnonzero(labels)
+    if n == 0 or core.size == 0:
+        return np.zeros(n)
+    nb, inside = px.block(core)
+    safe = np.where(inside, nb, 0)
+    touch = (~inside | c.bad[safe] | (c.panel[safe] != c.panel[core])).any(axis=0)
+    lab = labels[core]
+    sizes = np.bincount(lab, minlength=n + 1)[1:]
+    return np.bincount(lab, weights=touch, minlength=n + 1)[1:] / np.maximum(sizes, 1)

@@ -1,0 +1,126 @@
+"""Batched U-Net finding (the GPU path), run here on the CPU: same peaks as the one-frame finder, in order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from braggml.errors import ConfigError  # noqa: E402
+from braggml.evaluate.matching import match_frame  # noqa: E402
+from braggml.ml.unet_batch import BatchedUNetFinder  # noqa: E402
+from braggml.ml.unet_finder import UNetFinder  # noqa: E402
+from braggml.peaks import FrameRef, PeakList  # noqa: E402
+from braggml.pipeline import find_in_frames  # noqa: E402
+from braggml.simulate import Simulator, get_preset  # noqa: E402
+from braggml.simulate.config import apply_overrides  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run():
+    """Four frames of the "test" preset (two panels, ice on some), their maps and the shipped finder on the CPU."""
+    config = apply_overrides(get_preset("test"), {"background": {"ice_fraction": 0.5}})
+    sim = Simulator(config, seed=11)
+    frames = [sim.frame(k) for k in range(4)]
+    finder = UNetFinder(device="cpu", precision="float32")
+    return frames, sim.layout.pixel_maps(sim.wavelength_a), finder
+
+
+def _rc(peaks: PeakList) -> np.ndarray:
+    return np.column_stack([peaks.row, peaks.col])
+
+
+def _shared(a: PeakList, b: PeakList, radius: float) -> int:
+    return match_frame(_rc(a), _rc(b), radius)[0].size if len(a) and len(b) else 0
+
+
+def test_batched_peaks_match_the_one_frame_finder(run) -> None:
+    frames, maps, finder = run
+    single = [finder.find(f.image, maps.mask, maps=maps) for f in frames]
+    with BatchedUNetFinder(finder, frames[0].image.shape, maps=maps, mask=maps.mask, batch_size=3) as batched:
+        streamed = list(batched.find_stream(f.image for f in frames))
+    assert len(streamed) == len(frames)
+    total = sum(len(p) for p in single)
+    assert total > 40
+    shared = sum(_shared(a, b, 0.05) for a, b in zip(streamed, single))
+    # the device path normalises with its own (float32, fixed-pass) statistics: nearly every peak is the same
+    assert shared >= 0.95 * total
+    assert abs(sum(len(p) for p in streamed) - total) <= 0.03 * total
+    for a, b in zip(streamed, single):
+        m_a, m_b = match_frame(_rc(a), _rc(b), 0.05)
+        np.testing.assert_allclose(a.intensity[m_a], b.intensity[m_b], rtol=0.02, atol=1.0)
+
+
+def test_worker_processes_give_identical_peaks(run) -> None:
+    frames, maps, finder = run
+    images = np.stack([f.image for f in frames])
+    with BatchedUNetFinder(finder, images.shape[1:], maps=maps, mask=maps.mask, batch_size=2) as local:
+        expected = local.find_batch(images)
+    with BatchedUNetFinder(finder, images.shape[1:], maps=maps, mask=maps.mask, batch_size=2, workers=2) as pool:
+        got = list(pool.find_stream(images))
+    for a, b in zip(got, expected):
+        for name in ("row", "col", "intensity", "snr", "score", "n_pixels"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_each_frame_keeps_its_own_bad_pixels(run) -> None:
+    frames, maps, finder = run
+    image = frames[0].image
+    with BatchedUNetFinder(finder, image.shape, maps=maps, mask=maps.mask, batch_size=2) as batched:
+        clean = batched.find_batch(image[None])[0]
+        strongest = int(np.argmax(clean.intensity))
+        r, c = int(round(clean.row[strongest])), int(round(clean.col[strongest]))
+        bad = np.zeros(image.shape, bool)
+        bad[max(r - 4, 0) : r + 5, max(c - 4, 0) : c + 5] = True
+        masked, same = list(batched.find_stream([(image, bad), (image, None)]))
+    assert len(masked) < len(clean)
+    assert np.min(np.hypot(masked.row - r, masked.col - c)) > 3
+    np.testing.assert_array_equal(same.row, clean.row)
+
+
+def test_wrong_frames_and_settings_are_rejected(run) -> None:
+    frames, maps, finder = run
+    shape = frames[0].image.shape
+    with BatchedUNetFinder(finder, shape, maps=maps) as batched, pytest.raises(ConfigError, match="frames must have"):
+        batched.find_batch(np.zeros((2, shape[0], shape[1] + 1), np.float32))
+    with pytest.raises(ConfigError, match="batch_size"):
+        BatchedUNetFinder(finder, shape, maps=maps, batch_size=0)
+    with pytest.raises(ConfigError, match="maps have shape"):
+        BatchedUNetFinder(finder, (shape[0] + 1, shape[1]), maps=maps)
+    with pytest.raises(ConfigError, match="UNetFinder"):
+        BatchedUNetFinder(object(), shape)  # type: ignore[arg-type]
+
+
+def test_a_run_goes_through_the_batch_runner_in_order(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU ``find_in_frames`` hands the frames to the batch runner; unreadable frames keep their place."""
+    frames, maps, finder = run
+    expected = [finder.find(f.image, maps.mask, maps=maps) for f in frames]
+    made: list[BatchedUNetFinder] = []
+
+    def runner(self, shape, *, mask=None, maps=None):
+        made.append(BatchedUNetFinder(self, shape, maps=maps, mask=mask, batch_size=3))
+        return made[-1]
+
+    monkeypatch.setattr(UNetFinder, "batch_runner", runner)
+    refs = [FrameRef("run.h5", "/data", k) for k in range(6)]
+    items = [
+        (None, refs[0], "unreadable"),
+        (frames[0].image, refs[1], None),
+        (frames[1].image, refs[2], None),
+        (None, refs[3], "truncated"),
+        (frames[2].image, refs[4], None),
+        (frames[3].image, refs[5], None),
+    ]
+    peaks, summary = find_in_frames(finder, items, mask=maps.mask, maps=maps, progress=False)
+    assert len(made) == 1
+    assert summary.n_frames == 6 and len(summary.failures) == 2
+    assert "unreadable" in summary.failures[0] and "truncated" in summary.failures[1]
+    assert [str(r) for r in peaks.frames] == [str(r) for r in refs]
+    counts = peaks.counts_per_frame()
+    assert counts[0] == 0 and counts[3] == 0
+    assert summary.n_peaks == len(peaks)
+    for k, want in zip((1, 2, 4, 5), expected):
+        got = peaks.for_frame(k)
+        assert abs(len(got) - len(want)) <= max(2, 0.05 * len(want))
+        assert _shared(got, want, 0.05) >= 0.9 * len(want)

@@ -1,0 +1,314 @@
+"""Sparse peak extraction: the same peaks as the full-frame chain of the U-Net finder, from the candidate pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from braggml.ml.unet_extract import (
+    PEAK_COLUMNS,
+    CandidatePixels,
+    candidate_reach,
+    extract_peaks,
+    gather_candidates,
+)
+from braggml.ml.unet_finder import along_mask, grow_regions, measure_regions, segment_peaks, split_regions
+
+THRESHOLD = 0.5
+
+
+def _full_chain(frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1):
+    labels, n = segment_peaks(frame["prob"], threshold, panel_id=frame["panel"], min_pixel_count=min_pixel_count)
+    if split:
+        labels, n = split_regions(labels, n, frame["residual"], frame["noise"])
+    wide = grow_regions(labels, grow_px, bad=frame["bad"], panel_id=frame["panel"])
+    cols = measure_regions(
+        labels,
+        n,
+        frame["prob"],
+        frame["residual"],
+        background=frame["background"],
+        noise=frame["noise"],
+        measure_labels=wide,
+    )
+    return cols, along_mask(labels, n, frame["bad"], frame["panel"])
+
+
+def _sparse_chain(frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1):
+    c = gather_candidates(
+        frame["prob"],
+        frame["residual"],
+        frame["background"],
+        frame["noise"],
+        frame["bad"],
+        frame["panel"],
+        threshold,
+        candidate_reach(grow_px),
+    )
+    return extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px)
+
+
+def _assert_same(full: tuple, sparse: tuple) -> None:
+    (a, a_mask), (b, b_mask) = full, sparse
+    assert set(b) == set(PEAK_COLUMNS)
+    assert b["row"].size == a["row"].size
+    for key in PEAK_COLUMNS:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=0, err_msg=key)
+    assert b["n_pixels"].dtype == np.int64
+    np.testing.assert_allclose(b_mask, a_mask, rtol=1e-12)
+
+
+def _spot(shape: tuple[int, int], row: float, col: float, height: float, sigma: float = 1.0) -> np.ndarray:
+    r, c = np.mgrid[: shape[0], : shape[1]]
+    return height * np.exp(-((r - row) ** 2 + (c - col) ** 2) / (2 * sigma**2))
+
+
+def _synthetic_frame(seed: int = 0, shape: tuple[int, int] = (48, 80)) -> dict:
+    """Two panels side by side (columns 0-39 and 40-79, no gap) with touching spots, spots at the frame's edge,
+    against bad pixels and across the panel border, on noise; probability rises with the residual."""
+    rng = np.random.default_rng(seed)
+    residual = rng.normal(0.0, 1.0, shape)
+    spots = [
+        (20.0, 12.0, 40.0, 1.3),  # two spots whose cores touch: one region, split in two
+        (20.0, 16.5, 30.0, 1.3),
+        (0.4, 25.0, 30.0, 1.0),  # at the top edge
+        (30.0, 78.6, 25.0, 1.0),  # at the right edge
+        (8.0, 60.0, 30.0, 1.2),  # against a bad block
+        (35.0, 39.5, 30.0, 1.2),  # across the panel border
+        (40.0, 10.0, 20.0, 2.2),  # wide, several maxima in the noise
+        (12.0, 45.0, 8.0, 0.8),
+    ]
+    for row, col, height, sigma in spots:
+        residual += _spot(shape, row, col, height, sigma)
+    bad = np.zeros(shape, bool)
+    bad[5:12, 62:64] = True
+    bad[rng.integers(0, shape[0], 10), rng.integers(0, shape[1], 10)] = True
+    panel = np.zeros(shape, np.int32)
+    panel[:, 40:] = 1
+    noise = rng.uniform(0.8, 1.2, shape).astype(np.float32)
+    residual = np.where(bad, 0.0, residual).astype(np.float32)
+    prob = (1.0 / (1.0 + np.exp(-(residual / noise - 4.0)))).astype(np.float32)
+    prob[bad] = 0.0  # as the network's probability map
+    background = rng.uniform(5.0, 6.0, shape).astype(np.float32)
+    return {"prob": prob, "residual": residual, "background": background, "noise": noise, "bad": bad, "panel": panel}
+
+
+@pytest.mark.parametrize("grow_px", [0.0, 2.0, 3.5])
+@pytest.mark.parametrize("split", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_synthetic_frames_give_the_full_frame_peaks(grow_px: float, split: bool, seed: int) -> None:
+    frame = _synthetic_frame(seed)
+    for min_pixel_count in (1, 3):
+        full = _full_chain(frame, THRESHOLD, grow_px=grow_px, split=split, min_pixel_count=min_pixel_count)
+        sparse = _sparse_chain(frame, THRESHOLD, grow_px=grow_px, split=split, min_pixel_count=min_pixel_count)
+        assert full[0]["row"].size >= 6
+        _assert_same(full, sparse)
+
+
+def _crowded_frame(seed: int, shape: tuple[int, int] = (96, 128)) -> dict:
+    """Many spots of random size and height, often touching, on four panels in a 2 x 2 grid without gaps."""
+    rng = np.random.default_rng(seed)
+    residual = rng.normal(0.0, 1.0, shape)
+    for _ in range(40):
+        row, col = rng.uniform(-1, shape[0]), rng.uniform(-1, shape[1])
+        residual += _spot(shape, row, col, rng.uniform(6, 60), rng.uniform(0.6, 2.5))
+    bad = rng.random(shape) < 0.01
+    bad[40:44, 70:90] = True
+    panel = np.zeros(shape, np.int32)
+    panel[shape[0] // 2 :, :] += 2
+    panel[:, shape[1] // 2 :] += 1
+    noise = rng.uniform(0.8, 1.2, shape).astype(np.float32)
+    residual = np.where(bad, 0.0, residual).astype(np.float32)
+    prob = (1.0 / (1.0 + np.exp(-(residual / noise - 4.0)))).astype(np.float32)
+    prob[bad] = 0.0
+    background = rng.uniform(5.0, 6.0, shape).astype(np.float32)
+    return {"prob": prob, "residual": residual, "background": background, "noise": noise, "bad": bad, "panel": panel}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_crowded_frames_on_four_panels_give_the_full_frame_peaks(seed: int) -> None:
+    frame = _crowded_frame(seed)
+    for grow_px in (0.0, 1.5, 2.0, 3.5, 10.0):
+        full = _full_chain(frame, THRESHOLD, grow_px=grow_px)
+        assert full[0]["row"].size >= 20
+        _assert_same(full, _sparse_chain(frame, THRESHOLD, grow_px=grow_px))
+        # a set reaching further than needed (as an accelerator may ship) gives the same peaks
+        args = [frame[k] for k in ("prob", "residual", "background", "noise", "bad", "panel")]
+        wider = gather_candidates(*args, THRESHOLD, candidate_reach(grow_px) + 2)
+        _assert_same(full, extract_peaks(wider, grow_px=grow_px))
+
+
+def test_touching_spots_are_split_and_panel_border_spots_are_not_joined() -> None:
+    frame = _synthetic_frame(0)
+    cols, share = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
+    found = np.column_stack([cols["row"], cols["col"]])
+
+    def near(row: float, col: float, tol: float = 1.0) -> np.ndarray:
+        return np.flatnonzero(np.hypot(found[:, 0] - row, found[:, 1] - col) < tol)
+
+    assert near(20.0, 12.0).size == 1 and near(20.0, 16.5).size == 1  # two peaks from one region
+    unsplit, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0, split=False)
+    assert unsplit["row"].size < cols["row"].size
+    # the spot across the panel border is two regions, one on each panel, both along the other panel
+    left, right = near(35.0, 38.5), near(35.0, 40.5)
+    assert near(35.0, 39.5, 3.0).size == 2 and left.size == 1 and right.size == 1
+    assert cols["col"][left[0]] < 40 <= cols["col"][right[0]]
+    assert share[left[0]] > 0 and share[right[0]] > 0
+    top = near(0.5, 25.0)
+    assert top.size == 1 and share[top[0]] > 0  # the frame's edge counts as the mask
+    middle = near(20.0, 12.0)
+    assert share[middle[0]] == 0.0
+
+
+def test_regions_two_pixels_apart_on_the_edge_and_against_bad_pixels() -> None:
+    shape = (10, 12)
+    prob = np.zeros(shape, np.float32)
+    residual = np.zeros(shape, np.float32)
+    prob[0, 0] = prob[0, 2] = 0.9  # two regions at the corner, one free pixel between them
+    prob[5, 5:7] = 0.8
+    residual[0, :3] = [5.0, 1.0, 3.0]
+    residual[5, 4:8] = [1.0, 4.0, 6.0, 2.0]
+    bad = np.zeros(shape, bool)
+    bad[6, 5] = True
+    panel = np.zeros(shape, np.int32)
+    frame = {
+        "prob": prob,
+        "residual": residual,
+        "background": np.ones(shape, np.float32),
+        "noise": np.ones(shape, np.float32),
+        "bad": bad,
+        "panel": panel,
+    }
+    cols, share = _sparse_chain(frame, THRESHOLD, grow_px=1.0)
+    _assert_same(_full_chain(frame, THRESHOLD, grow_px=1.0), (cols, share))
+    # (0, 1) lies one pixel from both corner regions: the offset (0, -1) comes first, so it joins the second;
+    # nothing grows onto the bad pixel (6, 5)
+    assert cols["n_pixels"].tolist() == [2, 4, 7]
+    np.testing.assert_allclose(share, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(cols["score"], [0.9, 0.9, 0.8])
+
+
+def test_no_pixel_above_the_cut_gives_empty_columns() -> None:
+    frame = _synthetic_frame(0)
+    frame["prob"] *= 0.5
+    cols, share = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
+    assert all(cols[k].size == 0 for k in PEAK_COLUMNS) and share.shape == (0,)
+    assert cols["n_pixels"].dtype == np.int64
+    empty = CandidatePixels(
+        shape=(4, 4),
+        index=np.empty(0, np.int64),
+        prob=np.empty(0, np.float32),
+        residual=np.empty(0, np.float32),
+        background=np.empty(0, np.float32),
+        noise=np.empty(0, np.float32),
+        bad=np.empty(0, bool),
+        panel=np.empty(0, np.int32),
+        threshold=0.5,
+    )
+    cols, share = extract_peaks(empty)
+    assert set(cols) == set(PEAK_COLUMNS) and cols["row"].size == 0 and share.size == 0
+
+
+@pytest.mark.parametrize("reach", [0, 1, 2, 4])
+def test_candidates_are_the_square_neighbourhood_of_good_pixels_above_the_cut(reach: int) -> None:
+    frame = _synthetic_frame(3)
+    frame["prob"][0, 0] = 0.9  # a pixel at a corner
+    frame["prob"][5, 62] = 0.9  # a bad one: not above the cut
+    c = gather_candidates(
+        frame["prob"], frame["residual"], frame["background"], frame["noise"], frame["bad"], frame["panel"], 0.5, reach
+    )
+    above = (frame["prob"] > 0.5) & ~frame["bad"]
+    expected = ndimage.binary_dilation(above, np.ones((2 * reach + 1,) * 2, bool)) if reach else above
+    np.testing.assert_array_equal(c.index, np.flatnonzero(expected))
+    for name, key in (("prob", "prob"), ("residual", "residual"), ("noise", "noise"), ("bad", "bad")):
+        np.testing.assert_array_equal(getattr(c, name), frame[key].ravel()[c.index])
+    np.testing.assert_array_equal(c.panel, frame["panel"].ravel()[c.index])
+    assert c.index.dtype == np.int64 and c.prob.dtype == np.float32 and c.panel.dtype == np.int32
+
+
+def test_inputs_are_not_modified() -> None:
+    frame = _synthetic_frame(1)
+    copies = {k: v.copy() for k, v in frame.items()}
+    _sparse_chain(frame, THRESHOLD, grow_px=2.0)
+    for key, value in frame.items():
+        np.testing.assert_array_equal(value, copies[key])
+
+
+def test_candidate_reach() -> None:
+    assert [candidate_reach(g) for g in (0.0, 1.0, 2.0, 2.9, 3.5, 10.0)] == [2, 2, 2, 2, 3, 10]
+    with pytest.raises(ValueError, match="grow_px"):
+        candidate_reach(-1.0)
+    with pytest.raises(ValueError, match="grow_px"):
+        candidate_reach(float("nan"))
+
+
+def test_bad_input_is_rejected() -> None:
+    frame = _synthetic_frame(0)
+    args = [frame[k] for k in ("prob", "residual", "background", "noise", "bad", "panel")]
+    c = gather_candidates(*args, THRESHOLD, 1)
+    with pytest.raises(ValueError, match="reach"):
+        extract_peaks(c, grow_px=2.0)  # the 3 x 3 means need two pixels around the regions
+    with pytest.raises(ValueError, match="reach"):
+        extract_peaks(gather_candidates(*args, THRESHOLD, 2), grow_px=3.5, split=False)  # the widening needs 3
+    with pytest.raises(ValueError, match="reach"):
+        gather_candidates(*args, THRESHOLD, -1)
+    with pytest.raises(ValueError, match="noise"):
+        gather_candidates(*args[:3], args[3][:-1], *args[4:], THRESHOLD, 2)
+    with pytest.raises(ValueError, match="min_pixel_count"):
+        extract_peaks(gather_candidates(*args, THRESHOLD, 2), min_pixel_count=0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        CandidatePixels(
+            shape=(2, 2),
+            index=np.array([2, 1]),
+            prob=np.zeros(2, np.float32),
+            residual=np.zeros(2, np.float32),
+            background=np.zeros(2, np.float32),
+            noise=np.zeros(2, np.float32),
+            bad=np.zeros(2, bool),
+            panel=np.zeros(2, np.int32),
+            threshold=0.5,
+        )
+    with pytest.raises(ValueError, match="prob"):
+        CandidatePixels(
+            shape=(2, 2),
+            index=np.zeros(1, np.int64),
+            prob=np.zeros(2, np.float32),
+            residual=np.zeros(1, np.float32),
+            background=np.zeros(1, np.float32),
+            noise=np.zeros(1, np.float32),
+            bad=np.zeros(1, bool),
+            panel=np.zeros(1, np.int32),
+            threshold=0.5,
+        )
+
+
+@pytest.fixture(scope="module")
+def network_frame() -> tuple[dict, float]:
+    """The shipped model's probability map of a simulated jungfrau4m frame (about 4 s on one core)."""
+    pytest.importorskip("torch")
+    from braggml.ml.unet import load_unet
+    from braggml.simulate import Simulator, get_preset
+    from braggml.simulate.config import apply_overrides
+
+    sim = Simulator(apply_overrides(get_preset("jungfrau4m"), {"crystal": {"hit_fraction": 1.0}}), seed=8)
+    frame, maps = sim.frame(0), sim.layout.pixel_maps(sim.wavelength_a)
+    model = load_unet(device="cpu")
+    prob, norm = model.probability(frame.image, maps.mask, maps=maps)
+    arrays = {
+        "prob": prob,
+        "residual": norm.residual,
+        "background": norm.background,
+        "noise": norm.noise,
+        "bad": norm.bad,
+        "panel": norm.panel_id,
+    }
+    return arrays, model.threshold
+
+
+@pytest.mark.parametrize("grow_px", [0.0, 2.0, 3.5])
+def test_network_output_gives_the_full_frame_peaks(network_frame: tuple[dict, float], grow_px: float) -> None:
+    frame, threshold = network_frame
+    full = _full_chain(frame, threshold, grow_px=grow_px)
+    assert full[0]["row"].size > 100
+    _assert_same(full, _sparse_chain(frame, threshold, grow_px=grow_px))

@@ -8,7 +8,7 @@ Measured, in one run on one device:
 
 - ``per_frame``: :meth:`UNetFinder.find` one frame at a time (CPU normalisation and extraction, tiled network on
   the device): the reference.
-- ``batched``: :class:`~braggml.ml.unet_batch.BatchedUNetFinder` with host worker processes, for each batch
+- ``batched``: :class:`~braggml.ml.unet_batch.BatchedUNetFinder` with host worker threads, for each batch
   size: normalisation, network, probability cut and near-peak pixels on the device, extraction on the host
   while the device works on the next batch. ``device_only`` is the same without the host extraction;
   ``normalise`` and ``network`` are those two steps alone (synchronised).
@@ -30,36 +30,18 @@ from functools import partial
 
 import numpy as np
 import torch
+from unet_vs_peakfinder8 import simulator, truth_of
 
 from braggml.evaluate.matching import match_frame
 from braggml.evaluate.metrics import evaluate_peaks
 from braggml.ml.unet_batch import BatchedUNetFinder
 from braggml.ml.unet_finder import UNetFinder
 from braggml.peaks import PeakList
-from braggml.simulate import Simulator, get_preset
-from braggml.simulate.config import apply_overrides
-
-SEED = 2026
 
 
 def weak_frames(preset: str, n: int):
-    base = get_preset(preset)
-    low, high = base.crystal.strength_range_photons
-    sim = Simulator(
-        apply_overrides(base, {"crystal": {"hit_fraction": 1.0, "strength_range_photons": [low / 5, high / 5]}}),
-        seed=SEED,
-    )
-    maps = sim.layout.pixel_maps(sim.wavelength_a)
-    return [sim.frame(k) for k in range(n)], maps
-
-
-def truth_of(frames) -> PeakList:
-    parts = []
-    for f in frames:
-        s = f.spots
-        keep = s["observable"] & (s["snr"] >= 3.0)
-        parts.append(PeakList.from_columns(n_frames=1, row=s["row"][keep], col=s["col"][keep], snr=s["snr"][keep]))
-    return PeakList.concatenate(parts)
+    sim = simulator(preset, "weak")
+    return [sim.frame(k) for k in range(n)], sim.layout.pixel_maps(sim.wavelength_a)
 
 
 def sync(device: torch.device) -> None:
@@ -168,7 +150,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16, help="distinct simulated frames per preset")
     parser.add_argument("--stream", type=int, default=256, help="frames streamed per batch size")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32])
-    parser.add_argument("--workers", type=int, default=max((os.cpu_count() or 2) - 2, 1))
+    parser.add_argument("--workers", type=int, default=2, help="host threads extracting the peaks")
     parser.add_argument("--check", type=int, default=4, help="frames compared with the CPU finder")
     parser.add_argument("--json", default="")
     args = parser.parse_args()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 torch = pytest.importorskip("torch")
@@ -24,13 +25,8 @@ from braggml.ml.unet import (  # noqa: E402
     predict_tiled,
     tile_starts,
 )
-from braggml.ml.unet_finder import (  # noqa: E402
-    UNetFinder,
-    UNetFinderConfig,
-    grow_regions,
-    measure_regions,
-    segment_peaks,
-)
+from braggml.ml.unet_extract import candidate_reach, extract_peaks, gather_candidates  # noqa: E402
+from braggml.ml.unet_finder import UNetFinder, UNetFinderConfig  # noqa: E402
 from braggml.ml.unet_train import (  # noqa: E402
     IGNORE,
     UNetTrainConfig,
@@ -43,6 +39,36 @@ from braggml.ml.unet_train import (  # noqa: E402
 from braggml.simulate import Simulator, get_preset  # noqa: E402
 
 TINY = UNetConfig(channels=(8, 16), convs_per_block=2, downsample=1)
+
+
+def _sparse_peaks(
+    prob: np.ndarray,
+    *,
+    residual: np.ndarray | None = None,
+    background: np.ndarray | None = None,
+    noise: np.ndarray | None = None,
+    bad: np.ndarray | None = None,
+    panel: np.ndarray | None = None,
+    threshold: float = 0.5,
+    grow_px: float = 0.0,
+    split: bool = False,
+    min_pixel_count: int = 1,
+) -> tuple[dict, np.ndarray]:
+    """Regions of a probability map as the finder extracts them (residual 0, background 0, noise 1, no bad
+    pixels and one panel unless given)."""
+    shape = prob.shape
+    zeros = np.zeros(shape, np.float32)
+    c = gather_candidates(
+        prob,
+        zeros if residual is None else residual,
+        zeros if background is None else background,
+        np.ones(shape, np.float32) if noise is None else noise,
+        np.zeros(shape, bool) if bad is None else bad,
+        np.zeros(shape, np.int32) if panel is None else panel,
+        threshold,
+        candidate_reach(grow_px),
+    )
+    return extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px)
 
 
 def _test_frame(k: int = 0, seed: int = 5):
@@ -354,16 +380,18 @@ def test_finder_threshold_and_input_checks(tiny_model: Path) -> None:
     assert len(empty) == 0 and empty.n_frames == 1
 
 
-def test_segment_peaks_respects_panels_and_size() -> None:
-    prob = np.zeros((5, 8))
+def test_regions_respect_panels_and_size() -> None:
+    prob = np.zeros((5, 8), np.float32)
     prob[2, 2:6] = 0.9
     prob[0, 7] = 0.9
     panel = np.zeros((5, 8), np.int32)
     panel[:, 4:] = 1
-    labels, n = segment_peaks(prob, 0.5, panel_id=panel)
-    assert n == 3
-    labels, n = segment_peaks(prob, 0.5, panel_id=panel, min_pixel_count=2)
-    assert n == 2 and labels[0, 7] == 0
+    cols, _ = _sparse_peaks(prob, panel=panel)
+    assert cols["n_pixels"].tolist() == [1, 2, 2]  # the run across the panel border is two regions
+    np.testing.assert_allclose(np.column_stack([cols["row"], cols["col"]]), [[0, 7], [2, 2.5], [2, 4.5]])
+    cols, _ = _sparse_peaks(prob, panel=panel, min_pixel_count=2)
+    assert cols["n_pixels"].tolist() == [2, 2]  # the lone pixel (0, 7) is dropped
+    np.testing.assert_allclose(np.column_stack([cols["row"], cols["col"]]), [[2, 2.5], [2, 4.5]])
 
 
 def test_peak_f1_perfect_on_targets() -> None:
@@ -413,9 +441,7 @@ def test_torchscript_export_gives_the_same_peaks(tiny_model: Path, tmp_path: Pat
         out = scripted(tiles)
     np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-5)
     for r, o in zip(torch.sigmoid(ref).numpy()[:, 0], torch.sigmoid(out).numpy()[:, 0]):
-        ref_labels, n_ref = segment_peaks(r, trained.threshold)
-        out_labels, n_out = segment_peaks(o, trained.threshold)
-        assert n_ref == n_out and np.array_equal(ref_labels, out_labels)
+        np.testing.assert_array_equal(o > trained.threshold, r > trained.threshold)  # the same regions
     with pytest.raises(ConfigError, match="tile_size"):
         export_torchscript(trained, tmp_path / "bad.pt", tile_size=31)
 
@@ -440,36 +466,47 @@ def test_shipped_model_finds_strong_spots_on_an_unseen_jungfrau_frame() -> None:
 
 
 def test_regions_grow_to_nearby_free_pixels_without_merging() -> None:
-    labels = np.zeros((12, 20), np.int32)
-    labels[5, 5] = 1
-    labels[5, 9] = 2
-    bad = np.zeros_like(labels, bool)
+    shape = (12, 20)
+    prob = np.zeros(shape, np.float32)
+    prob[5, 5] = prob[5, 9] = prob[5, 14] = 0.9  # three one-pixel regions
+    bad = np.zeros(shape, bool)
     bad[5, 3] = True
-    panel = np.zeros_like(labels)
+    panel = np.zeros(shape, np.int32)
     panel[:, 15:] = 1
-    labels[5, 14] = 3
-    wide = grow_regions(labels, 2.0, bad=bad, panel_id=panel)
-    assert labels[5, 6] == 0  # input not modified
-    assert wide[5, 6] == 1 and wide[5, 8] == 2 and wide[5, 7] in (1, 2)  # each pixel goes to the nearer region
-    assert wide[5, 3] == 0 and wide[5, 4] == 1  # never onto a bad pixel
-    assert wide[5, 15] == 0 and wide[5, 13] == 3  # never across a panel border
-    assert wide[7, 5] == 1 and wide[7, 7] == 0  # within 2 px (a disk), not a square
-    np.testing.assert_array_equal(grow_regions(labels, 0.0), labels)
+    # each probed pixel carries its own power of two: a region's intensity tells which of them it took
+    probes = [(5, 6), (5, 8), (5, 7), (5, 3), (5, 4), (5, 15), (5, 13), (7, 5), (7, 7)]
+    residual = np.zeros(shape, np.float32)
+    for bit, (r, c) in enumerate(probes):
+        residual[r, c] = 2.0**bit
+    before = prob.copy(), residual.copy()
+    cols, _ = _sparse_peaks(prob, residual=residual, bad=bad, panel=panel, grow_px=2.0)
+    np.testing.assert_array_equal(prob, before[0])  # inputs not modified
+    np.testing.assert_array_equal(residual, before[1])
+    first, second, third = [{p for bit, p in enumerate(probes) if int(v) >> bit & 1} for v in cols["intensity"]]
+    assert (5, 6) in first and (5, 8) in second  # each pixel goes to the nearer region
+    assert ((5, 7) in first) != ((5, 7) in second)  # a pixel halfway goes to one of them
+    assert (5, 3) not in first and (5, 4) in first  # never onto a bad pixel
+    assert (5, 15) not in third and (5, 13) in third  # never across a panel border
+    assert (7, 5) in first and (7, 7) not in first | second | third  # within 2 px (a disk), not a square
+    assert _sparse_peaks(prob, residual=residual, bad=bad, panel=panel)[0]["n_pixels"].tolist() == [1, 1, 1]
 
 
 def test_measured_regions_match_direct_sums() -> None:
     rng = np.random.default_rng(4)
     residual = rng.normal(size=(30, 40)).astype(np.float32)
     residual[10:13, 20:23] += np.array([[1, 2, 1], [2, 8, 3], [1, 2, 1]], np.float32)
-    prob = rng.random((30, 40)).astype(np.float32)
-    labels = np.zeros((30, 40), np.int32)
-    labels[11, 21:23] = 1
-    labels[25, 5] = 2
-    wide = grow_regions(labels, 1.5)
+    prob = (0.5 * rng.random((30, 40))).astype(np.float32)  # below the cut outside the two regions
+    prob[11, 21:23] = [0.7, 0.9]
+    prob[25, 5] = 0.8
+    regions = np.zeros((30, 40), np.int32)
+    regions[11, 21:23] = 1
+    regions[25, 5] = 2
+    background = rng.uniform(3.0, 4.0, (30, 40)).astype(np.float32)
     noise = np.full((30, 40), 0.5, np.float32)
-    got = measure_regions(labels, 2, prob, residual, noise=noise, measure_labels=wide)
+    got, _ = _sparse_peaks(prob, residual=residual, background=background, noise=noise, grow_px=1.5)
+    assert got["row"].size == 2
     for k in (1, 2):
-        sel = wide == k
+        sel = ndimage.binary_dilation(regions == k, np.ones((3, 3), bool))  # all within 1.5 px: a 3 x 3 square
         rr, cc = np.nonzero(sel)
         w = np.clip(residual[sel], 0, None)
         assert got["row"][k - 1] == pytest.approx((w * rr).sum() / w.sum(), abs=1e-5)
@@ -477,7 +514,9 @@ def test_measured_regions_match_direct_sums() -> None:
         assert got["intensity"][k - 1] == pytest.approx(residual[sel].sum(), rel=1e-6)
         assert got["n_pixels"][k - 1] == sel.sum()
         assert got["snr"][k - 1] == pytest.approx(residual[sel].sum() / np.sqrt(0.25 * sel.sum()), rel=1e-6)
-        assert got["score"][k - 1] == pytest.approx(prob[labels == k].max())
+        assert got["score"][k - 1] == pytest.approx(prob[regions == k].max())
+        assert got["background"][k - 1] == pytest.approx(background[sel].mean(), rel=1e-6)
+        assert got["max_value"][k - 1] == pytest.approx(residual[sel].max() + background[sel].mean(), rel=1e-6)
     assert got["row"][0] == pytest.approx(11.0, abs=0.1) and got["col"][0] == pytest.approx(21.1, abs=0.15)
 
 
@@ -520,47 +559,49 @@ def test_faulty_lines_stay_inside_panels_and_keep_counts_whole() -> None:
 
 
 def test_touching_spots_are_split_into_one_peak_each() -> None:
-    from braggml.ml.unet_finder import split_regions
-
     rr, cc = np.mgrid[0:30, 0:40].astype(float)
     residual = np.zeros((30, 40))
     for r0, c0, a in [(12.0, 10.0, 100.0), (12.2, 14.0, 60.0), (20.0, 30.0, 80.0)]:
         residual += a * np.exp(-((rr - r0) ** 2 + (cc - c0) ** 2) / (2 * 0.8**2))
-    noise = np.ones_like(residual)
-    labels = np.zeros((30, 40), np.int32)
-    labels[10:15, 8:16] = 1  # one region over two spots 3.6 px apart
-    labels[18:23, 28:33] = 2  # one spot
-    split, n = split_regions(labels, 2, residual, noise)
-    assert n == 3 and labels.max() == 2  # input not modified
-    assert split[12, 10] != split[12, 14] and split[12, 10] == 1 and split[20, 30] == 2
-    assert set(np.unique(split[labels == 1])) == {1, 3}
-    prob = (labels > 0).astype(np.float32)
-    cols = measure_regions(split, n, prob, residual)
-    np.testing.assert_allclose(np.sort(cols["col"]), [10.0, 14.0, 30.0], atol=0.3)
+    residual = residual.astype(np.float32)
+    prob = np.zeros((30, 40), np.float32)
+    prob[10:15, 8:16] = 0.9  # one region over two spots 3.6 px apart
+    prob[18:23, 28:33] = 0.9  # one spot
+    before = prob.copy(), residual.copy()
+    whole, _ = _sparse_peaks(prob, residual=residual)
+    assert whole["n_pixels"].tolist() == [40, 25]
+    cols, _ = _sparse_peaks(prob, residual=residual, split=True)
+    np.testing.assert_array_equal(prob, before[0])  # inputs not modified
+    np.testing.assert_array_equal(residual, before[1])
+    # the first region keeps its number for its first spot; its second spot comes after every region
+    assert cols["n_pixels"].size == 3
+    assert cols["n_pixels"][0] + cols["n_pixels"][2] == 40 and cols["n_pixels"][1] == 25
+    assert min(cols["n_pixels"][0], cols["n_pixels"][2]) > 0
+    np.testing.assert_allclose(cols["row"], [12.0, 20.0, 12.2], atol=0.3)
+    np.testing.assert_allclose(cols["col"], [10.0, 30.0, 14.0], atol=0.3)
     # a lone strong spot with a small bump on its flank stays whole
-    lone = 100.0 * np.exp(-((rr - 12.0) ** 2 + (cc - 10.0) ** 2) / (2 * 1.5**2))
+    lone = (100.0 * np.exp(-((rr - 12.0) ** 2 + (cc - 10.0) ** 2) / (2 * 1.5**2))).astype(np.float32)
     lone[12, 14] += 6.0
-    one = np.zeros((30, 40), np.int32)
-    one[8:17, 6:16] = 1
-    assert split_regions(one, 1, lone, noise)[1] == 1
+    one = np.zeros((30, 40), np.float32)
+    one[8:17, 6:16] = 0.9
+    assert _sparse_peaks(one, residual=lone, split=True)[0]["n_pixels"].tolist() == [90]
 
 
 def test_regions_along_the_mask_are_measured_and_dropped() -> None:
-    from braggml.ml.unet_finder import along_mask
-
-    labels = np.zeros((20, 20), np.int32)
-    labels[5, 1:4] = 1  # along the masked column 0 only partly
-    labels[10:12, 1] = 2  # entirely along it
-    labels[15, 10] = 3  # in the open
-    labels[0, 15] = 4  # on the frame's edge
+    prob = np.zeros((20, 20), np.float32)
+    prob[0, 15] = 1.0  # on the frame's edge
+    prob[5, 1:4] = 1.0  # along the masked column 0 only partly
+    prob[10:12, 1] = 1.0  # entirely along it
+    prob[15, 10] = 1.0  # in the open
     bad = np.zeros((20, 20), bool)
     bad[:, 0] = True
-    np.testing.assert_allclose(along_mask(labels, 4, bad), [1 / 3, 1.0, 0.0, 1.0])
+    _, share = _sparse_peaks(prob, bad=bad)  # regions in raster order of their first pixel, as listed above
+    np.testing.assert_allclose(share, [1.0, 1 / 3, 1.0, 0.0])
     panel = np.zeros((20, 20), np.int32)
     panel[:, 11:] = 1
-    assert along_mask(labels, 4, bad, panel)[2] == 1.0  # next to another panel
+    _, share = _sparse_peaks(prob, bad=bad, panel=panel)
+    np.testing.assert_allclose(share, [1.0, 1 / 3, 1.0, 1.0])  # the open one now lies next to another panel
     norm = normalise_frame(np.random.default_rng(0).poisson(5.0, (20, 20)).astype(np.int32), bad)
-    prob = (labels > 0).astype(np.float32)
     finder = UNetFinder(device="cpu", reject_powder_rings=False, split_regions=False)
     peaks = finder.peaks_from_probability(prob, norm, 0.5)
     assert len(peaks) == 2 and finder.last_rejections == {"masked": 2}

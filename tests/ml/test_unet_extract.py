@@ -1,4 +1,4 @@
-"""Sparse peak extraction: the same peaks as the full-frame chain of the U-Net finder, from the candidate pixels."""
+"""Sparse peak extraction: the same peaks as a plain full-frame reference of its rules, from the candidate pixels."""
 
 from __future__ import annotations
 
@@ -13,26 +13,119 @@ from braggml.ml.unet_extract import (
     extract_peaks,
     gather_candidates,
 )
-from braggml.ml.unet_finder import along_mask, grow_regions, measure_regions, segment_peaks, split_regions
 
 THRESHOLD = 0.5
 
 
-def _full_chain(frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1):
-    labels, n = segment_peaks(frame["prob"], threshold, panel_id=frame["panel"], min_pixel_count=min_pixel_count)
-    if split:
-        labels, n = split_regions(labels, n, frame["residual"], frame["noise"])
-    wide = grow_regions(labels, grow_px, bad=frame["bad"], panel_id=frame["panel"])
-    cols = measure_regions(
-        labels,
-        n,
-        frame["prob"],
-        frame["residual"],
-        background=frame["background"],
-        noise=frame["noise"],
-        measure_labels=wide,
-    )
-    return cols, along_mask(labels, n, frame["bad"], frame["panel"])
+# -- a plain full-frame reference of the same rules (slow, but simple enough to read at a glance) -----------
+def _ref_label(above: np.ndarray, panel: np.ndarray, min_pixel_count: int) -> tuple[np.ndarray, int]:
+    """8-connected regions within each panel, numbered in raster order of their first pixel."""
+    raw = np.zeros(above.shape, np.int64)
+    count = 0
+    for p in np.unique(panel[above]):
+        lab, n = ndimage.label(above & (panel == p), structure=np.ones((3, 3), bool))
+        raw[lab > 0] = lab[lab > 0] + count
+        count += n
+    ids, first, sizes = np.unique(raw.ravel(), return_index=True, return_counts=True)
+    keep = (ids > 0) & (sizes >= min_pixel_count)
+    ids, first = ids[keep], first[keep]
+    number = np.zeros(count + 1, np.int32)
+    number[ids[np.argsort(first)]] = np.arange(1, ids.size + 1)
+    return number[raw], int(ids.size)
+
+
+def _ref_split(labels: np.ndarray, n: int, residual: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, int]:
+    """Regions of >= 10 pixels divided between their strong 3 x 3-mean maxima, searched in a box one pixel wider
+    than the region (values repeated beyond the box's border)."""
+    out, next_label = labels.copy(), n + 1
+    h, w = labels.shape
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None or np.count_nonzero(labels[box] == k) < 10:
+            continue
+        r0, r1 = max(box[0].start - 1, 0), min(box[0].stop + 1, h)
+        c0, c1 = max(box[1].start - 1, 0), min(box[1].stop + 1, w)
+        region = labels[r0:r1, c0:c1] == k
+        mean3 = ndimage.uniform_filter(residual[r0:r1, c0:c1].astype(np.float64), 3, mode="nearest")
+        is_max = region & (mean3 == ndimage.maximum_filter(mean3, 3, mode="nearest"))
+        if np.count_nonzero(is_max) < 2:
+            continue
+        floor = max(0.25 * mean3[is_max].max(), 2.0 * noise[r0:r1, c0:c1][region].mean() / 3.0)
+        mr, mc = np.nonzero(is_max & (mean3 >= floor))
+        if mr.size < 2:
+            continue
+        rr, cc = np.nonzero(region)
+        nearest = np.argmin((rr[:, None] - mr) ** 2 + (cc[:, None] - mc) ** 2, axis=1)
+        numbers = np.concatenate([[k], np.arange(next_label, next_label + mr.size - 1)])
+        out[r0 + rr, c0 + cc] = numbers[nearest]
+        next_label += mr.size - 1
+    return out, next_label - 1
+
+
+def _ref_grow(labels: np.ndarray, grow_px: float, bad: np.ndarray, panel: np.ndarray) -> np.ndarray:
+    """Free pixels within ``grow_px`` taken by the region pixel at the nearest offset (raster order on ties)."""
+    out = labels.copy()
+    h, w = labels.shape
+    reach = int(np.floor(grow_px))
+    offsets = [(dr, dc) for dr in range(-reach, reach + 1) for dc in range(-reach, reach + 1)]
+    offsets = sorted((o for o in offsets if 0 < np.hypot(*o) <= grow_px), key=lambda o: np.hypot(*o))
+    rows, cols = np.nonzero(labels)
+    for dr, dc in offsets:
+        r, c = rows + dr, cols + dc
+        ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+        r, c, sr, sc = r[ok], c[ok], rows[ok], cols[ok]
+        free = (out[r, c] == 0) & ~bad[r, c] & (panel[r, c] == panel[sr, sc])
+        out[r[free], c[free]] = labels[sr[free], sc[free]]
+    return out
+
+
+def _ref_measure(labels: np.ndarray, wide: np.ndarray, n: int, frame: dict) -> dict:
+    index = np.arange(1, n + 1)
+    rr, cc = np.mgrid[: labels.shape[0], : labels.shape[1]].astype(np.float64)
+    res, prob = frame["residual"].astype(np.float64), frame["prob"].astype(np.float64)
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.asarray(ndimage.sum_labels(values, wide, index), np.float64).reshape(n)
+
+    weight = np.clip(res, 0.0, None)
+    wsum, psum = total(weight), total(prob)
+    by_weight = wsum > 0
+    n_pixels = total(np.ones_like(res)).astype(np.int64)
+    intensity = total(res)
+    background = total(frame["background"].astype(np.float64)) / np.maximum(n_pixels, 1)
+    return {
+        "row": np.where(by_weight, total(weight * rr) / np.where(by_weight, wsum, 1), total(prob * rr) / psum),
+        "col": np.where(by_weight, total(weight * cc) / np.where(by_weight, wsum, 1), total(prob * cc) / psum),
+        "intensity": intensity,
+        "background": background,
+        "snr": intensity / np.sqrt(np.maximum(total(frame["noise"].astype(np.float64) ** 2), 1e-30)),
+        "n_pixels": n_pixels,
+        "max_value": np.asarray(ndimage.maximum(res, wide, index), np.float64).reshape(n) + background,
+        "score": np.asarray(ndimage.maximum(prob, labels, index), np.float64).reshape(n),
+    }
+
+
+def _ref_along_mask(labels: np.ndarray, n: int, bad: np.ndarray, panel: np.ndarray) -> np.ndarray:
+    """Share of each region's pixels with a bad, off-frame or other-panel pixel among their 8 neighbours."""
+    h, w = labels.shape
+    padded_bad = np.pad(bad, 1, constant_values=True)
+    padded_panel = np.pad(panel, 1, mode="edge")
+    touch = np.zeros((h, w), bool)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            touch |= padded_bad[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+            touch |= padded_panel[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w] != panel
+    return np.asarray(ndimage.mean(touch, labels, np.arange(1, n + 1)), np.float64).reshape(n)
+
+
+def _full_frame_chain(
+    frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1
+) -> tuple[dict, np.ndarray]:
+    bad, panel = frame["bad"], frame["panel"]
+    labels, n = _ref_label((frame["prob"] > threshold) & ~bad, panel, min_pixel_count)
+    if split and n:
+        labels, n = _ref_split(labels, n, frame["residual"], frame["noise"])
+    wide = _ref_grow(labels, grow_px, bad, panel) if grow_px > 0 else labels
+    return _ref_measure(labels, wide, n, frame), _ref_along_mask(labels, n, bad, panel)
 
 
 def _sparse_chain(frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1):
@@ -100,7 +193,7 @@ def _synthetic_frame(seed: int = 0, shape: tuple[int, int] = (48, 80)) -> dict:
 def test_synthetic_frames_give_the_full_frame_peaks(grow_px: float, split: bool, seed: int) -> None:
     frame = _synthetic_frame(seed)
     for min_pixel_count in (1, 3):
-        full = _full_chain(frame, THRESHOLD, grow_px=grow_px, split=split, min_pixel_count=min_pixel_count)
+        full = _full_frame_chain(frame, THRESHOLD, grow_px=grow_px, split=split, min_pixel_count=min_pixel_count)
         sparse = _sparse_chain(frame, THRESHOLD, grow_px=grow_px, split=split, min_pixel_count=min_pixel_count)
         assert full[0]["row"].size >= 6
         _assert_same(full, sparse)
@@ -130,7 +223,7 @@ def _crowded_frame(seed: int, shape: tuple[int, int] = (96, 128)) -> dict:
 def test_crowded_frames_on_four_panels_give_the_full_frame_peaks(seed: int) -> None:
     frame = _crowded_frame(seed)
     for grow_px in (0.0, 1.5, 2.0, 3.5, 10.0):
-        full = _full_chain(frame, THRESHOLD, grow_px=grow_px)
+        full = _full_frame_chain(frame, THRESHOLD, grow_px=grow_px)
         assert full[0]["row"].size >= 20
         _assert_same(full, _sparse_chain(frame, THRESHOLD, grow_px=grow_px))
         # a set reaching further than needed (as an accelerator may ship) gives the same peaks
@@ -181,7 +274,7 @@ def test_regions_two_pixels_apart_on_the_edge_and_against_bad_pixels() -> None:
         "panel": panel,
     }
     cols, share = _sparse_chain(frame, THRESHOLD, grow_px=1.0)
-    _assert_same(_full_chain(frame, THRESHOLD, grow_px=1.0), (cols, share))
+    _assert_same(_full_frame_chain(frame, THRESHOLD, grow_px=1.0), (cols, share))
     # (0, 1) lies one pixel from both corner regions: the offset (0, -1) comes first, so it joins the second;
     # nothing grows onto the bad pixel (6, 5)
     assert cols["n_pixels"].tolist() == [2, 4, 7]
@@ -309,6 +402,6 @@ def network_frame() -> tuple[dict, float]:
 @pytest.mark.parametrize("grow_px", [0.0, 2.0, 3.5])
 def test_network_output_gives_the_full_frame_peaks(network_frame: tuple[dict, float], grow_px: float) -> None:
     frame, threshold = network_frame
-    full = _full_chain(frame, threshold, grow_px=grow_px)
+    full = _full_frame_chain(frame, threshold, grow_px=grow_px)
     assert full[0]["row"].size > 100
     _assert_same(full, _sparse_chain(frame, threshold, grow_px=grow_px))

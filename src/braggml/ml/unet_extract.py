@@ -4,10 +4,8 @@ A frame's peaks depend only on the pixels close to those above the probability c
 chessboard distance of them (:func:`candidate_reach`) are gathered into a :class:`CandidatePixels` set: by
 :func:`gather_candidates` from full-frame arrays on the CPU, or shipped as such by an accelerator that keeps the
 frame. :func:`extract_peaks` then labels, splits, grows and measures the regions on that set alone, with the
-rules of the full-frame functions of :mod:`braggml.ml.unet_finder` (:func:`~braggml.ml.unet_finder.segment_peaks`,
-:func:`~braggml.ml.unet_finder.split_regions`, :func:`~braggml.ml.unet_finder.grow_regions`,
-:func:`~braggml.ml.unet_finder.measure_regions` and :func:`~braggml.ml.unet_finder.along_mask`), so that the cost
-follows the number of candidate pixels, not the frame's size.
+same results as passes over the whole frame, so that the cost follows the number of candidate pixels, not the
+frame's size.
 
 Neighbours are found in the sorted flat indices of the set (compiled searches that walk on while the pixels are
 taken in raster order); regions are the connected components of a sparse graph of the pixels above the cut.
@@ -26,10 +24,10 @@ from scipy.sparse.csgraph import connected_components
 
 __all__ = ["CandidatePixels", "candidate_reach", "gather_candidates", "extract_peaks", "PEAK_COLUMNS"]
 
-#: Columns returned by :func:`extract_peaks`, as those of :func:`~braggml.ml.unet_finder.measure_regions`.
+#: Columns returned by :func:`extract_peaks` (those of a one-frame :class:`~braggml.peaks.PeakList`).
 PEAK_COLUMNS = ("row", "col", "intensity", "background", "snr", "n_pixels", "max_value", "score")
 
-#: Regions of at least this many pixels are examined for several maxima (as ``split_regions``' default).
+#: Regions of at least this many pixels are examined for several maxima.
 SPLIT_MIN_PIXELS = 10
 #: A maximum splits a region when its 3 x 3 mean reaches this share of the region's highest one.
 SPLIT_MIN_RELATIVE_HEIGHT = 0.25
@@ -359,11 +357,11 @@ def extract_peaks(
     every pixel going to the nearest one (the first in raster order on a tie): the first keeps the region's
     number, the others are numbered after all regions, in order. The regions are then widened to the free
     pixels (not in a region, not bad, same panel) within ``grow_px``, each going to the nearest region pixel,
-    and measured as :func:`~braggml.ml.unet_finder.measure_regions` does.
+    and measured: centroid weighted by the positive residual (by the probability where none is positive),
+    integrated residual, mean background, SNR ``intensity / sqrt(sum noise**2)``, pixel count, highest value,
+    and as score the highest probability of the unwidened region.
 
-    The 3 x 3 means use the neighbouring pixels' values (the nearest pixel of the frame beyond its edge)
-    wherever the region lies; the full-frame ``split_regions`` repeats the values at the border of a box
-    around the region instead, which can, rarely, change whether a pixel next to that border is a maximum.
+    The 3 x 3 means use the neighbouring pixels' values, and the nearest pixel of the frame beyond its edge.
 
     Parameters
     ----------
@@ -543,7 +541,7 @@ def _grow(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], grow_px: f
 def _measure(
     c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], wide: NDArray[np.int32], n: int
 ) -> dict[str, NDArray[Any]]:
-    """The columns of :func:`~braggml.ml.unet_finder.measure_regions` over the candidate pixels."""
+    """The peak columns (:data:`PEAK_COLUMNS`) of the regions, over the candidate pixels."""
     if n == 0:
         empty = np.empty(0)
         return {k: empty for k in PEAK_COLUMNS if k != "n_pixels"} | {"n_pixels": np.empty(0, np.int64)}

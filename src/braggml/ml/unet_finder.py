@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
-from ..classical._common import check_choice, check_positive, label_within_panels
+from ..classical._common import check_choice, check_positive
 from ..errors import ConfigError
 from ..finder import PeakFinder
 from ..geometry import PixelMaps
@@ -25,15 +24,7 @@ if TYPE_CHECKING:  # torch is imported only when a model is loaded, not when the
     from .unet import NormalisedFrame, TrainedUNet
     from .unet_batch import BatchedUNetFinder
 
-__all__ = [
-    "UNetFinderConfig",
-    "UNetFinder",
-    "finish_peaks",
-    "segment_peaks",
-    "split_regions",
-    "grow_regions",
-    "measure_regions",
-]
+__all__ = ["UNetFinderConfig", "UNetFinder", "finish_peaks"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +44,7 @@ class UNetFinderConfig:
         before centroid, intensity and SNR are measured, so that a spot's tails count.
     split_regions : bool
         Split regions holding several local maxima of the background-subtracted frame (crowded spots whose
-        cores touch) into one peak per maximum (:func:`split_regions`).
+        cores touch) into one peak per maximum (:func:`~braggml.ml.unet_extract.extract_peaks`).
     masked_peaks : {"drop", "keep"}
         ``"drop"``: drop regions all of whose pixels lie along bad pixels, a panel gap, another panel or the
         frame's edge (their maximum may be hidden, or they are edge artefacts), as the classical finders do.
@@ -127,247 +118,6 @@ class UNetFinderConfig:
         text = str(self.device).lower()
         if not (text.startswith("cuda:") and text[5:].isdigit()):
             check_choice("device", text, ("auto", "cpu", "cuda"))
-
-
-def segment_peaks(
-    prob: NDArray[np.floating],
-    threshold: float,
-    *,
-    panel_id: NDArray[np.int32] | None = None,
-    min_pixel_count: int = 1,
-) -> tuple[NDArray[np.int32], int]:
-    """Label connected regions of pixels with ``prob > threshold`` (8-connected, within panels).
-
-    Returns
-    -------
-    labels : (H, W) int32 ndarray
-        0 outside regions, 1..n inside.
-    n : int
-    """
-    above = np.asarray(prob) > threshold
-    if panel_id is None:
-        labels, n = ndimage.label(above, structure=np.ones((3, 3), bool))
-        labels = labels.astype(np.int32)
-    else:
-        labels, n = label_within_panels(above, panel_id, connectivity=8)
-    if min_pixel_count > 1 and n:
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        small = sizes < min_pixel_count
-        small[0] = False
-        if small.any():
-            keep = np.flatnonzero(~small[1:]) + 1
-            remap = np.zeros(n + 1, np.int32)
-            remap[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
-            labels = remap[labels]
-            n = int(keep.size)
-    return labels, int(n)
-
-
-def split_regions(
-    labels: NDArray[np.int32],
-    n: int,
-    residual: NDArray[np.floating],
-    noise: NDArray[np.floating],
-    *,
-    min_pixels: int = 10,
-    min_relative_height: float = 0.25,
-) -> tuple[NDArray[np.int32], int]:
-    """Split regions that hold several spots, at the local maxima of the background-subtracted frame.
-
-    In each region of at least ``min_pixels`` pixels, the 3 x 3 means of the residual are searched for local
-    maxima (3 x 3 neighbourhood) that stand at least ``min_relative_height`` of the region's highest mean and
-    two noise units of a 3 x 3 mean above the background. With two or more, every pixel of the region goes to
-    its nearest maximum, so that spots a few pixels apart, whose cores touch, become separate peaks. The input
-    is not modified.
-
-    Returns
-    -------
-    labels : (H, W) int32 ndarray
-    n : int
-    """
-    if n == 0:
-        return labels, n
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    big = np.flatnonzero(sizes[1:] >= min_pixels) + 1
-    if big.size == 0:
-        return labels, n
-    out = labels.copy()
-    boxes = ndimage.find_objects(labels)
-    next_label = n + 1
-    h, w = labels.shape
-    for k in big:
-        rs, cs = boxes[k - 1]
-        r0, r1 = max(rs.start - 1, 0), min(rs.stop + 1, h)
-        c0, c1 = max(cs.start - 1, 0), min(cs.stop + 1, w)
-        region = labels[r0:r1, c0:c1] == k
-        smooth = ndimage.uniform_filter(np.asarray(residual[r0:r1, c0:c1], np.float64), size=3, mode="nearest")
-        peak = region & (smooth == ndimage.maximum_filter(smooth, size=3, mode="nearest"))
-        if np.count_nonzero(peak) < 2:
-            continue
-        pr, pc = np.nonzero(peak)
-        values = smooth[pr, pc]
-        floor = max(min_relative_height * values.max(), 2.0 * float(np.mean(noise[r0:r1, c0:c1][region])) / 3.0)
-        strong = values >= floor
-        if np.count_nonzero(strong) < 2:
-            continue
-        pr, pc = pr[strong], pc[strong]
-        rr, cc = np.nonzero(region)
-        nearest = np.argmin((rr[:, None] - pr[None, :]) ** 2 + (cc[:, None] - pc[None, :]) ** 2, axis=1)
-        new = np.concatenate([[k], np.arange(next_label, next_label + pr.size - 1)]).astype(np.int32)
-        out[r0 + rr, c0 + cc] = new[nearest]
-        next_label += pr.size - 1
-    return out, next_label - 1
-
-
-def along_mask(
-    labels: NDArray[np.int32], n: int, bad: NDArray[np.bool_], panel_id: NDArray[np.int32] | None = None
-) -> NDArray[np.float64]:
-    """Share of each region's pixels that touch (8-connected) a bad pixel, another panel or the frame's edge."""
-    h, w = labels.shape
-    idx = np.flatnonzero(labels.ravel())
-    if n == 0 or idx.size == 0:
-        return np.zeros(n)
-    r, c = idx // w, idx % w
-    touch = np.zeros(idx.size, bool)
-    panel_flat = None if panel_id is None else np.asarray(panel_id).ravel()
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            if dr == 0 and dc == 0:
-                continue
-            rr, cc = r + dr, c + dc
-            outside = (rr < 0) | (rr >= h) | (cc < 0) | (cc >= w)
-            nb = np.clip(rr, 0, h - 1) * w + np.clip(cc, 0, w - 1)
-            hit = outside | bad.ravel()[nb]
-            if panel_flat is not None:
-                hit |= panel_flat[nb] != panel_flat[idx]
-            touch |= hit
-    lab = labels.ravel()[idx]
-    sizes = np.bincount(lab, minlength=n + 1)[1:]
-    return np.bincount(lab, weights=touch, minlength=n + 1)[1:] / np.maximum(sizes, 1)
-
-
-def grow_regions(
-    labels: NDArray[np.int32],
-    grow_px: float,
-    *,
-    bad: NDArray[np.bool_] | None = None,
-    panel_id: NDArray[np.int32] | None = None,
-) -> NDArray[np.int32]:
-    """Labelled regions widened to every free pixel within ``grow_px`` of them.
-
-    A free pixel (unlabelled, not bad, on the same panel) takes the label of the nearest region pixel, so
-    regions grow into a spot's tails for its measurement without ever merging; the input is not modified.
-    """
-    if grow_px <= 0:
-        return labels
-    h, w = labels.shape
-    flat = labels.ravel()
-    idx = np.flatnonzero(flat)
-    if idx.size == 0:
-        return labels
-    reach = int(np.floor(grow_px))
-    dr, dc = np.mgrid[-reach : reach + 1, -reach : reach + 1]
-    dist = np.hypot(dr, dc).ravel()
-    order = np.argsort(dist, kind="stable")
-    keep = order[(dist[order] > 0) & (dist[order] <= grow_px)]
-    out = flat.copy()
-    r0, c0 = idx // w, idx % w
-    lab0 = flat[idx]
-    bad_flat = None if bad is None else np.asarray(bad).ravel()
-    panel_flat = None if panel_id is None else np.asarray(panel_id).ravel()
-    for k in keep:  # nearest offsets first: a pixel takes the label of the closest region
-        r, c = r0 + dr.ravel()[k], c0 + dc.ravel()[k]
-        ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-        target = r[ok] * w + c[ok]
-        source = idx[ok]
-        free = out[target] == 0
-        if bad_flat is not None:
-            free &= ~bad_flat[target]
-        if panel_flat is not None:
-            free &= panel_flat[target] == panel_flat[source]
-        out[target[free]] = lab0[ok][free]
-    return out.reshape(h, w)
-
-
-def measure_regions(
-    labels: NDArray[np.int32],
-    n: int,
-    prob: NDArray[np.floating],
-    residual: NDArray[np.floating],
-    *,
-    background: NDArray[np.floating] | None = None,
-    noise: NDArray[np.floating] | None = None,
-    measure_labels: NDArray[np.int32] | None = None,
-) -> dict[str, NDArray[Any]]:
-    """Centroid, intensity, SNR and score of labelled regions, on background-subtracted pixels.
-
-    The centroid weights each pixel by its positive residual (the region's probabilities where no residual is
-    positive); SNR is ``intensity / sqrt(sum noise**2)``. Only the labelled pixels are visited.
-
-    Parameters
-    ----------
-    labels : (H, W) int32 ndarray
-        Regions 1..n (from :func:`segment_peaks`); they give the score (highest probability).
-    n : int
-    prob, residual : (H, W) ndarray
-    background, noise : (H, W) ndarray, optional
-    measure_labels : (H, W) int32 ndarray, optional
-        The same regions widened (:func:`grow_regions`) over which centroid, intensity, SNR, pixel count and
-        maximum are measured; ``labels`` when omitted.
-
-    Returns
-    -------
-    dict of str to (n,) ndarray
-        ``row``, ``col``, ``intensity``, ``background``, ``snr``, ``n_pixels``, ``max_value``, ``score``.
-    """
-    if n == 0:
-        empty = np.empty(0)
-        return {k: empty for k in ("row", "col", "intensity", "background", "snr", "max_value", "score")} | {
-            "n_pixels": np.empty(0, np.int64)
-        }
-    w = labels.shape[1]
-    core = np.flatnonzero(labels.ravel())
-    score = np.zeros(n + 1)
-    np.maximum.at(score, labels.ravel()[core], np.asarray(prob).ravel()[core].astype(np.float64))
-    wide = labels if measure_labels is None else measure_labels
-    idx = np.flatnonzero(wide.ravel())
-    lab = wide.ravel()[idx]
-    rr, cc = (idx // w).astype(np.float64), (idx % w).astype(np.float64)
-    res = np.asarray(residual).ravel()[idx].astype(np.float64)
-    pw = np.asarray(prob).ravel()[idx].astype(np.float64)
-
-    def total(values: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.bincount(lab, weights=values, minlength=n + 1)[1:]
-
-    weight = np.clip(res, 0.0, None)
-    wsum, psum = total(weight), total(pw)
-    use_w = wsum > 0
-    row = np.where(use_w, total(weight * rr) / np.where(use_w, wsum, 1.0), total(pw * rr) / np.maximum(psum, 1e-30))
-    col = np.where(use_w, total(weight * cc) / np.where(use_w, wsum, 1.0), total(pw * cc) / np.maximum(psum, 1e-30))
-    n_pixels = np.bincount(lab, minlength=n + 1)[1:].astype(np.int64)
-    intensity = total(res)
-    bg = (
-        total(np.asarray(background).ravel()[idx].astype(np.float64)) / np.maximum(n_pixels, 1)
-        if background is not None
-        else np.zeros(n)
-    )
-    if noise is not None:
-        var = total(np.asarray(noise).ravel()[idx].astype(np.float64) ** 2)
-        snr = intensity / np.sqrt(np.maximum(var, 1e-30))
-    else:
-        snr = np.full(n, np.nan)
-    peak = np.full(n + 1, -np.inf)
-    np.maximum.at(peak, lab, res)
-    return {
-        "row": row,
-        "col": col,
-        "intensity": intensity,
-        "background": bg,
-        "snr": snr,
-        "n_pixels": n_pixels,
-        "max_value": peak[1:] + bg,
-        "score": score[1:],
-    }
 
 
 class UNetFinder(PeakFinder):

@@ -32,7 +32,7 @@ from ..simulate.config import SimulationConfig, apply_overrides
 from ..simulate.frame import FOOTPRINT_SPOT, SimulatedFrame
 from .cnn import resolve_device
 from .unet import NormConfig, TrainedUNet, UNet, UNetConfig, normalise_frame
-from .unet_finder import grow_regions, measure_regions, segment_peaks
+from .unet_extract import candidate_reach, extract_peaks, gather_candidates
 
 __all__ = [
     "UNetTrainConfig",
@@ -482,6 +482,29 @@ def _predict(model: UNet, inputs: NDArray[np.float32], device: torch.device, bat
     return np.concatenate(out) if out else np.empty((0, *inputs.shape[2:]), np.float32)
 
 
+def _region_centroids(
+    prob: NDArray[np.float32],
+    residual: NDArray[np.floating],
+    background: NDArray[np.floating],
+    noise: NDArray[np.floating],
+    bad: NDArray[np.bool_],
+    panel_id: NDArray[np.integer],
+    threshold: float,
+    grow_px: float,
+) -> NDArray[np.float64]:
+    """(row, col) of the regions above the cut, unsplit and widened by ``grow_px`` (as the finder measures them).
+
+    Returns
+    -------
+    (P, 2) float64 ndarray
+    """
+    candidates = gather_candidates(
+        prob, residual, background, noise, bad, panel_id, float(threshold), candidate_reach(grow_px)
+    )
+    cols, _ = extract_peaks(candidates, min_pixel_count=1, split=False, grow_px=grow_px)
+    return np.column_stack([cols["row"], cols["col"]])
+
+
 def peak_f1(
     prob: NDArray[np.float32], crops: CropSet, threshold: float, *, radius_px: float = 2.0
 ) -> tuple[float, float, float]:
@@ -492,14 +515,17 @@ def peak_f1(
     precision, recall, f1 : float
     """
     tp = n_found = n_true = 0
+    shape = prob.shape[1:]
+    background, noise = np.zeros(shape, np.float32), np.ones(shape, np.float32)
+    panel = np.zeros(shape, np.int32)
     for p, x, spots in zip(prob, crops.inputs, crops.spots):
-        labels, n = segment_peaks(p, threshold)
-        wide = grow_regions(labels, 2.0, bad=x[1] > 0.5)
-        found = measure_regions(labels, n, p, np.sinh(x[0]), measure_labels=wide)
-        rc = np.column_stack([found["row"], found["col"]])
+        # the crops' probabilities are not zeroed on bad pixels: those above the cut stay region pixels,
+        # the others are never grown onto
+        bad = (x[1] > 0.5) & ~(p > float(threshold))
+        rc = _region_centroids(p, np.sinh(x[0]), background, noise, bad, panel, threshold, 2.0)
         fi, _ = match_frame(rc, spots, radius_px)
         tp += len(fi)
-        n_found += n
+        n_found += len(rc)
         n_true += len(spots)
     precision = tp / n_found if n_found else 0.0
     recall = tp / n_true if n_true else 0.0
@@ -638,12 +664,12 @@ def choose_threshold(
         _, truth = frame_target(frame, config.min_snr, config.core_radius_px)
         n_true += len(truth)
         for i, thr in enumerate(thresholds):
-            labels, n = segment_peaks(prob, thr, panel_id=norm.panel_id)
-            wide = grow_regions(labels, grow_px, bad=norm.bad, panel_id=norm.panel_id)
-            found = measure_regions(labels, n, prob, norm.residual, measure_labels=wide)
-            fi, _ = match_frame(np.column_stack([found["row"], found["col"]]), truth, radius_px)
+            rc = _region_centroids(
+                prob, norm.residual, norm.background, norm.noise, norm.bad, norm.panel_id, thr, grow_px
+            )
+            fi, _ = match_frame(rc, truth, radius_px)
             tp[i] += len(fi)
-            n_found[i] += n
+            n_found[i] += len(rc)
     scores = []
     for i, thr in enumerate(thresholds):
         precision = tp[i] / n_found[i] if n_found[i] else 0.0

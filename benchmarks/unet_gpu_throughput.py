@@ -11,7 +11,8 @@ Measured, in one run on one device:
 - ``batched``: :class:`~braggml.ml.unet_batch.BatchedUNetFinder` with host worker threads, for each batch
   size: normalisation, network, probability cut and near-peak pixels on the device, extraction on the host
   while the device works on the next batch. ``device_only`` is the same without the host extraction;
-  ``normalise`` and ``network`` are those two steps alone (synchronised).
+  ``normalise`` and ``network`` are those two steps alone (synchronised); ``host_extraction_fps_one_thread``
+  is the host's share alone (extraction, ring and mask rules) in one thread.
 - Accuracy: F1 against the simulated truth (2 px matching, spots of SNR >= 3) of the batched device peaks and of
   :meth:`UNetFinder.find` on the CPU, on the same frames, and how many peaks the two share (within 0.5 px).
 
@@ -34,7 +35,7 @@ from unet_vs_peakfinder8 import simulator, truth_of
 
 from braggml.evaluate.matching import match_frame
 from braggml.evaluate.metrics import evaluate_peaks
-from braggml.ml.unet_batch import BatchedUNetFinder
+from braggml.ml.unet_batch import BatchedUNetFinder, peaks_from_pixels
 from braggml.ml.unet_finder import UNetFinder
 from braggml.peaks import PeakList
 
@@ -57,6 +58,12 @@ def timed(fn, repeats: int, device: torch.device) -> float:
         fn()
     sync(device)
     return (time.perf_counter() - t) / repeats
+
+
+def extract_all(batched: BatchedUNetFinder, pixels) -> None:
+    """The host's share of a batch, in this thread: extraction, ring and mask rules."""
+    for p in pixels:
+        peaks_from_pixels(p, batched.config, batched._radius, batched._resolution)
 
 
 def shared_fraction(a: list[PeakList], b: list[PeakList]) -> float:
@@ -114,6 +121,9 @@ def measure(preset: str, args, device: torch.device) -> dict:
             row["network_fps"] = round(batch_size / net_s, 1)
             dev_s = timed(partial(batched.device_pixels, torch.as_tensor(images[:batch_size])), reps, device)
             row["device_only_fps"] = round(batch_size / dev_s, 1)
+            pixels = batched.device_pixels(images[:batch_size])
+            host_s = timed(partial(extract_all, batched, pixels), reps, device)
+            row["host_extraction_fps_one_thread"] = round(batch_size / host_s, 1)
             t = time.perf_counter()
             peaks = list(batched.find_stream(stream))
             row["fps"] = round(len(stream) / (time.perf_counter() - t), 1)

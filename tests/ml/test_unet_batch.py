@@ -124,3 +124,15 @@ def test_a_run_goes_through_the_batch_runner_in_order(run, monkeypatch: pytest.M
         got = peaks.for_frame(k)
         assert abs(len(got) - len(want)) <= max(2, 0.05 * len(want))
         assert _shared(got, want, 0.05) >= 0.9 * len(want)
+
+
+def test_without_ring_rules_no_ring_evidence_is_needed(run) -> None:
+    frames, maps, finder = run
+    plain = UNetFinder(device="cpu", precision="float32", reject_powder_rings=False, ice_rings="off")
+    images = np.stack([f.image for f in frames])
+    with BatchedUNetFinder(plain, images.shape[1:], maps=maps, mask=maps.mask, batch_size=4) as batched:
+        assert all(p.rings is None for p in batched.device_pixels(images))
+        got = batched.find_batch(images)
+    expected = [plain.find(f.image, maps.mask, maps=maps) for f in frames]
+    assert [len(p) for p in got] == [len(p) for p in expected]
+    assert "powder_ring" not in batched.rejected and "ice_ring" not in batched.rejected

@@ -195,7 +195,7 @@ class BatchedUNetFinder:
         x = self._upload(frames)
         extra = None if bad is None else torch.as_tensor(bad).to(self.device, non_blocking=True)
         with torch.inference_mode():
-            norm = self.normaliser(x, bad=extra)
+            norm = self.normaliser(x, bad=extra, rings=self._want_rings)
             prob = self._probability(norm.inputs)
             prob.masked_fill_(norm.bad, 0.0)
             above = (prob > self.threshold).to(torch.float16)[:, None]

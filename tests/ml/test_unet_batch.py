@@ -136,3 +136,13 @@ def test_without_ring_rules_no_ring_evidence_is_needed(run) -> None:
     expected = [plain.find(f.image, maps.mask, maps=maps) for f in frames]
     assert [len(p) for p in got] == [len(p) for p in expected]
     assert "powder_ring" not in batched.rejected and "ice_ring" not in batched.rejected
+
+
+def test_batches_shrink_to_the_free_device_memory() -> None:
+    from braggml.ml.unet_batch import DEVICE_BYTES_PER_PIXEL, batch_that_fits
+
+    pixels = 18_000_000  # an Eiger 16M frame
+    assert batch_that_fits(8, pixels, 200 * 2**30) == 8
+    free = int(3.5 * DEVICE_BYTES_PER_PIXEL * pixels / 0.8)
+    assert batch_that_fits(8, pixels, free) == 3
+    assert batch_that_fits(8, pixels, 1) == 1

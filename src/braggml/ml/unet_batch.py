@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +38,28 @@ from .unet_extract import CandidatePixels, candidate_reach, extract_peaks
 from .unet_finder import UNetFinder, UNetFinderConfig, finish_peaks
 from .unet_norm_torch import TorchNormaliser
 
-__all__ = ["BatchedUNetFinder", "FramePixels", "peaks_from_pixels"]
+__all__ = ["BatchedUNetFinder", "FramePixels", "peaks_from_pixels", "batch_that_fits", "DEVICE_BYTES_PER_PIXEL"]
+
+log = logging.getLogger(__name__)
+
+#: Device memory a batch takes per frame pixel (normalisation, float16 network and extraction together): the
+#: most seen on an H200 was 134-153 bytes for 4.4 Mpixel frames in batches of 8 and 16.
+DEVICE_BYTES_PER_PIXEL = 160
+
+
+def batch_that_fits(requested: int, frame_pixels: int, free_bytes: int, *, share: float = 0.8) -> int:
+    """The largest batch, at most ``requested``, whose frames take no more than ``share`` of the free device
+    memory (at least 1).
+
+    Examples
+    --------
+    >>> batch_that_fits(8, 4_400_000, 80 * 2**30)
+    8
+    >>> batch_that_fits(8, 18_000_000, 16 * 2**30)
+    4
+    """
+    fits = int(share * free_bytes // (DEVICE_BYTES_PER_PIXEL * max(frame_pixels, 1)))
+    return max(1, min(int(requested), fits))
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,9 +143,17 @@ class BatchedUNetFinder:
         if precision == "float16" and self.device.type != "cuda":
             raise ConfigError("precision float16 needs a CUDA device (use bfloat16 or float32 on CPU)")
         self.precision = precision
+        self.batch_size = int(batch_size)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every batch has the same shape: the fastest kernels pay off
-        self.batch_size = int(batch_size)
+            free, _ = torch.cuda.mem_get_info(self.device)
+            fitted = batch_that_fits(self.batch_size, self.shape[0] * self.shape[1], free)
+            if fitted < self.batch_size:
+                log.warning(
+                    "frame batch %d of %d x %d frames does not fit in %.1f GiB free on %s: batches of %d",
+                    self.batch_size, *self.shape, free / 2**30, self.device, fitted,
+                )
+                self.batch_size = fitted
         self.normaliser = TorchNormaliser(
             self.shape,
             maps=self.maps,

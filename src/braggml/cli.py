@@ -365,6 +365,23 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
 
+# ---------------------------------------------------------------------------------------------- export
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    from .ml.unet_cli import add_export_arguments, run_export
+
+    p = sub.add_parser(
+        "export",
+        help="export a U-Net model file as TorchScript (.pt) or ONNX (.onnx) for deployment",
+        description=(
+            "Write the U-Net of MODEL, prepared for inference, as a TorchScript or ONNX file that takes (N, 2, S, S) "
+            "normalised tiles and returns (N, 1, S, S) logits; the model settings travel with it. See docs/unet.md."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    add_export_arguments(p)
+    p.set_defaults(func=run_export)
+
+
 # ---------------------------------------------------------------------------------------------- evaluate
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
@@ -569,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_merge_parser(sub)
     _add_simulate_parser(sub)
     _add_train_parser(sub)
+    _add_export_parser(sub)
     _add_evaluate_parser(sub)
     _add_show_parser(sub)
     _add_demo_parser(sub)

@@ -51,6 +51,7 @@ __all__ = [
     "load_unet",
     "save_unet",
     "export_torchscript",
+    "export_onnx",
     "DEFAULT_MODEL_PATH",
 ]
 
@@ -656,8 +657,97 @@ def export_torchscript(
         "tile_size": tile_size,
         "versions": versions(),
     }
+    from ..io.atomic import atomic_output
+
     path = Path(path)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_output(path) as tmp:
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(traced, str(path), _extra_files={"braggml.json": json.dumps(json_clean(extra))})
+        torch.jit.save(traced, str(tmp), _extra_files={"braggml.json": json.dumps(json_clean(extra))})
+    return path
+
+
+class _PaddedForExport(nn.Module):
+    """Pads to the network's multiple with sizes computed in the graph, so an exported graph takes any H, W."""
+
+    def __init__(self, net: UNet) -> None:
+        super().__init__()
+        self.net = net
+        self.multiple = net.config.multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        m = self.multiple
+        x = nn.functional.pad(x, (0, (m - w % m) % m, 0, (m - h % m) % m))  # (last axis, then rows)
+        return self.net(x)[..., :h, :w]
+
+
+def export_onnx(
+    trained: TrainedUNet, path: str | os.PathLike[str], *, tile_size: int = 512, opset: int | None = None
+) -> Path:
+    """Write the network as an ONNX file for deployment without braggml or PyTorch (e.g. ONNX Runtime).
+
+    The network is exported as prepared for inference (:meth:`UNet.for_inference`, float32, CPU). The graph
+    has one input ``"inputs"`` of shape ``(N, 2, H, W)`` (float32 normalised tiles) and one output
+    ``"logits"`` of shape ``(N, 1, H, W)``; ``N``, ``H`` and ``W`` are dynamic axes, and any ``H``, ``W`` gives
+    the logits of the PyTorch network (the padding to :attr:`UNetConfig.multiple` is part of the graph). The
+    frame normalisation (:func:`normalise_frame`), tiling and peak extraction stay with the caller. The model
+    settings (``model_config``, ``norm_config``, ``threshold``, ``tile_size``, ``versions``; the same JSON as
+    :func:`export_torchscript`'s extra file) are the model's ``metadata_props`` entry ``"braggml"``.
+
+    Parameters
+    ----------
+    trained : TrainedUNet
+    path : path
+        Output file (``.onnx``), written atomically.
+    tile_size : int
+        Tile side of the example the graph is traced with, recorded as the suggested tile side (a multiple of
+        :attr:`UNetConfig.multiple`).
+    opset : int, optional
+        ONNX operator set version; the exporter's default when None.
+
+    Raises
+    ------
+    ConfigError
+        ``tile_size`` is not a positive multiple of :attr:`UNetConfig.multiple`, or the ``onnx`` package is
+        missing.
+    """
+    m = trained.config.multiple
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < m or tile_size % m:
+        raise ConfigError(f"tile_size must be a positive multiple of {m}, got {tile_size!r}")
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
+        raise ConfigError(f"opset must be a positive integer, got {opset!r}")
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnx package: pip install 'braggml[onnx]'") from None
+    import inspect
+    import io as _io
+
+    from ..io.atomic import atomic_output
+
+    model = _PaddedForExport(trained.model.for_inference().to("cpu", torch.float32)).eval()
+    example = torch.zeros(1, trained.config.in_channels, tile_size, tile_size)
+    axes = {name: {0: "batch", 2: "height", 3: "width"} for name in ("inputs", "logits")}
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    buffer = _io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation; the network's own padding branch is never taken
+        torch.onnx.export(
+            model, (example,), buffer, input_names=["inputs"], output_names=["logits"], dynamic_axes=axes,
+            opset_version=opset, **legacy,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    extra = {
+        "model_config": asdict(trained.config),
+        "norm_config": asdict(trained.norm),
+        "threshold": trained.threshold,
+        "tile_size": tile_size,
+        "versions": versions(),
+    }
+    entry = proto.metadata_props.add()
+    entry.key = "braggml"
+    entry.value = json.dumps(json_clean(extra))
+    path = Path(path)
+    with atomic_output(path, mode="wb") as fh:
+        fh.write(proto.SerializeToString())
     return path

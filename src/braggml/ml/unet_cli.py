@@ -1,4 +1,4 @@
-"""Command-line wiring of U-Net training: ``braggml train --model unet -o MODEL [--preset NAME ...]``.
+"""Command-line wiring of U-Net training (``braggml train --model unet -o MODEL [--preset NAME ...]``) and export.
 
 The network is trained on frames it simulates itself (presets and frame variants of
 :class:`~braggml.ml.unet_train.UNetTrainConfig`, targets from the simulator's truth); the flags map one-to-one
@@ -18,7 +18,10 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["add_train_unet_arguments", "run_train_unet"]
+__all__ = ["add_train_unet_arguments", "run_train_unet", "add_export_arguments", "run_export"]
+
+#: output suffix -> export format
+EXPORT_SUFFIXES = {".pt": "torchscript", ".onnx": "onnx"}
 
 #: flag destination -> UNetTrainConfig field
 _TRAIN_FLAGS = {
@@ -115,4 +118,42 @@ def run_train_unet(args: argparse.Namespace) -> int:
     if not quiet:
         print(json.dumps({"model": str(path), "threshold": trained.threshold, "val_f1": trained.info["val_f1"],
                           "best_epoch": trained.info["best_epoch"]}))
+    return 0
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``braggml export MODEL -o OUT [--format torchscript|onnx] [--tile-size S]``."""
+    parser.add_argument("model", metavar="MODEL",
+                        help="U-Net model file (.safetensors, written by braggml train --model unet)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="exported file (.pt or .onnx)")
+    parser.add_argument("--format", choices=sorted(set(EXPORT_SUFFIXES.values())),
+                        help="export format (default: from OUT's suffix, .pt = torchscript, .onnx = onnx)")
+    parser.add_argument("--tile-size", type=int, default=512, metavar="S",
+                        help="tile side the network is traced for (a multiple of the network's padding multiple)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Load the U-Net model file, export it and print a one-line JSON summary (file, format, size, seconds)."""
+    import time
+    from pathlib import Path
+
+    out = Path(args.output)
+    if out.is_dir() or not out.resolve().parent.is_dir():
+        raise ConfigError(f"--output {out}: not a file in an existing folder")
+    fmt = args.format or EXPORT_SUFFIXES.get(out.suffix.lower())
+    if fmt is None:
+        raise ConfigError(
+            f"--output {out}: cannot tell the format from the suffix {out.suffix!r}; give --format torchscript|onnx"
+        )
+    from .unet import export_onnx, export_torchscript, load_unet
+
+    trained = load_unet(args.model, device="cpu")
+    exporter = export_onnx if fmt == "onnx" else export_torchscript
+    start = time.perf_counter()
+    path = exporter(trained, out, tile_size=args.tile_size)
+    seconds = time.perf_counter() - start
+    if not getattr(args, "quiet", False):
+        print(json.dumps({"output": str(path), "format": fmt, "tile_size": args.tile_size,
+                          "bytes": path.stat().st_size, "seconds": round(seconds, 3)}))
     return 0

@@ -96,6 +96,7 @@ def test_onnx_export_rejects_bad_settings(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_cli_exports_torchscript_and_onnx(model_file: Path, tmp_path: Path, capsys) -> None:
     onnx = pytest.importorskip("onnx")
     trained = _trained()

@@ -623,6 +623,18 @@ def load_unet(path: str | os.PathLike[str] | None = None, *, device: str = "auto
     return trained.to(device)
 
 
+def _export_settings(trained: TrainedUNet, tile_size: int) -> str:
+    """The settings stored with an exported network (JSON): architecture, normalisation, cut, tile side, versions."""
+    settings = {
+        "model_config": asdict(trained.config),
+        "norm_config": asdict(trained.norm),
+        "threshold": trained.threshold,
+        "tile_size": tile_size,
+        "versions": versions(),
+    }
+    return json.dumps(json_clean(settings))
+
+
 def export_torchscript(
     trained: TrainedUNet, path: str | os.PathLike[str], *, tile_size: int = 512
 ) -> Path:
@@ -650,19 +662,13 @@ def export_torchscript(
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the padding branch is fixed for a tile side
         warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(model, example)
-    extra = {
-        "model_config": asdict(trained.config),
-        "norm_config": asdict(trained.norm),
-        "threshold": trained.threshold,
-        "tile_size": tile_size,
-        "versions": versions(),
-    }
+    extra = _export_settings(trained, tile_size)
     from ..io.atomic import atomic_output
 
     path = Path(path)
     with warnings.catch_warnings(), atomic_output(path) as tmp:
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(traced, str(tmp), _extra_files={"braggml.json": json.dumps(json_clean(extra))})
+        torch.jit.save(traced, str(tmp), _extra_files={"braggml.json": extra})
     return path
 
 
@@ -737,16 +743,10 @@ def export_onnx(
             opset_version=opset, **legacy,
         )
     proto = onnx.load_from_string(buffer.getvalue())
-    extra = {
-        "model_config": asdict(trained.config),
-        "norm_config": asdict(trained.norm),
-        "threshold": trained.threshold,
-        "tile_size": tile_size,
-        "versions": versions(),
-    }
+    extra = _export_settings(trained, tile_size)
     entry = proto.metadata_props.add()
     entry.key = "braggml"
-    entry.value = json.dumps(json_clean(extra))
+    entry.value = extra
     path = Path(path)
     with atomic_output(path, mode="wb") as fh:
         fh.write(proto.SerializeToString())

@@ -47,6 +47,8 @@ __all__ = [
     "normalise_frame",
     "predict_tiled",
     "inference_precision",
+    "resolve_precision",
+    "network_autocast",
     "tile_starts",
     "load_unet",
     "save_unet",
@@ -375,6 +377,28 @@ def inference_precision(device: torch.device | str) -> str:
             pass
     return "float32"
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """The network's arithmetic on ``device`` for a ``precision`` setting (``"auto"``: :func:`inference_precision`).
+
+    Raises
+    ------
+    ConfigError
+        An unknown precision, or float16 off CUDA.
+    """
+    precision = inference_precision(device) if precision == "auto" else precision
+    if precision not in _AUTOCAST:
+        raise ConfigError(f"precision must be float32, bfloat16, float16 or auto, got {precision!r}")
+    if precision == "float16" and device.type != "cuda":
+        raise ConfigError("precision float16 needs a CUDA device (use bfloat16 or float32 on CPU)")
+    return precision
+
+
+def network_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context that runs the network in ``precision`` (from :func:`resolve_precision`) on ``device``."""
+    dtype = _AUTOCAST[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[list[int], list[int], int]:
     """Tiles along one axis: their starts, the cuts between them and their common side.
 
@@ -466,13 +490,7 @@ def predict_tiled(
     out = np.empty((h, w), np.float32)
     jobs = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
     device = torch.device(device)
-    precision = inference_precision(device) if precision == "auto" else precision
-    if precision not in _AUTOCAST:
-        raise ConfigError(f"precision must be float32, bfloat16, float16 or auto, got {precision!r}")
-    if precision == "float16" and device.type != "cuda":
-        raise ConfigError("precision float16 needs a CUDA device (use bfloat16 or float32 on CPU)")
-    dtype = _AUTOCAST[precision]
-    autocast = torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+    autocast = network_autocast(device, resolve_precision(device, precision))
     with torch.inference_mode(), autocast:
         for k in range(0, len(jobs), max(int(batch_size), 1)):
             part = jobs[k : k + max(int(batch_size), 1)]

@@ -33,9 +33,9 @@ from ..classical.rings import RingEvidence
 from ..errors import ConfigError
 from ..geometry import PixelMaps
 from ..peaks import PeakList
-from .unet import _AUTOCAST, inference_precision
+from .unet import network_autocast, resolve_precision
 from .unet_extract import CandidatePixels, candidate_reach, extract_peaks
-from .unet_finder import UNetFinder, UNetFinderConfig, finish_peaks
+from .unet_finder import UNetFinder, UNetFinderConfig, finish_peaks, needs_ring_evidence
 from .unet_norm_torch import TorchNormaliser
 
 __all__ = ["BatchedUNetFinder", "FramePixels", "peaks_from_pixels", "batch_that_fits", "DEVICE_BYTES_PER_PIXEL"]
@@ -139,10 +139,7 @@ class BatchedUNetFinder:
         self.device = trained.device
         self.network = trained.inference_model()
         self.threshold = float(trained.threshold if cfg.probability_threshold is None else cfg.probability_threshold)
-        precision = inference_precision(self.device) if cfg.precision == "auto" else cfg.precision
-        if precision == "float16" and self.device.type != "cuda":
-            raise ConfigError("precision float16 needs a CUDA device (use bfloat16 or float32 on CPU)")
-        self.precision = precision
+        self.precision = resolve_precision(self.device, cfg.precision)
         self.batch_size = int(batch_size)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every batch has the same shape: the fastest kernels pay off
@@ -166,7 +163,7 @@ class BatchedUNetFinder:
         self._panel = torch.as_tensor(np.ascontiguousarray(self.maps.panel_id, np.int32), device=self.device)
         self._radius = np.asarray(self.maps.radius_px)
         self._resolution = None if self.maps.resolution_a is None else np.asarray(self.maps.resolution_a)
-        self._want_rings = cfg.reject_powder_rings or (cfg.ice_rings != "off" and self._resolution is not None)
+        self._want_rings = needs_ring_evidence(cfg, self._resolution)
         self.rejected: dict[str, int] = {}
         self._staging: torch.Tensor | None = None
         self._pool = ThreadPoolExecutor(max_workers=int(workers)) if workers else None
@@ -263,10 +260,8 @@ class BatchedUNetFinder:
 
     def _probability(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, 2, H, W) normalised frames -> (B, H, W) float32 probabilities, whole frames at once."""
-        dtype = _AUTOCAST[self.precision]
-        x = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            logits = self.network(x)
+        with network_autocast(self.device, self.precision):
+            logits = self.network(inputs.contiguous(memory_format=torch.channels_last))
         return torch.sigmoid(logits.float())[:, 0]
 
     # -- host side ---------------------------------------------------------------------------------------
@@ -279,14 +274,20 @@ class BatchedUNetFinder:
             self.rejected[cause] = self.rejected.get(cause, 0) + int(count)
         return peaks
 
+    def _extract(self, pixels: list[FramePixels]) -> list[Future | PeakList]:
+        """Start the host's work on a batch: in the worker threads (futures), or here (peaks)."""
+        if self._pool is None:
+            return [self._collect(self._local(p)) for p in pixels]
+        return [self._pool.submit(self._local, p) for p in pixels]
+
+    def _result(self, item: Future | PeakList) -> PeakList:
+        return self._collect(item.result()) if isinstance(item, Future) else item
+
     def find_batch(
         self, frames: NDArray | torch.Tensor, bad: NDArray[np.bool_] | torch.Tensor | None = None
     ) -> list[PeakList]:
         """The peaks of each frame of a batch (``frames`` and ``bad`` as in :meth:`device_pixels`)."""
-        pixels = self.device_pixels(frames, bad)
-        if self._pool is None:
-            return [self._collect(self._local(p)) for p in pixels]
-        return [self._collect(f.result()) for f in [self._pool.submit(self._local, p) for p in pixels]]
+        return [self._result(item) for item in self._extract(self.device_pixels(frames, bad))]
 
     def find_stream(
         self, frames: Iterable[NDArray | tuple[NDArray, NDArray[np.bool_] | None]]
@@ -296,7 +297,7 @@ class BatchedUNetFinder:
         Each item is a frame, or a ``(frame, bad)`` pair with the frame's own bad pixels (or None). With
         workers, the host extracts the peaks of one batch while the device works on the next.
         """
-        pending: deque[list[Future] | list[PeakList]] = deque()
+        pending: deque[list[Future | PeakList]] = deque()
         batch: list[NDArray] = []
         batch_bad: list[NDArray[np.bool_] | None] = []
 
@@ -304,18 +305,13 @@ class BatchedUNetFinder:
             extra = None
             if any(m is not None for m in batch_bad):
                 extra = np.stack([np.zeros(self.shape, bool) if m is None else m for m in batch_bad])
-            pixels = self.device_pixels(batch, extra)
-            if self._pool is None:
-                pending.append([self._collect(self._local(p)) for p in pixels])
-            else:
-                pending.append([self._pool.submit(self._local, p) for p in pixels])
+            pending.append(self._extract(self.device_pixels(batch, extra)))
             batch.clear()
             batch_bad.clear()
 
         def drain(keep: int) -> Iterator[PeakList]:
             while len(pending) > keep:
-                for item in pending.popleft():
-                    yield self._collect(item.result()) if isinstance(item, Future) else item
+                yield from (self._result(item) for item in pending.popleft())
 
         for item in frames:
             image, bad = item if isinstance(item, tuple) else (item, None)

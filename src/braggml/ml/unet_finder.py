@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # torch is imported only when a model is loaded, not when the
     from .unet import NormalisedFrame, TrainedUNet
     from .unet_batch import BatchedUNetFinder
 
-__all__ = ["UNetFinderConfig", "UNetFinder", "finish_peaks"]
+__all__ = ["UNetFinderConfig", "UNetFinder", "finish_peaks", "needs_ring_evidence"]
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class UNetFinder(PeakFinder):
         radius = None if maps is None else np.asarray(maps.radius_px)
         resolution = None if maps is None or maps.resolution_a is None else np.asarray(maps.resolution_a)
         rings = None
-        if cols["row"].size and norm.stats is not None and cfg.reject_powder_rings | (cfg.ice_rings == "auto"):
+        if cols["row"].size and norm.stats is not None and needs_ring_evidence(cfg, resolution):
             from ..classical.rings import ring_evidence
 
             good = ~norm.bad
@@ -231,6 +231,12 @@ class UNetFinder(PeakFinder):
             rings = ring_evidence(data, good, norm.stats, contrast=cfg.powder_ring_contrast)
         peaks, self._rejected = finish_peaks(cols, along, rings, radius, resolution, cfg)
         return peaks
+
+
+def needs_ring_evidence(config: UNetFinderConfig, resolution_a: NDArray | None) -> bool:
+    """Whether :func:`finish_peaks` reads the frame's ring evidence: for powder-ring rejection, and for
+    ``ice_rings="auto"`` where the resolution is known (the rings the frame shows)."""
+    return config.reject_powder_rings or (config.ice_rings == "auto" and resolution_a is not None)
 
 
 def finish_peaks(

@@ -34,29 +34,54 @@ def _ref_label(above: np.ndarray, panel: np.ndarray, min_pixel_count: int) -> tu
     return number[raw], int(ids.size)
 
 
-def _ref_split(labels: np.ndarray, n: int, residual: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, int]:
-    """Regions of >= 10 pixels divided between their strong 3 x 3-mean maxima, searched in a box one pixel wider
-    than the region (values repeated beyond the box's border)."""
+def _ref_saddle(region: np.ndarray, value: np.ndarray, higher: np.ndarray, r: int, c: int) -> float:
+    """The highest level at which pixel (r, c) joins, within the region, a pixel ranked above it (-inf: none)."""
+    for level in np.unique(value[region])[::-1]:
+        if level > value[r, c]:
+            continue
+        lab, _ = ndimage.label(region & (value >= level), structure=np.ones((3, 3), bool))
+        if np.any(higher & (lab == lab[r, c])):
+            return float(level)
+    return -np.inf
+
+
+def _ref_split(
+    labels: np.ndarray, n: int, residual: np.ndarray, noise: np.ndarray, gain: float = 0.0
+) -> tuple[np.ndarray, int]:
+    """Regions of >= 3 pixels divided between their separate maxima: those whose highest saddle to a higher pixel
+    lies 3 sigmas of the difference (background and shot noise of both) and a fifth of their height below them."""
     out, next_label = labels.copy(), n + 1
     h, w = labels.shape
     for k, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None or np.count_nonzero(labels[box] == k) < 10:
+        if box is None or np.count_nonzero(labels[box] == k) < 3:
             continue
-        r0, r1 = max(box[0].start - 1, 0), min(box[0].stop + 1, h)
-        c0, c1 = max(box[1].start - 1, 0), min(box[1].stop + 1, w)
-        region = labels[r0:r1, c0:c1] == k
-        mean3 = ndimage.uniform_filter(residual[r0:r1, c0:c1].astype(np.float64), 3, mode="nearest")
-        is_max = region & (mean3 == ndimage.maximum_filter(mean3, 3, mode="nearest"))
-        if np.count_nonzero(is_max) < 2:
+        region = labels[box] == k
+        value = residual[box].astype(np.float64)
+        flat = np.arange(h * w).reshape(h, w)[box]
+        rr, cc = np.nonzero(region)  # raster order
+        # rank: higher value first, raster order among equals
+        order = sorted(range(rr.size), key=lambda i: (-value[rr[i], cc[i]], flat[rr[i], cc[i]]))
+        rank = np.full(region.shape, rr.size, np.int64)
+        rank[rr[order], cc[order]] = np.arange(rr.size)
+        lowest_around = ndimage.minimum_filter(rank, size=3, mode="constant", cval=rr.size)
+        maxima = []
+        for r, c in zip(rr, cc):
+            if lowest_around[r, c] < rank[r, c]:
+                continue  # a neighbour ranks above: no dip
+            if rank[r, c] == 0:
+                maxima.append((r, c))
+                continue
+            saddle = _ref_saddle(region, value, rank < rank[r, c], r, c)
+            dip = value[r, c] - saddle
+            sigma = np.sqrt(2.0 * float(noise[box][r, c]) ** 2 + gain * (max(value[r, c], 0.0) + max(saddle, 0.0)))
+            if dip >= 3.0 * sigma and dip >= 0.2 * value[r, c]:
+                maxima.append((r, c))
+        if len(maxima) < 2:
             continue
-        floor = max(0.25 * mean3[is_max].max(), 2.0 * noise[r0:r1, c0:c1][region].mean() / 3.0)
-        mr, mc = np.nonzero(is_max & (mean3 >= floor))
-        if mr.size < 2:
-            continue
-        rr, cc = np.nonzero(region)
+        mr, mc = np.array(maxima).T
         nearest = np.argmin((rr[:, None] - mr) ** 2 + (cc[:, None] - mc) ** 2, axis=1)
         numbers = np.concatenate([[k], np.arange(next_label, next_label + mr.size - 1)])
-        out[r0 + rr, c0 + cc] = numbers[nearest]
+        out[box][rr, cc] = numbers[nearest]
         next_label += mr.size - 1
     return out, next_label - 1
 
@@ -118,17 +143,19 @@ def _ref_along_mask(labels: np.ndarray, n: int, bad: np.ndarray, panel: np.ndarr
 
 
 def _full_frame_chain(
-    frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1
+    frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1, gain: float = 0.0
 ) -> tuple[dict, np.ndarray]:
     bad, panel = frame["bad"], frame["panel"]
     labels, n = _ref_label((frame["prob"] > threshold) & ~bad, panel, min_pixel_count)
     if split and n:
-        labels, n = _ref_split(labels, n, frame["residual"], frame["noise"])
+        labels, n = _ref_split(labels, n, frame["residual"], frame["noise"], gain)
     wide = _ref_grow(labels, grow_px, bad, panel) if grow_px > 0 else labels
     return _ref_measure(labels, wide, n, frame), _ref_along_mask(labels, n, bad, panel)
 
 
-def _sparse_chain(frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1):
+def _sparse_chain(
+    frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1, gain: float = 0.0
+):
     c = gather_candidates(
         frame["prob"],
         frame["residual"],
@@ -138,6 +165,7 @@ def _sparse_chain(frame: dict, threshold: float, *, grow_px: float, split: bool 
         frame["panel"],
         threshold,
         candidate_reach(grow_px),
+        gain=gain,
     )
     return extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px)
 
@@ -222,13 +250,14 @@ def _crowded_frame(seed: int, shape: tuple[int, int] = (96, 128)) -> dict:
 @pytest.mark.parametrize("seed", range(5))
 def test_crowded_frames_on_four_panels_give_the_full_frame_peaks(seed: int) -> None:
     frame = _crowded_frame(seed)
+    gain = 0.5 * (seed % 3)  # the spots' shot noise: none, then half and one noise unit squared per unit
     for grow_px in (0.0, 1.5, 2.0, 3.5, 10.0):
-        full = _full_frame_chain(frame, THRESHOLD, grow_px=grow_px)
+        full = _full_frame_chain(frame, THRESHOLD, grow_px=grow_px, gain=gain)
         assert full[0]["row"].size >= 20
-        _assert_same(full, _sparse_chain(frame, THRESHOLD, grow_px=grow_px))
+        _assert_same(full, _sparse_chain(frame, THRESHOLD, grow_px=grow_px, gain=gain))
         # a set reaching further than needed (as an accelerator may ship) gives the same peaks
         args = [frame[k] for k in ("prob", "residual", "background", "noise", "bad", "panel")]
-        wider = gather_candidates(*args, THRESHOLD, candidate_reach(grow_px) + 2)
+        wider = gather_candidates(*args, THRESHOLD, candidate_reach(grow_px) + 2, gain=gain)
         _assert_same(full, extract_peaks(wider, grow_px=grow_px))
 
 
@@ -252,6 +281,57 @@ def test_touching_spots_are_split_and_panel_border_spots_are_not_joined() -> Non
     assert top.size == 1 and share[top[0]] > 0  # the frame's edge counts as the mask
     middle = near(20.0, 12.0)
     assert share[middle[0]] == 0.0
+
+
+def _pair_frame(rng: np.random.Generator, strong: float, weak: float, gain: float) -> dict:
+    """A strong compact spot at (20, 20) and a weak one diagonally next to it at (23, 23.2) (4.4 px apart)
+    whose regions touch, in photons times ``gain`` on a background of 2 photons per pixel, Poisson noise."""
+    shape = (40, 40)
+    photons = 2.0 + _spot(shape, 20.0, 20.0, strong, 0.6) + _spot(shape, 23.0, 23.2, weak, 0.6)
+    counts = rng.poisson(photons).astype(np.float32) * gain
+    residual = counts - 2.0 * gain
+    noise = np.full(shape, np.sqrt(2.0) * gain, np.float32)
+    prob = np.zeros(shape, np.float32)
+    prob[18:25, 18:25] = 0.9  # the network marks both spots as one blob
+    return {
+        "prob": prob,
+        "residual": residual.astype(np.float32),
+        "background": np.full(shape, 2.0 * gain, np.float32),
+        "noise": noise,
+        "bad": np.zeros(shape, bool),
+        "panel": np.zeros(shape, np.int32),
+    }
+
+
+@pytest.mark.parametrize("gain", [1.0, 10.0])
+def test_a_weak_spot_beside_a_strong_one_is_its_own_peak(gain: float) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        frame = _pair_frame(rng, 1000.0, 100.0, gain)
+        cols, _ = _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=gain)
+        found = np.column_stack([cols["row"], cols["col"]])
+        assert found.shape == (2, 2)
+        strong, weak = np.argsort(-cols["intensity"])
+        np.testing.assert_allclose(found[strong], [20.0, 20.0], atol=0.3)
+        np.testing.assert_allclose(found[weak], [23.0, 23.2], atol=0.6)
+        _assert_same(_full_frame_chain(frame, THRESHOLD, grow_px=0.0, gain=gain), (cols, _))
+
+
+@pytest.mark.parametrize("gain", [1.0, 10.0])
+def test_shot_noise_on_a_bright_spot_does_not_split_it(gain: float) -> None:
+    rng = np.random.default_rng(4)
+    shape = (40, 40)
+    split_without = 0
+    for _ in range(20):
+        photons = 2.0 + _spot(shape, 20.3, 19.8, 80.0, 1.8) + _spot(shape, 21.0, 19.2, 40.0, 2.0)
+        frame = _pair_frame(rng, 0.0, 0.0, gain)
+        frame["residual"] = ((rng.poisson(photons) - 2.0) * gain).astype(np.float32)
+        frame["prob"][:] = 0.0
+        frame["prob"][14:28, 13:27] = 0.9
+        one, _ = _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=gain)
+        assert one["row"].size == 1
+        split_without += _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=0.0)[0]["row"].size > 1
+    assert split_without > 0  # the background noise alone would split it on some draws
 
 
 def test_regions_two_pixels_apart_on_the_edge_and_against_bad_pixels() -> None:
@@ -341,11 +421,14 @@ def test_bad_input_is_rejected() -> None:
     args = [frame[k] for k in ("prob", "residual", "background", "noise", "bad", "panel")]
     c = gather_candidates(*args, THRESHOLD, 1)
     with pytest.raises(ValueError, match="reach"):
-        extract_peaks(c, grow_px=2.0)  # the 3 x 3 means need two pixels around the regions
+        extract_peaks(c, grow_px=2.0)  # the widening needs two pixels around the regions
     with pytest.raises(ValueError, match="reach"):
         extract_peaks(gather_candidates(*args, THRESHOLD, 2), grow_px=3.5, split=False)  # the widening needs 3
     with pytest.raises(ValueError, match="reach"):
         gather_candidates(*args, THRESHOLD, -1)
+    for gain in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="gain"):
+            gather_candidates(*args, THRESHOLD, 2, gain=gain)
     with pytest.raises(ValueError, match="noise"):
         gather_candidates(*args[:3], args[3][:-1], *args[4:], THRESHOLD, 2)
     with pytest.raises(ValueError, match="min_pixel_count"):

@@ -35,6 +35,10 @@ POWDER_RING_FRACTION = 0.4
 #: Share of an annulus at an ice-ring resolution that shows the ice ring is present (``ice_rings="auto"``).
 ICE_RING_FRACTION = 0.3
 
+#: A radius is raised when its clipped background stands this many background sigmas above the neighbouring
+#: radii (weighted mean over the panels).
+RING_MIN_EXCESS = 0.25
+
 #: d-spacings (Angstrom) of the strongest hexagonal ice (Ih) powder rings.
 ICE_RING_D_A: tuple[float, ...] = (3.897, 3.669, 3.441, 2.671, 2.249, 2.072, 1.948, 1.918, 1.883, 1.721)
 
@@ -208,10 +212,10 @@ def ring_levels(stats: RadialStats, *, contrast: float, half_window_px: int = 12
     scale = np.maximum(np.nan_to_num(noise), 1e-6 * np.maximum(np.abs(np.nan_to_num(baseline)), 1.0))
     level = np.where(usable, baseline + contrast * scale, np.inf).ravel().astype(np.float32)
     weight = np.where(usable, count, 0).astype(np.float64)
-    excess = np.where(usable, offset - np.nan_to_num(baseline), 0.0)
+    excess = np.where(usable, (offset - np.nan_to_num(baseline)) / scale, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_excess = (weight * excess).sum(axis=0) / weight.sum(axis=0)
-    raised = (weight.sum(axis=0) >= min_count) & (np.nan_to_num(mean_excess) > 0)
+    raised = (weight.sum(axis=0) >= min_count) & (np.nan_to_num(mean_excess) >= RING_MIN_EXCESS)
     return RingLevels(level=level, raised=raised, radius_group=stats.radius_group)
 
 

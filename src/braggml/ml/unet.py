@@ -57,7 +57,7 @@ __all__ = [
     "DEFAULT_MODEL_PATH",
 ]
 
-#: The model shipped with braggml (trained on simulated Jungfrau-4M, Pilatus-6M and Eiger-4M frames).
+#: The model shipped with braggml (trained on simulated Jungfrau-4M and Pilatus-6M frames).
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "unet_default.safetensors"
 _KIND = "unet"
 

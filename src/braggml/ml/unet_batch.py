@@ -253,6 +253,7 @@ class BatchedUNetFinder:
                 bad=bad_px[s],
                 panel=panel[s],
                 threshold=self.threshold,
+                gain=norm.gains[j],
             )
             rings = norm.rings(j) if (self._want_rings and counts[j]) else None
             out.append(FramePixels(cands, rings))

@@ -28,9 +28,12 @@ __all__ = ["CandidatePixels", "candidate_reach", "gather_candidates", "extract_p
 PEAK_COLUMNS = ("row", "col", "intensity", "background", "snr", "n_pixels", "max_value", "score")
 
 #: Regions of at least this many pixels are examined for several maxima.
-SPLIT_MIN_PIXELS = 10
-#: A maximum splits a region when its 3 x 3 mean reaches this share of the region's highest one.
-SPLIT_MIN_RELATIVE_HEIGHT = 0.25
+SPLIT_MIN_PIXELS = 3
+#: A maximum is a peak of its own when it stands this many sigmas (background and shot noise of the difference)
+#: above the highest saddle that joins it to a higher maximum.
+SPLIT_MIN_PROMINENCE_SIGMA = 3.0
+#: ... and when that dip is at least this share of its height above the background.
+SPLIT_MIN_RELATIVE_DIP = 0.2
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +61,9 @@ class CandidatePixels:
         Panel of each pixel.
     threshold : float
         The probability cut: pixels with ``prob > threshold`` that are not bad form the regions.
+    gain : float
+        Detector units per photon, for the shot noise of the spots when regions are split (0: unknown, the
+        background noise alone counts).
     """
 
     shape: tuple[int, int]
@@ -69,6 +75,7 @@ class CandidatePixels:
     bad: NDArray[np.bool_]
     panel: NDArray[np.int32]
     threshold: float
+    gain: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.shape) != 2 or min(self.shape) < 1:
@@ -81,6 +88,8 @@ class CandidatePixels:
                 raise ValueError(f"{name} has shape {np.shape(getattr(self, name))}, index has {n}")
         if not np.isfinite(self.threshold):
             raise ValueError(f"threshold must be finite, got {self.threshold!r}")
+        if not (np.isfinite(self.gain) and self.gain >= 0):
+            raise ValueError(f"gain must be finite and >= 0, got {self.gain!r}")
         index = np.asarray(self.index)
         if index.size and (
             index[0] < 0 or index[-1] >= self.shape[0] * self.shape[1] or np.any(index[1:] <= index[:-1])
@@ -96,8 +105,8 @@ class CandidatePixels:
 def candidate_reach(grow_px: float) -> int:
     """Smallest reach of a :class:`CandidatePixels` set for which :func:`extract_peaks` is exact.
 
-    It covers the widening of the regions (``floor(grow_px)``), the 3 x 3 mean and 3 x 3 maximum that split
-    regions (2 pixels) and the neighbours that tell whether a region lies along the mask (1 pixel).
+    It covers the widening of the regions (``floor(grow_px)``) and the neighbours that tell whether a region
+    lies along the mask (1 pixel), with a floor of 2 pixels.
 
     Parameters
     ----------
@@ -128,6 +137,8 @@ def gather_candidates(
     panel_id: NDArray[np.integer],
     threshold: float,
     reach: int,
+    *,
+    gain: float = 0.0,
 ) -> CandidatePixels:
     """The pixels of a frame within ``reach`` of a good pixel above the cut, from full-frame arrays.
 
@@ -144,6 +155,8 @@ def gather_candidates(
         Pixels with ``prob > threshold`` that are not bad are above the cut.
     reach : int
         Chessboard distance (``>= 0``), at least :func:`candidate_reach` of the ``grow_px`` to be used.
+    gain : float
+        Detector units per photon (:attr:`CandidatePixels.gain`).
 
     Returns
     -------
@@ -193,6 +206,7 @@ def gather_candidates(
         bad=bad_flat[index],
         panel=take(panel_id, np.int32),
         threshold=float(threshold),
+        gain=float(gain),
     )
 
 
@@ -351,17 +365,18 @@ def extract_peaks(
     """The peaks of one frame from its candidate pixels.
 
     Regions are the 8-connected groups of good pixels above the cut within one panel, numbered in raster order
-    of their first pixel; those smaller than ``min_pixel_count`` are dropped. With ``split``, a region of at
-    least ten pixels whose 3 x 3 means of the residual hold two or more local maxima standing at least a quarter
-    of its highest one and two thirds of its mean noise above the background is divided between its maxima,
-    every pixel going to the nearest one (the first in raster order on a tie): the first keeps the region's
-    number, the others are numbered after all regions, in order. The regions are then widened to the free
-    pixels (not in a region, not bad, same panel) within ``grow_px``, each going to the nearest region pixel,
-    and measured: centroid weighted by the positive residual (by the probability where none is positive),
-    integrated residual, mean background, SNR ``intensity / sqrt(sum noise**2)``, pixel count, highest value,
-    and as score the highest probability of the unwidened region.
-
-    The 3 x 3 means use the neighbouring pixels' values, and the nearest pixel of the frame beyond its edge.
+    of their first pixel; those smaller than ``min_pixel_count`` are dropped. With ``split``, a region whose
+    residual holds several separate maxima is divided between them. A maximum is separate when the highest
+    saddle joining it, within the region, to a higher pixel lies below it by at least three sigmas of that
+    difference (``sqrt(2 noise**2 + gain * (maximum + saddle))``: the background noise at the maximum and the
+    shot noise of both pixels) and by at least a fifth of its height (:data:`SPLIT_MIN_PROMINENCE_SIGMA`,
+    :data:`SPLIT_MIN_RELATIVE_DIP`); pixels of equal value rank in raster order. Every pixel of a divided
+    region goes to the nearest of its maxima (the first in raster order on a tie); the first keeps the
+    region's number, the others are numbered after all regions, in order. The regions are then widened to the
+    free pixels (not in a region, not bad, same panel) within ``grow_px``, each going to the nearest region
+    pixel, and measured: centroid weighted by the positive residual (by the probability where none is
+    positive), integrated residual, mean background, SNR ``intensity / sqrt(sum noise**2)``, pixel count,
+    highest value, and as score the highest probability of the unwidened region.
 
     Parameters
     ----------
@@ -450,7 +465,7 @@ def _label(c: CandidatePixels, px: _Pixels, min_pixel_count: int) -> tuple[NDArr
 
 
 def _split(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: int) -> tuple[NDArray[np.int32], int]:
-    """Regions divided between their strong local maxima (see :func:`extract_peaks`)."""
+    """Regions divided between their separate maxima (see :func:`extract_peaks`)."""
     members = np.flatnonzero(labels)
     lab = labels[members]
     sizes = np.bincount(lab, minlength=n + 1)
@@ -459,27 +474,22 @@ def _split(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: int) -
     pos, plab = members[big[lab]], lab[big[lab]]
     if pos.size == 0:
         return labels, n
-    # 3 x 3 means at the region pixels and their neighbours ("nearest" beyond the frame's edge)
-    around, _ = px.block(pos, clip=True)
-    mark = np.zeros(c.size, bool)
-    mark[around.ravel()] = True
-    need = np.flatnonzero(mark)
-    window, _ = px.block(need, clip=True)
-    total = np.asarray(c.residual, np.float64)[window].sum(axis=0)
-    smooth = np.full(c.size, -np.inf)
-    smooth[need] = total / 9.0
-    value = smooth[pos]
-    is_max = np.ones(pos.size, bool)
-    for nb in around:
-        is_max &= value >= smooth[nb]  # the pixel itself is among them
-    mpos, mlab, mval = pos[is_max], plab[is_max], value[is_max]
-    highest = np.full(n + 1, -np.inf)
-    np.maximum.at(highest, mlab, mval)
-    noise_sum = np.bincount(plab, weights=np.asarray(c.noise, np.float64)[pos], minlength=n + 1)
-    mean_noise = noise_sum / np.maximum(sizes, 1)
-    floor = np.maximum(SPLIT_MIN_RELATIVE_HEIGHT * highest, 2.0 * mean_noise / 3.0)
-    strong = mval >= floor[mlab]
-    mpos, mlab = mpos[strong], mlab[strong]
+    nb, _ = px.block(pos)
+    value = np.asarray(c.residual, np.float64)[pos]
+    order = np.lexsort((pos, -value))  # highest first, raster order among equals
+    is_max = _separate_maxima(
+        pos,
+        plab,
+        value,
+        np.asarray(c.noise, np.float64)[pos],
+        nb,
+        order,
+        c.size,
+        float(c.gain),
+        SPLIT_MIN_PROMINENCE_SIGMA,
+        SPLIT_MIN_RELATIVE_DIP,
+    )
+    mpos, mlab = pos[is_max], plab[is_max]
     count = np.bincount(mlab, minlength=n + 1)
     divided = count >= 2
     if not divided.any():
@@ -507,6 +517,64 @@ def _split(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: int) -
     out = labels.copy()
     out[spos] = new
     return out, int(n + extra.sum())
+
+
+@numba.njit(cache=True, nogil=True)
+def _separate_maxima(pos, plab, value, noise, nb, order, n_set, gain, k_sigma, min_dip):  # pragma: no cover
+    """Which region pixels are separate maxima: a flooding of each region from its highest pixel down
+    (union-find). When a pixel joins components, each but the one with the highest maximum is tested at this
+    saddle and merged into it unless its maximum stands out; the roots left are the maxima kept."""
+    m = pos.size
+    local = np.full(n_set + 1, -1, np.int64)  # position in the set (-1: beyond the frame) -> region pixel
+    for i in range(m):
+        local[pos[i]] = i
+    rank = np.empty(m, np.int64)  # 0 for the highest pixel
+    for r in range(m):
+        rank[order[r]] = r
+    parent = np.arange(m)
+    done = np.zeros(m, np.bool_)
+    roots = np.empty(9, np.int64)
+    for r in range(m):
+        p = order[r]
+        n_roots = 0
+        for k in range(9):
+            q = nb[k, p]
+            if q < 0:
+                continue
+            j = local[q]
+            if j < 0 or not done[j] or plab[j] != plab[p]:
+                continue
+            while parent[j] != j:  # find, halving the path
+                parent[j] = parent[parent[j]]
+                j = parent[j]
+            seen = False
+            for t in range(n_roots):
+                seen = seen or roots[t] == j
+            if not seen:
+                roots[n_roots] = j
+                n_roots += 1
+        done[p] = True
+        if n_roots == 0:
+            continue  # a new maximum
+        top = roots[0]
+        for t in range(1, n_roots):
+            if rank[roots[t]] < rank[top]:
+                top = roots[t]
+        parent[p] = top
+        saddle = value[p]
+        for t in range(n_roots):
+            j = roots[t]
+            if j == top:
+                continue
+            dip = value[j] - saddle
+            sigma = np.sqrt(2.0 * noise[j] ** 2 + gain * (max(value[j], 0.0) + max(saddle, 0.0)))
+            if dip >= k_sigma * sigma and dip >= min_dip * value[j]:
+                continue  # a maximum of its own: its component stays apart
+            parent[j] = top
+    keep = np.zeros(m, np.bool_)
+    for i in range(m):
+        keep[i] = parent[i] == i
+    return keep
 
 
 def _grow(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], grow_px: float) -> NDArray[np.int32]:

@@ -215,6 +215,7 @@ class UNetFinder(PeakFinder):
             norm.panel_id,
             float(threshold),
             candidate_reach(cfg.grow_px),
+            gain=norm.gain,
         )
         cols, along = extract_peaks(
             candidates, min_pixel_count=cfg.min_pixel_count, split=cfg.split_regions, grow_px=cfg.grow_px

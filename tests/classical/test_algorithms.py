@@ -11,7 +11,7 @@ from braggml.classical._common import label_within_panels, prepare_frame
 from braggml.classical._radial import estimate_gain, estimate_gain_per_panel, radial_statistics
 from braggml.classical.dispersion import DispersionFinder, box_sums, estimate_dispersion_gain
 from braggml.classical.peakfinder8 import Peakfinder8
-from braggml.classical.rings import on_ice_rings, powder_ring_bins
+from braggml.classical.rings import RING_MIN_EXCESS, on_ice_rings, powder_ring_bins, ring_levels
 from braggml.classical.threshold import ThresholdFinder
 from braggml.finder import make_finder
 from braggml.geometry import PixelMaps
@@ -132,6 +132,23 @@ def test_powder_ring_radii_found_from_azimuthal_continuity() -> None:
     ring = powder_ring_bins(data, good, stats, contrast=1.0)
     assert ring[100] and ring[99] and ring[101]
     assert not ring[60] and not ring[90] and not ring[130]
+
+
+def test_a_radius_is_raised_only_by_a_real_bump_of_the_background() -> None:
+    """A bump of a tenth of the noise (as dense Bragg spots leave in the clipped statistics) raises no radius,
+    one of two noise sigmas (a ring) does."""
+    maps = PixelMaps.fallback((300, 300))
+    rr, cc = np.indices((300, 300))
+    r = np.rint(maps.radius_px).astype(np.int64)
+    image = 100.0 + 5.0 * np.where((rr + cc) % 2 == 0, 1.0, -1.0)  # mean 100, sigma 5 in every bin
+    image = image + np.where(r == 60, 0.5, 0.0) + np.where(r == 100, 10.0, 0.0)
+    data = image.astype(np.float32)
+    good = np.ones(data.shape, bool)
+    stats = radial_statistics(data, good, maps.radius_px, maps.panel_id, snr=3.0)
+    raised = ring_levels(stats, contrast=1.0).raised[stats.radius_group]
+    assert 0.1 < RING_MIN_EXCESS < 2.0
+    assert raised[100] and not raised[60]
+    assert not raised[[40, 59, 61, 80, 99, 101, 120]].any()
 
 
 def test_ice_ring_membership() -> None:

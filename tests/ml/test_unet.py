@@ -37,6 +37,7 @@ from braggml.ml.unet_train import (  # noqa: E402
     variant_config,
 )
 from braggml.simulate import Simulator, get_preset  # noqa: E402
+from braggml.simulate.config import apply_overrides  # noqa: E402
 
 TINY = UNetConfig(channels=(8, 16), convs_per_block=2, downsample=1)
 
@@ -274,6 +275,23 @@ def test_training_frames_mix_the_variants() -> None:
         variant_config(base, "powder")
     with pytest.raises(ConfigError, match="variants"):
         UNetTrainConfig(variants=("hits", "snow"))
+    # compact: broad spots (small mosaic domains, wide point spread) become spots of a pixel or two
+    broad = apply_overrides(
+        base,
+        {
+            "crystal": {"mosaic_domain_size_um": 0.08, "mosaicity_deg": 0.3, "hit_fraction": 1.0},
+            "detector": {"psf_sigma_px": 0.8},
+        },
+    )
+    compact = variant_config(broad, "compact")
+    assert compact.crystal.strength_range_photons == pytest.approx(
+        (broad.crystal.strength_range_photons[0] / 10, broad.crystal.strength_range_photons[1])
+    )
+    sigma = {}
+    for name, sim_cfg in (("broad", broad), ("compact", compact)):
+        spots = Simulator(sim_cfg, seed=3).frame(0).spots
+        sigma[name] = np.median(spots["sigma_row_px"][spots["observable"]])
+    assert sigma["compact"] < 0.5 < 0.8 < sigma["broad"]
     cfg = UNetTrainConfig(presets=("test",), variants=("blank",), crop_size=64, crops_per_frame=3, device="cpu")
     crops = simulate_crops(cfg, frames=[0, 1], augment=False, rng=np.random.default_rng(0))
     assert len(crops) == 6 and not (crops.target == 1).any() and all(len(sp) == 0 for sp in crops.spots)
@@ -448,7 +466,6 @@ def test_torchscript_export_gives_the_same_peaks(tiny_model: Path, tmp_path: Pat
 
 def test_shipped_model_finds_strong_spots_on_an_unseen_jungfrau_frame() -> None:
     from braggml.ml.unet import DEFAULT_MODEL_PATH
-    from braggml.simulate.config import apply_overrides
 
     assert DEFAULT_MODEL_PATH.is_file()
     sim = Simulator(apply_overrides(get_preset("jungfrau4m"), {"crystal": {"hit_fraction": 1.0}}), seed=8)
@@ -607,3 +624,15 @@ def test_regions_along_the_mask_are_measured_and_dropped() -> None:
     assert len(peaks) == 2 and finder.last_rejections == {"masked": 2}
     kept = UNetFinder(device="cpu", reject_powder_rings=False, masked_peaks="keep")
     assert len(kept.peaks_from_probability(prob, norm, 0.5)) == 4
+
+
+def test_train_help_names_every_frame_variant() -> None:
+    import argparse
+
+    from braggml.ml.unet_cli import add_train_unet_arguments
+    from braggml.ml.unet_train import VARIANTS
+
+    parser = argparse.ArgumentParser()
+    add_train_unet_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert all(v in text for v in VARIANTS), text

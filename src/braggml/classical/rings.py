@@ -133,7 +133,8 @@ class RingEvidence:
         Share of the good pixels at each rounded radius (pixels) that stand above the neighbouring
         radii by the chosen contrast.
     raised : (R,) bool ndarray
-        Whether the clipped background at that radius is above the neighbouring radii.
+        Whether the clipped background at that radius stands :data:`RING_MIN_EXCESS` background sigmas above
+        the neighbouring radii.
     """
 
     fraction: NDArray[np.float64]
@@ -188,7 +189,8 @@ class RingLevels:
     level : (B,) float32 ndarray
         Value above which a pixel of the bin counts as elevated (infinite where there is no baseline).
     raised : (R,) bool ndarray
-        Whether the clipped background of each radius group stands above the neighbouring radii.
+        Whether the clipped background of each radius group stands :data:`RING_MIN_EXCESS` sigmas above the
+        neighbouring radii.
     radius_group : (R0,) int64 ndarray
         Radius group of each rounded radius (from the statistics).
     """

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 IGNORE = 2
 
 #: Kinds of training frame made from each simulator preset (see :func:`variant_config`).
-VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied")
+VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact")
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -107,6 +107,10 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     complexes and viruses). ``quiet``: a weak hit on a fiftieth of the background (a few photons per spot on an
     almost empty frame, as on counting detectors with short exposures). ``varied``: a hit with the experiment
     drawn at random around the preset for each training frame (:func:`varied_config`; here, the preset's hit).
+    ``compact``: a hit whose spots fall into one to three pixels (mosaic domains of at least 1 um, a third of
+    the mosaicity and divergence, a point spread of 0.1 px; spot sigmas of about 0.25-0.5 px), from crystals
+    up to ten times weaker, so that sharp spots are told from hot pixels by their faint spill into the
+    neighbouring pixels.
     """
     low, high = base.crystal.strength_range_photons
     weak = {"hit_fraction": 1.0, "strength_range_photons": [low / 10.0, high / 10.0]}
@@ -124,6 +128,16 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
             }
         },
         "varied": {"crystal": {"hit_fraction": 1.0}},
+        "compact": {
+            "crystal": {
+                "hit_fraction": 1.0,
+                "strength_range_photons": [low / 10.0, high],
+                "mosaicity_deg": base.crystal.mosaicity_deg / 3.0,
+                "mosaic_domain_size_um": max(base.crystal.mosaic_domain_size_um, 1.0),
+            },
+            "beam": {"divergence_mrad": base.beam.divergence_mrad / 3.0},
+            "detector": {"psf_sigma_px": 0.1},
+        },
         "quiet": {
             "crystal": weak,
             "background": {name: getattr(bg, name) / 50.0

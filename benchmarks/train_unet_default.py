@@ -5,9 +5,9 @@ Training data: simulated frames of the ``jungfrau4m`` (integrating, float ADU wi
 ``benchmarks/unet_vs_peakfinder8.py``. Run seed 0. Every frame is one of the variants of its preset in turn
 (``--variants``, :func:`braggml.ml.unet_train.variant_config`): hits, weak hits (crystals ten times weaker),
 hits with ice rings, blank frames (solvent, ice on half of them, detector artefacts), dense hits (a 3.5 times
-longer unit cell, to 3-5 A), quiet weak hits (a fiftieth of the background) and, by default since the shipped
-model was made, varied hits (each frame's experiment drawn at random around the preset,
-:func:`braggml.ml.unet_train.varied_config`). Frames 0..N-1 train (half of them
+longer unit cell, to 3-5 A), quiet weak hits (a fiftieth of the background), varied hits (each frame's
+experiment drawn at random around the preset, :func:`braggml.ml.unet_train.varied_config`) and compact hits
+(spots of one to three pixels, from crystals up to ten times weaker). Frames 0..N-1 train (half of them
 rescaled by a random gain factor in [0.5, 2] plus a pedestal before normalisation), frames 1000.. validate.
 Random 128 x 128 crops, 40 % centred near a target spot. Targets: cores of radius 1.5 px around observable
 spots with expected SNR >= 3 (:func:`braggml.ml.unet_train.frame_target`).
@@ -15,16 +15,11 @@ Loss: weighted BCE (peak pixels x5) + 0.5 soft Dice; AdamW with a one-cycle sche
 validation peak F1 (2 px matching) is kept. The probability cut is then chosen on whole validation frames
 (:func:`choose_threshold`), not on crops.
 
-The shipped model was made in three runs on 2 CPU cores (about 50 min in all), each starting from the last
-(the variants named are those each run used; in the second run dense and quiet were still a 2.5 times larger
-cell and a tenth of the background):
+The shipped model was made from scratch in one run on 2 CPU cores (28 min; best epoch 26 of 30, cut 0.7),
+with compact frames twice in every nine:
 
-    python benchmarks/train_unet_default.py --out a.safetensors --train-frames 32 --val-frames 4 --epochs 25 \
-        --max-seconds 2400 --variants hits weak ice blank                 # stopped early after 18 epochs
-    python benchmarks/train_unet_default.py --out b.safetensors --init a.safetensors --train-frames 36 \
-        --val-frames 6 --epochs 12 --learning-rate 1.5e-3 --variants hits weak ice blank dense quiet
-    python benchmarks/train_unet_default.py --out c.safetensors --init b.safetensors --train-frames 48 \
-        --val-frames 6 --epochs 20 --learning-rate 2e-3 --variants hits weak ice blank dense quiet
+    python benchmarks/train_unet_default.py --train-frames 63 --val-frames 9 --epochs 30 --learning-rate 1e-3 \
+        --workers 2 --max-seconds 2700 --variants hits weak ice blank dense quiet varied compact compact
 
 Run: ``python benchmarks/train_unet_default.py [--out PATH] [--max-seconds S] [--train-frames N] [--init MODEL]``.
 """
@@ -125,7 +120,7 @@ def main() -> None:
     trained.info["trained_on"] = (
         f"simulated frames of presets jungfrau4m and pilatus6m (seed 0; variants {', '.join(cfg.variants)}; "
         "'varied' draws pixel size, distance, point spread, divergence, mosaicity, cell, strength and background "
-        "at random around the preset for each frame; "
+        "at random around the preset for each frame; 'compact' makes spots of one to three pixels; "
         f"train frames 0-{cfg.train_frames_per_preset - 1}, validation frames {val_frames.start}-"
         f"{val_frames.stop - 1}), 128x128 crops, targets = 1.5 px cores of spots with expected SNR >= 3"
     )

@@ -243,9 +243,10 @@ def pictures(model: str, folder: Path) -> list[str]:
         if not path.exists():
             continue
         peaks = folder / f"{name}.csv"
-        cmd = ["braggml", "find", str(path), "--finder", "unet", "-o", str(peaks), "--format", "csv", "-q"]
+        cli = [sys.executable, "-m", "braggml"]
+        cmd = [*cli, "find", str(path), "--finder", "unet", "-o", str(peaks), "--format", "csv", "-q"]
         subprocess.run(cmd + (["--model", model] if model else []), check=True)
-        subprocess.run(["braggml", "show", str(path), "--peaks", str(peaks), "-o", str(folder / f"{name}.png")],
+        subprocess.run([*cli, "show", str(path), "--peaks", str(peaks), "-o", str(folder / f"{name}.png")],
                        check=True)
         made.append(str(folder / f"{name}.png"))
     return made
@@ -267,18 +268,24 @@ def main() -> None:
     results = {"model": args.model or "shipped", "parameters": n_params, "threshold": unet.model.threshold,
                "trained_on": unet.model.info.get("trained_on"), "cpu_threads_simulated": 2}
     print({k: v for k, v in results.items()}, flush=True)
+
+    def save() -> None:  # after every section, so that a later failure keeps what was measured
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1, default=str))
+
     if "simulated" not in args.skip:
         results["simulated"] = simulated(unet, args.frames, args.grid_frames)
+        save()
     if "speed" not in args.skip:
         results["speed"] = speed(unet)
+        save()
     if "real" not in args.skip:
         torch.set_num_threads(2)
         results["real"] = real(unet, args.min_peaks)
+        save()
     if args.pictures:
         results["pictures"] = pictures(args.model, Path(args.pictures))
-    text = json.dumps(results, indent=1, default=str)
-    if args.out:
-        Path(args.out).write_text(text)
+        save()
 
 
 if __name__ == "__main__":

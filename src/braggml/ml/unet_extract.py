@@ -525,7 +525,7 @@ def _separate_maxima(pos, plab, value, noise, nb, order, n_set, gain, k_sigma, m
     (union-find). When a pixel joins components, each but the one with the highest maximum is tested at this
     saddle and merged into it unless its maximum stands out; the roots left are the maxima kept."""
     m = pos.size
-    local = np.full(n_set + 1, -1, np.int64)  # position in the set (-1: beyond the frame) -> region pixel
+    local = np.full(n_set, -1, np.int64)  # position in the set -> number among the region pixels (-1: none)
     for i in range(m):
         local[pos[i]] = i
     rank = np.empty(m, np.int64)  # 0 for the highest pixel

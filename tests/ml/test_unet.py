@@ -30,7 +30,9 @@ from braggml.ml.unet_finder import UNetFinder, UNetFinderConfig  # noqa: E402
 from braggml.ml.unet_train import (  # noqa: E402
     IGNORE,
     UNetTrainConfig,
+    crowded_config,
     frame_target,
+    lattice_spacing_px,
     peak_f1,
     simulate_crops,
     train_unet,
@@ -82,6 +84,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny U-Net trained for a few seconds on crops of the "test" preset, saved to a model file."""
     cfg = UNetTrainConfig(
         presets=("test",),
+        variants=("hits", "weak", "ice"),
         train_frames_per_preset=3,
         val_frames_per_preset=1,
         crop_size=96,
@@ -295,6 +298,35 @@ def test_training_frames_mix_the_variants() -> None:
     cfg = UNetTrainConfig(presets=("test",), variants=("blank",), crop_size=64, crops_per_frame=3, device="cpu")
     crops = simulate_crops(cfg, frames=[0, 1], augment=False, rng=np.random.default_rng(0))
     assert len(crops) == 6 and not (crops.target == 1).any() and all(len(sp) == 0 for sp in crops.spots)
+
+
+def test_crowded_frames_put_distinct_spots_a_few_pixels_apart() -> None:
+    from scipy.spatial import cKDTree
+
+    for name in ("jungfrau4m", "pilatus6m"):
+        base = get_preset(name)
+        assert lattice_spacing_px(base) > 15
+        spacings = [lattice_spacing_px(crowded_config(base, np.random.default_rng(k))) for k in range(40)]
+        assert 2.5 <= min(spacings) < 3.5 and 5.0 < max(spacings) <= 6.0
+        again = crowded_config(base, np.random.default_rng(7))
+        assert again == crowded_config(base, np.random.default_rng(7))
+    # a 256 x 256 detector at 80 mm: spots some 10 px apart, a few pixels apart once crowded
+    far = apply_overrides(
+        get_preset("test"),
+        {"detector": {"distance_mm": 80.0}, "crystal": {"strength_range_photons": [2e4, 4e4], "mosaicity_deg": 0.3}},
+    )
+    assert lattice_spacing_px(far) > 10
+
+    def neighbour_px(cfg) -> float:
+        spots = Simulator(cfg, seed=1).frame(0).spots
+        keep = spots["observable"] & (spots["snr"] >= 3)
+        rc = np.column_stack([spots["row"][keep], spots["col"][keep]])
+        assert len(rc) > 20
+        return float(np.median(cKDTree(rc).query(rc, k=2)[0][:, 1]))
+
+    crowded = crowded_config(far, np.random.default_rng(3))
+    assert neighbour_px(far) > 2.5 * neighbour_px(crowded)  # about 10.5 against 3.2
+    assert 2.0 < neighbour_px(crowded) < 8.0
 
 
 def test_overfits_a_tiny_crop_set() -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "VARIANTS",
     "variant_config",
     "varied_config",
+    "crowded_config",
     "CropSet",
     "IGNORE",
     "frame_target",
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 IGNORE = 2
 
 #: Kinds of training frame made from each simulator preset (see :func:`variant_config`).
-VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact")
+VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact", "crowded")
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -97,6 +98,61 @@ def varied_config(base: SimulationConfig, rng: np.random.Generator) -> Simulatio
     return apply_overrides(base, overrides)
 
 
+def lattice_spacing_px(config: SimulationConfig) -> float:
+    """Smallest spacing of low-resolution spots on the detector, in pixels: ``distance * wavelength / (a * pixel)``.
+
+    ``a`` is the longest cell edge; near the beam the spots of neighbouring reflections lie about this far apart.
+    """
+    wavelength_a = 12.398 / config.beam.energy_kev
+    det = config.detector
+    return det.distance_mm * wavelength_a / (max(config.crystal.cell[:3]) * det.pixel_size_mm)
+
+
+def crowded_config(base: SimulationConfig, rng: np.random.Generator) -> SimulationConfig:
+    """A hit on the preset's detector layout whose spots lie 2.5-6 pixels apart, drawn at random per frame.
+
+    The spacing of neighbouring low-resolution spots (:func:`lattice_spacing_px`) is drawn log-uniformly in
+    2.5-6 px and reached by a shorter distance (x0.3-1) and a longer unit cell, as for large complexes and
+    viruses or short camera lengths; the resolution limit grows with the cell so that the number of
+    reflections stays of the order of the preset's, and there is one lattice. Point spread (0.1-0.4 px),
+    divergence (x0.3-1) and mosaicity (x0.5-1.5) make the spots from one to a few pixels wide, crystal
+    strength (x0.2-1) and background
+    (x0.1-2) vary too. Crowded lattices of distinct sharp spots teach the network that a bright spot a few
+    pixels from another is a peak of its own.
+    """
+    spacing = _log_uniform(rng, 2.5, 6.0)
+    distance = _log_uniform(rng, 0.3, 1.0)
+    natural = lattice_spacing_px(base)
+    cell_scale = natural * distance / spacing
+    if cell_scale < 1.0:  # the preset's cell: the distance alone sets the spacing
+        distance, cell_scale = spacing / natural, 1.0
+    cr, beam, bg = base.crystal, base.beam, base.background
+    low, high = cr.strength_range_photons
+    strength = _log_uniform(rng, 0.2, 1.0)
+    d_scale = max(1.0, cell_scale / 1.5)
+    bg_scale = _log_uniform(rng, 0.1, 2.0)
+    overrides: dict[str, dict[str, object]] = {
+        "crystal": {
+            "hit_fraction": 1.0,
+            "strength_range_photons": [low * strength, high * strength],
+            "cell": [*(cell_scale * a for a in cr.cell[:3]), *cr.cell[3:]],
+            "d_min_range_a": [d * d_scale for d in cr.d_min_range_a],
+            "mosaicity_deg": cr.mosaicity_deg * _log_uniform(rng, 0.5, 1.5),
+            "multi_lattice_fraction": 0.0,
+        },
+        "beam": {"divergence_mrad": beam.divergence_mrad * _log_uniform(rng, 0.3, 1.0)},
+        "detector": {
+            "distance_mm": base.detector.distance_mm * distance,
+            "psf_sigma_px": float(rng.uniform(0.1, 0.4)),
+        },
+        "background": {
+            name: getattr(bg, name) * bg_scale
+            for name in ("air_photons", "floor_photons", "water_photons", "diffuse_photons")
+        },
+    }
+    return apply_overrides(base, overrides)
+
+
 def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     """A simulator preset turned into one kind of training frame.
 
@@ -110,7 +166,8 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     ``compact``: a hit whose spots fall into one to three pixels (mosaic domains of at least 1 um, a third of
     the mosaicity and divergence, a point spread of 0.1 px; spot sigmas of about 0.25-0.5 px), from crystals
     up to ten times weaker, so that sharp spots are told from hot pixels by their faint spill into the
-    neighbouring pixels.
+    neighbouring pixels. ``crowded``: a hit whose spots lie 2.5-6 pixels apart, drawn at random for each
+    training frame (:func:`crowded_config`; here, the preset's hit).
     """
     low, high = base.crystal.strength_range_photons
     weak = {"hit_fraction": 1.0, "strength_range_photons": [low / 10.0, high / 10.0]}
@@ -128,6 +185,7 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
             }
         },
         "varied": {"crystal": {"hit_fraction": 1.0}},
+        "crowded": {"crystal": {"hit_fraction": 1.0}},
         "compact": {
             "crystal": {
                 "hit_fraction": 1.0,
@@ -428,6 +486,13 @@ def faulty_lines(
     return out, where
 
 
+#: Variants whose experiment is drawn anew for every training frame.
+_DRAWN: dict[str, Callable[[SimulationConfig, np.random.Generator], SimulationConfig]] = {
+    "varied": varied_config,
+    "crowded": crowded_config,
+}
+
+
 def _training_frames(config: UNetTrainConfig, frames: Sequence[int]):
     """(preset, frame number, simulator, pixel maps) of every frame, each frame of its variant."""
     for p, name in enumerate(config.presets):
@@ -436,9 +501,9 @@ def _training_frames(config: UNetTrainConfig, frames: Sequence[int]):
         maps = next(iter(sims.values())).layout.pixel_maps(next(iter(sims.values())).wavelength_a)
         for k in frames:
             variant = config.variants[int(k) % len(config.variants)]
-            if variant == "varied":  # a new experiment for every frame, the same for a given seed and frame
+            if variant in _DRAWN:  # a new experiment for every frame, the same for a given seed and frame
                 rng = np.random.default_rng([config.seed, p, int(k)])
-                sim = Simulator(varied_config(base, rng), seed=config.seed)
+                sim = Simulator(_DRAWN[variant](base, rng), seed=config.seed)
                 yield name, int(k), sim, sim.layout.pixel_maps(sim.wavelength_a)
             else:
                 yield name, int(k), sims[variant], maps

@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from ..errors import ConfigError
 from ..evaluate.matching import match_frame
+from ..geometry import HC_KEV_A
 from ..simulate import Simulator, get_preset
 from ..simulate.config import SimulationConfig, apply_overrides
 from ..simulate.frame import FOOTPRINT_SPOT, SimulatedFrame
@@ -103,7 +104,7 @@ def lattice_spacing_px(config: SimulationConfig) -> float:
 
     ``a`` is the longest cell edge; near the beam the spots of neighbouring reflections lie about this far apart.
     """
-    wavelength_a = 12.398 / config.beam.energy_kev
+    wavelength_a = HC_KEV_A / config.beam.energy_kev
     det = config.detector
     return det.distance_mm * wavelength_a / (max(config.crystal.cell[:3]) * det.pixel_size_mm)
 
@@ -115,10 +116,9 @@ def crowded_config(base: SimulationConfig, rng: np.random.Generator) -> Simulati
     2.5-6 px and reached by a shorter distance (x0.3-1) and a longer unit cell, as for large complexes and
     viruses or short camera lengths; the resolution limit grows with the cell so that the number of
     reflections stays of the order of the preset's, and there is one lattice. Point spread (0.1-0.4 px),
-    divergence (x0.3-1) and mosaicity (x0.5-1.5) make the spots from one to a few pixels wide, crystal
-    strength (x0.2-1) and background
-    (x0.1-2) vary too. Crowded lattices of distinct sharp spots teach the network that a bright spot a few
-    pixels from another is a peak of its own.
+    divergence (x0.3-1) and mosaicity (x0.5-1.5) make the spots from one to a few pixels wide; crystal
+    strength (x0.2-1) and background (x0.1-2) vary too. Crowded lattices of distinct sharp spots teach the
+    network that a bright spot a few pixels from another is a peak of its own.
     """
     spacing = _log_uniform(rng, 2.5, 6.0)
     distance = _log_uniform(rng, 0.3, 1.0)

@@ -50,6 +50,7 @@ import torch
 
 from braggml.ml.unet import DEFAULT_MODEL_PATH, NormConfig, UNetConfig, load_unet
 from braggml.ml.unet_train import (
+    DEFAULT_VARIANTS,
     VARIANTS,
     CropSet,
     UNetTrainConfig,
@@ -92,7 +93,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="processes simulating the training frames")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     parser.add_argument("--val-variants", nargs="+", default=None,
                         help="variants of the validation frames (default: those of --variants)")
     parser.add_argument("--patience", type=int, default=8, help="epochs without a better validation F1 to stop")

@@ -29,6 +29,7 @@ from braggml.ml.unet_extract import candidate_reach, extract_peaks, gather_candi
 from braggml.ml.unet_finder import UNetFinder, UNetFinderConfig  # noqa: E402
 from braggml.ml.unet_train import (  # noqa: E402
     IGNORE,
+    VARIANTS,
     UNetTrainConfig,
     crowded_config,
     frame_target,
@@ -278,6 +279,8 @@ def test_training_frames_mix_the_variants() -> None:
         variant_config(base, "powder")
     with pytest.raises(ConfigError, match="variants"):
         UNetTrainConfig(variants=("hits", "snow"))
+    # crowded frames are for fine-tuning only: never part of a default training set
+    assert "crowded" not in UNetTrainConfig().variants and "crowded" in VARIANTS
     # compact: broad spots (small mosaic domains, wide point spread) become spots of a pixel or two
     broad = apply_overrides(
         base,

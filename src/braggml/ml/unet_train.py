@@ -42,6 +42,7 @@ __all__ = [
     "variant_config",
     "varied_config",
     "crowded_config",
+    "lattice_spacing_px",
     "CropSet",
     "IGNORE",
     "frame_target",

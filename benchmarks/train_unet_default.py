@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="processes simulating the training frames")
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
-    parser.add_argument("--val-variants", nargs="+", default=None,
+    parser.add_argument("--val-variants", nargs="+", default=None, choices=VARIANTS,
                         help="variants of the validation frames (default: those of --variants)")
     parser.add_argument("--patience", type=int, default=8, help="epochs without a better validation F1 to stop")
     args = parser.parse_args()

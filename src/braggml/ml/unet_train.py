@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..evaluate.matching import match_frame
 from ..geometry import HC_KEV_A
 from ..simulate import Simulator, get_preset
-from ..simulate.config import SimulationConfig, apply_overrides
+from ..simulate.config import BackgroundConfig, SimulationConfig, apply_overrides
 from ..simulate.frame import FOOTPRINT_SPOT, SimulatedFrame
 from .cnn import resolve_device
 from .unet import NormConfig, TrainedUNet, UNet, UNetConfig, normalise_frame
@@ -72,6 +72,14 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(math.log(low), math.log(high))))
 
 
+def _scaled_background(bg: BackgroundConfig, factor: float) -> dict[str, float]:
+    """Overrides that scale every diffuse-scatter level of ``bg`` (air, floor, water, diffuse) by ``factor``."""
+    return {
+        name: getattr(bg, name) * factor
+        for name in ("air_photons", "floor_photons", "water_photons", "diffuse_photons")
+    }
+
+
 def varied_config(base: SimulationConfig, rng: np.random.Generator) -> SimulationConfig:
     """A hit on the preset's detector layout with the experiment drawn at random around the preset.
 
@@ -98,10 +106,7 @@ def varied_config(base: SimulationConfig, rng: np.random.Generator) -> Simulatio
             "distance_mm": det.distance_mm * _log_uniform(rng, 0.6, 1.6),
             "psf_sigma_px": float(rng.uniform(0.1, 0.6)),
         },
-        "background": {
-            name: getattr(bg, name) * bg_scale
-            for name in ("air_photons", "floor_photons", "water_photons", "diffuse_photons")
-        },
+        "background": _scaled_background(bg, bg_scale),
     }
     return apply_overrides(base, overrides)
 
@@ -152,10 +157,7 @@ def crowded_config(base: SimulationConfig, rng: np.random.Generator) -> Simulati
             "distance_mm": base.detector.distance_mm * distance,
             "psf_sigma_px": float(rng.uniform(0.1, 0.4)),
         },
-        "background": {
-            name: getattr(bg, name) * bg_scale
-            for name in ("air_photons", "floor_photons", "water_photons", "diffuse_photons")
-        },
+        "background": _scaled_background(bg, bg_scale),
     }
     return apply_overrides(base, overrides)
 
@@ -205,8 +207,7 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
         },
         "quiet": {
             "crystal": weak,
-            "background": {name: getattr(bg, name) / 50.0
-                           for name in ("air_photons", "floor_photons", "water_photons", "diffuse_photons")},
+            "background": _scaled_background(bg, 1.0 / 50.0),
         },
     }
     if variant not in overrides:

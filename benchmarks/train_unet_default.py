@@ -7,8 +7,9 @@ Training data: simulated frames of the ``jungfrau4m`` (integrating, float ADU wi
 hits with ice rings, blank frames (solvent, ice on half of them, detector artefacts), dense hits (a 3.5 times
 longer unit cell, to 3-5 A), quiet weak hits (a fiftieth of the background), varied hits (each frame's
 experiment drawn at random around the preset, :func:`braggml.ml.unet_train.varied_config`), compact hits
-(spots of one to three pixels, from crystals up to ten times weaker), and crowded hits (spots 2.5-6 px apart,
-:func:`braggml.ml.unet_train.crowded_config`). Frames 0..N-1 train (half of them rescaled by a random gain
+(spots of one to three pixels, from crystals up to ten times weaker), crowded hits (spots 2.5-6 px apart,
+:func:`braggml.ml.unet_train.crowded_config`) and sharp hits (few-photon spots of one or two pixels on an almost
+empty frame, :func:`braggml.ml.unet_train.sharp_config`). Frames 0..N-1 train (half of them rescaled by a random gain
 factor in [0.5, 2] plus a pedestal before normalisation), frames 1000.. validate.
 Random 128 x 128 crops, 40 % centred near a target spot. Targets: cores of radius 1.5 px around observable
 spots with expected SNR >= 3 (:func:`braggml.ml.unet_train.frame_target`).
@@ -33,7 +34,7 @@ they would outweigh every other kind of frame in a pooled F1.
         --val-variants hits weak ice blank dense quiet varied compact compact
 
 Run: ``python benchmarks/train_unet_default.py [--out PATH] [--max-seconds S] [--train-frames N] [--init MODEL]
-[--variants ...] [--val-variants ...] [--patience N]``.
+[--variants ...] [--val-variants ...] [--val-average pooled|variant] [--patience N] [--convs-per-block N]``.
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ def main() -> None:
     parser.add_argument("--val-variants", nargs="+", default=None, choices=VARIANTS,
                         help="variants of the validation frames (default: those of --variants)")
     parser.add_argument("--patience", type=int, default=8, help="epochs without a better validation F1 to stop")
+    parser.add_argument("--convs-per-block", type=int, default=MODEL.convs_per_block,
+                        help="3x3 convolutions in every U-Net block (from scratch only)")
+    parser.add_argument("--val-average", choices=["pooled", "variant"], default="pooled",
+                        help="validation F1 over all crops together, or the mean over the variants")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = UNetTrainConfig(
@@ -113,6 +118,7 @@ def main() -> None:
         seed=0,
         device=args.device,
         variants=tuple(args.variants),
+        val_average=args.val_average,
     )
     # validation frames may be of other variants: crowded frames hold so many spots that they would outweigh
     # every other kind of frame in a pooled F1
@@ -130,7 +136,8 @@ def main() -> None:
     print(f"data: {len(train)} train / {len(val)} val crops in {time.monotonic() - t0:.0f} s", flush=True)
     initial = load_unet(args.init, device=args.device) if args.init else None
     trained = train_unet(
-        train, val, config=cfg, model_config=MODEL, norm=norm, progress=lambda r: print(r, flush=True),
+        train, val, config=cfg, model_config=dataclasses.replace(MODEL, convs_per_block=args.convs_per_block),
+        norm=norm, progress=lambda r: print(r, flush=True),
         initial=initial,
     )
     if initial is not None:
@@ -142,7 +149,7 @@ def main() -> None:
         f"{'' if val_cfg.variants == cfg.variants else '; validation ' + ', '.join(val_cfg.variants)}; "
         "'varied' draws pixel size, distance, point spread, divergence, mosaicity, cell, strength and background "
         "at random around the preset for each frame; 'compact' makes spots of one to three pixels; 'crowded' "
-        "puts spots 2.5-6 px apart; "
+        "puts spots 2.5-6 px apart; 'sharp' puts few-photon spots of one or two pixels on an almost empty frame; "
         f"train frames 0-{cfg.train_frames_per_preset - 1}, validation frames {val_frames.start}-"
         f"{val_frames.stop - 1}), 128x128 crops, targets = 1.5 px cores of spots with expected SNR >= 3"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,14 @@ from braggml.ml.unet_finder import UNetFinder, UNetFinderConfig  # noqa: E402
 from braggml.ml.unet_train import (  # noqa: E402
     IGNORE,
     VARIANTS,
+    CropSet,
     UNetTrainConfig,
+    choose_threshold,
     crowded_config,
     frame_target,
     lattice_spacing_px,
     peak_f1,
+    sharp_config,
     simulate_crops,
     train_unet,
     variant_config,
@@ -279,8 +283,9 @@ def test_training_frames_mix_the_variants() -> None:
         variant_config(base, "powder")
     with pytest.raises(ConfigError, match="variants"):
         UNetTrainConfig(variants=("hits", "snow"))
-    # crowded frames are for fine-tuning only: never part of a default training set
-    assert "crowded" not in UNetTrainConfig().variants and "crowded" in VARIANTS
+    # crowded and sharp frames are for fine-tuning only: never part of a default training set
+    for variant in ("crowded", "sharp"):
+        assert variant not in UNetTrainConfig().variants and variant in VARIANTS
     # compact: broad spots (small mosaic domains, wide point spread) become spots of a pixel or two
     broad = apply_overrides(
         base,
@@ -330,6 +335,32 @@ def test_crowded_frames_put_distinct_spots_a_few_pixels_apart() -> None:
     crowded = crowded_config(far, np.random.default_rng(3))
     assert neighbour_px(far) > 2.5 * neighbour_px(crowded)  # about 10.5 against 3.2
     assert 2.0 < neighbour_px(crowded) < 8.0
+
+
+def test_sharp_frames_put_few_photon_spots_into_a_pixel_or_two_of_an_empty_frame() -> None:
+    base = apply_overrides(get_preset("test"), {"crystal": {"mosaicity_deg": 0.3}, "detector": {"psf_sigma_px": 0.8}})
+    draws = [sharp_config(base, np.random.default_rng(k)) for k in range(40)]
+    assert sharp_config(base, np.random.default_rng(7)) == draws[7]
+    psf = [d.detector.psf_sigma_px for d in draws]
+    air = [d.background.air_photons / base.background.air_photons for d in draws]
+    strength = [d.crystal.strength_range_photons[1] / base.crystal.strength_range_photons[1] for d in draws]
+    assert 0.1 <= min(psf) < 0.15 and 0.3 < max(psf) <= 0.35
+    assert 0.005 <= min(air) < 0.02 and 0.1 < max(air) <= 0.3
+    assert 0.03 <= min(strength) < 0.1 and 0.5 < max(strength) <= 1.0
+    assert all(d.crystal.hit_fraction == 1.0 for d in draws)
+
+    def spots_and_background(cfg) -> tuple[float, float]:
+        sim = Simulator(cfg, seed=2)
+        frame = sim.frame(0)
+        spots = frame.spots
+        keep = spots["observable"] & (spots["snr"] >= 3)
+        assert keep.sum() > 10
+        return float(np.median(spots["sigma_row_px"][keep])), float(np.mean(frame.background_photons[~sim.layout.mask]))
+
+    sigma_base, bg_base = spots_and_background(base)
+    sigma_sharp, bg_sharp = spots_and_background(draws[3])
+    assert sigma_sharp < 0.4 < 0.7 < sigma_base  # about 0.26 against 0.85
+    assert bg_sharp < 0.1 * bg_base  # this draw: a hundredth
 
 
 def test_overfits_a_tiny_crop_set() -> None:
@@ -455,6 +486,48 @@ def test_peak_f1_perfect_on_targets() -> None:
     assert recall > 0.8 and precision > 0.8
 
 
+def test_cut_chosen_on_whole_frames_averages_over_variants_when_asked(tiny_model: Path) -> None:
+    model = load_unet(tiny_model, device="cpu")
+    cuts = (0.3, 0.6, 0.9)
+
+    def scores(variants: tuple[str, ...], frames: list[int], average: str) -> np.ndarray:
+        cfg = UNetTrainConfig(presets=("test",), variants=variants, val_average=average, device="cpu")
+        _, rows = choose_threshold(model, cfg, frames=frames, thresholds=cuts)
+        return np.array([[r["precision"], r["recall"], r["f1"]] for r in rows])
+
+    hits, weak = scores(("hits",), [0], "pooled"), scores(("weak",), [1], "pooled")
+    # frame 0 is a hit, frame 1 a weak hit, in either configuration; blank frames hold no spot and do not count
+    np.testing.assert_allclose(scores(("hits", "weak", "blank"), [0, 1, 2], "variant"), (hits + weak) / 2)
+    pooled = scores(("hits", "weak"), [0, 1], "pooled")
+    assert not np.allclose(pooled, (hits + weak) / 2)
+
+
+def test_validation_f1_averaged_over_variants_weighs_every_kind_of_frame_alike() -> None:
+    cfg = UNetTrainConfig(presets=("test",), variants=("hits", "weak", "blank"), crop_size=64, crops_per_frame=4,
+                          device="cpu")
+    crops = simulate_crops(cfg, frames=[0, 1, 2], augment=False, rng=np.random.default_rng(2))
+    assert crops.variant == ("hits",) * 4 + ("weak",) * 4 + ("blank",) * 4
+    hits = np.array([v == "hits" for v in crops.variant])
+    n_hits, n_weak = (sum(len(crops.spots[i]) for i in np.flatnonzero(sel)) for sel in (hits, ~hits))
+    assert n_hits > 3 * n_weak > 0
+    # every spot of the hits found, none of the weak frames' spots
+    prob = ((crops.target == 1) & hits[:, None, None]).astype(np.float32)
+    only = np.flatnonzero(hits)
+    hits_crops = CropSet(crops.inputs[only], crops.target[only], [crops.spots[i] for i in only])
+    hits_only = peak_f1(prob[only], hits_crops, 0.5)
+    pooled = peak_f1(prob, crops, 0.5)
+    by_variant = peak_f1(prob, crops, 0.5, average="variant")
+    assert pooled[1] > 0.75 * hits_only[1] > 0  # the many spots of the hits rule the pooled recall
+    # the mean of the hits' figures and the weak frames' zeros; the blank frames hold no target and do not count
+    np.testing.assert_allclose(by_variant, np.array(hits_only) / 2)
+    with pytest.raises(ConfigError, match="average"):
+        peak_f1(prob, crops, 0.5, average="mean")
+    with pytest.raises(ConfigError, match="val_average"):
+        UNetTrainConfig(val_average="frames")
+    with pytest.raises(ValueError, match="variant names"):
+        dataclasses.replace(crops, variant=("hits",))
+
+
 # -- command line ---------------------------------------------------------------------------------------
 def test_train_unet_command_writes_a_loadable_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from braggml.cli import main
@@ -462,10 +535,12 @@ def test_train_unet_command_writes_a_loadable_model(tmp_path: Path, capsys: pyte
     out = tmp_path / "cli.safetensors"
     argv = ["train", "--model", "unet", "-o", str(out), "--preset", "test", "--variant", "hits", "--variant",
             "blank", "--train-frames", "2", "--val-frames", "1", "--crop-size", "64", "--crops-per-frame", "4",
-            "--epochs", "2", "--channels", "4", "8", "--downsample", "2", "--device", "cpu", "-q"]
+            "--epochs", "2", "--channels", "4", "8", "--downsample", "2", "--device", "cpu", "--val-average",
+            "variant", "-q"]
     assert main(argv) == 0
     back = load_unet(out, device="cpu")
     assert back.config.channels == (4, 8) and back.config.downsample == 2
+    assert back.info["train_config"]["val_average"] == "variant"
     assert "test" in back.info["trained_on"] and "blank" in back.info["trained_on"]
     assert "threshold_choice" in back.info  # the cut was chosen on whole validation frames
     capsys.readouterr()

@@ -36,6 +36,7 @@ _TRAIN_FLAGS = {
     "batch_size": "batch_size",
     "learning_rate": "learning_rate",
     "patience": "patience",
+    "val_average": "val_average",
     "max_seconds": "max_seconds",
     "seed": "seed",
     "device": "device",
@@ -57,8 +58,8 @@ def add_train_unet_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", dest="presets", action="append", metavar="NAME",
                    help="simulator preset to train on (repeat for several; default jungfrau4m and pilatus6m)")
     g.add_argument("--variant", dest="variants", action="append", metavar="KIND",
-                   help="kind of training frame: hits, weak, ice, blank, dense, quiet, varied, compact or "
-                        "crowded (repeat; default all but crowded, which is for fine-tuning)")
+                   help="kind of training frame: hits, weak, ice, blank, dense, quiet, varied, compact, crowded "
+                        "or sharp (repeat; default all but crowded and sharp, which are for fine-tuning)")
     g.add_argument("--train-frames", type=int, metavar="N", help="training frames per preset")
     g.add_argument("--val-frames", type=int, metavar="N", help="validation frames per preset")
     g.add_argument("--crop-size", type=int, metavar="S", help="side of the training crops")
@@ -66,6 +67,10 @@ def add_train_unet_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--min-snr", type=float, metavar="SNR", help="spots with this expected SNR or more are targets")
     g.add_argument("--convs-per-block", type=int, metavar="N", help="3x3 convolutions in every U-Net block")
     g.add_argument("--downsample", type=int, choices=[1, 2, 4], help="space-to-depth factor of the input")
+    g.add_argument("--val-average", choices=["pooled", "variant"],
+                   help="validation F1 for early stopping and the probability cut: over all peaks together "
+                        "(default), or the mean over the variants, so that frames with many spots do not "
+                        "outweigh the rest")
     g.add_argument("--max-seconds", type=float, help="wall-clock budget of the training loop")
 
 

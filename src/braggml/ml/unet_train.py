@@ -18,13 +18,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from ..classical._common import check_choice
 from ..errors import ConfigError
 from ..evaluate.matching import match_frame
 from ..geometry import HC_KEV_A
@@ -42,6 +43,7 @@ __all__ = [
     "variant_config",
     "varied_config",
     "crowded_config",
+    "sharp_config",
     "lattice_spacing_px",
     "CropSet",
     "IGNORE",
@@ -60,12 +62,13 @@ log = logging.getLogger(__name__)
 IGNORE = 2
 
 #: Kinds of training frame made from each simulator preset (see :func:`variant_config`).
-VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact", "crowded")
+VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact", "crowded", "sharp")
 
-#: Variants used when none are chosen: all but ``crowded``. In one run, a model trained from scratch with crowded
-#: frames found tight groups of spots better but fired on the diffuse kapton scatter of a real Rayonix frame
-#: (thousands of peaks), so crowded frames are for fine-tuning a model that has learned the rest first.
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "crowded")
+#: Variants used when none are chosen: all but ``crowded`` and ``sharp``. In one run, a model trained from scratch
+#: with crowded frames found tight groups of spots better but fired on the diffuse kapton scatter of a real Rayonix
+#: frame (thousands of peaks), so crowded and sharp frames are for fine-tuning a model that has learned the rest
+#: first.
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("crowded", "sharp"))
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -162,6 +165,33 @@ def crowded_config(base: SimulationConfig, rng: np.random.Generator) -> Simulati
     return apply_overrides(base, overrides)
 
 
+def sharp_config(base: SimulationConfig, rng: np.random.Generator) -> SimulationConfig:
+    """A hit on the preset's detector layout whose few-photon spots fall into one or two pixels of an almost
+    empty background, drawn at random per frame.
+
+    Point spread (0.1-0.35 px), divergence and mosaicity (x0.1-0.5, mosaic domains of at least 1 um) make the
+    spots about as sharp as the pixel allows; crystal strength (x0.03-1) and background (x0.005-0.3) put most
+    spots at a few to a few tens of photons on a frame of mostly empty pixels, as on photon-counting
+    detectors with small pixels and short exposures. The detector's hot pixels stay: a sharp spot is told
+    from a hot pixel by its faint spill into the neighbouring pixels.
+    """
+    cr, beam, bg = base.crystal, base.beam, base.background
+    low, high = cr.strength_range_photons
+    strength = _log_uniform(rng, 0.03, 1.0)
+    overrides: dict[str, dict[str, object]] = {
+        "crystal": {
+            "hit_fraction": 1.0,
+            "strength_range_photons": [low * strength, high * strength],
+            "mosaicity_deg": cr.mosaicity_deg * _log_uniform(rng, 0.1, 0.5),
+            "mosaic_domain_size_um": max(cr.mosaic_domain_size_um, 1.0),
+        },
+        "beam": {"divergence_mrad": beam.divergence_mrad * _log_uniform(rng, 0.1, 0.5)},
+        "detector": {"psf_sigma_px": float(rng.uniform(0.1, 0.35))},
+        "background": _scaled_background(bg, _log_uniform(rng, 0.005, 0.3)),
+    }
+    return apply_overrides(base, overrides)
+
+
 def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     """A simulator preset turned into one kind of training frame.
 
@@ -176,7 +206,9 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     the mosaicity and divergence, a point spread of 0.1 px; spot sigmas of about 0.25-0.5 px), from crystals
     up to ten times weaker, so that sharp spots are told from hot pixels by their faint spill into the
     neighbouring pixels. ``crowded``: a hit whose spots lie 2.5-6 pixels apart, drawn at random for each
-    training frame (:func:`crowded_config`; here, the preset's hit).
+    training frame (:func:`crowded_config`; here, the preset's hit). ``sharp``: a hit whose few-photon spots
+    fall into one or two pixels of an almost empty background, drawn at random for each training frame
+    (:func:`sharp_config`; here, the preset's hit).
     """
     low, high = base.crystal.strength_range_photons
     weak = {"hit_fraction": 1.0, "strength_range_photons": [low / 10.0, high / 10.0]}
@@ -195,6 +227,7 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
         },
         "varied": {"crystal": {"hit_fraction": 1.0}},
         "crowded": {"crystal": {"hit_fraction": 1.0}},
+        "sharp": {"crystal": {"hit_fraction": 1.0}},
         "compact": {
             "crystal": {
                 "hit_fraction": 1.0,
@@ -250,6 +283,9 @@ class UNetTrainConfig:
         Weight of the soft Dice loss added to it.
     patience : int
         Epochs without a better validation F1 before stopping.
+    val_average : {"pooled", "variant"}
+        Validation F1 over the counts of all crops together, or averaged over the variants of the validation
+        frames (:func:`peak_f1`): pooled counts are ruled by the frames with the most spots.
     max_seconds : float or None
         Wall-clock budget of the training loop.
     seed : int
@@ -274,6 +310,7 @@ class UNetTrainConfig:
     pos_weight: float = 5.0
     dice_weight: float = 0.5
     patience: int = 6
+    val_average: str = "pooled"
     max_seconds: float | None = None
     seed: int = 0
     device: str = "auto"
@@ -283,6 +320,7 @@ class UNetTrainConfig:
         object.__setattr__(self, "variants", tuple(self.variants))
         if not self.variants or any(v not in VARIANTS for v in self.variants):
             raise ConfigError(f"variants must be chosen from {', '.join(VARIANTS)}, got {self.variants!r}")
+        check_choice("val_average", self.val_average, ("pooled", "variant"))
         if not 0 <= self.spot_crop_fraction <= 1:
             raise ConfigError(f"spot_crop_fraction must lie in [0, 1], got {self.spot_crop_fraction!r}")
         if not 0.5 <= self.core_radius_px <= 5:
@@ -317,11 +355,18 @@ class CropSet:
         1 peak, 0 background, :data:`IGNORE` left out of the loss.
     spots : list of (K, 2) float ndarrays
         (row, col) of the target spots inside each crop, crop coordinates.
+    variant : tuple of str
+        Training-frame variant each crop was cut from (:data:`VARIANTS`); empty when not known.
     """
 
     inputs: NDArray[np.float32]
     target: NDArray[np.uint8]
     spots: list[NDArray[np.float64]]
+    variant: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.variant and len(self.variant) != len(self.spots):
+            raise ValueError(f"{len(self.variant)} variant names for {len(self.spots)} crops")
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -332,6 +377,7 @@ class CropSet:
             inputs=np.concatenate([p.inputs for p in parts]),
             target=np.concatenate([p.target for p in parts]),
             spots=[s for p in parts for s in p.spots],
+            variant=tuple(v for p in parts for v in p.variant) if all(p.variant for p in parts) else (),
         )
 
 
@@ -420,7 +466,7 @@ def simulate_crops(
 ) -> CropSet:
     """Crops of simulated frames of every preset and variant (frame numbers ``frames`` of run seed ``config.seed``)."""
     parts = []
-    for _, k, sim, maps in _training_frames(config, frames):
+    for _, k, sim, maps, variant in _training_frames(config, frames):
         frame = sim.frame(k)
         image = frame.image
         lines = None
@@ -435,17 +481,16 @@ def simulate_crops(
         target[nf.bad & (target == 1)] = IGNORE
         if lines is not None:
             target[lines & (target == 1)] = IGNORE
-        parts.append(
-            crops_from_frame(
-                nf.inputs,
-                target,
-                rc,
-                crop_size=config.crop_size,
-                n_crops=config.crops_per_frame,
-                rng=rng,
-                spot_fraction=config.spot_crop_fraction,
-            )
+        crops = crops_from_frame(
+            nf.inputs,
+            target,
+            rc,
+            crop_size=config.crop_size,
+            n_crops=config.crops_per_frame,
+            rng=rng,
+            spot_fraction=config.spot_crop_fraction,
         )
+        parts.append(replace(crops, variant=(variant,) * len(crops)))
     return CropSet.concatenate(parts)
 
 
@@ -498,11 +543,12 @@ def faulty_lines(
 _DRAWN: dict[str, Callable[[SimulationConfig, np.random.Generator], SimulationConfig]] = {
     "varied": varied_config,
     "crowded": crowded_config,
+    "sharp": sharp_config,
 }
 
 
 def _training_frames(config: UNetTrainConfig, frames: Sequence[int]):
-    """(preset, frame number, simulator, pixel maps) of every frame, each frame of its variant."""
+    """(preset, frame number, simulator, pixel maps, variant) of every frame, each frame of its variant."""
     for p, name in enumerate(config.presets):
         base = get_preset(name)
         sims = {v: Simulator(variant_config(base, v), seed=config.seed) for v in config.variants}
@@ -512,9 +558,9 @@ def _training_frames(config: UNetTrainConfig, frames: Sequence[int]):
             if variant in _DRAWN:  # a new experiment for every frame, the same for a given seed and frame
                 rng = np.random.default_rng([config.seed, p, int(k)])
                 sim = Simulator(_DRAWN[variant](base, rng), seed=config.seed)
-                yield name, int(k), sim, sim.layout.pixel_maps(sim.wavelength_a)
+                yield name, int(k), sim, sim.layout.pixel_maps(sim.wavelength_a), variant
             else:
-                yield name, int(k), sims[variant], maps
+                yield name, int(k), sims[variant], maps, variant
 
 
 def _augment(x: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -593,31 +639,67 @@ def _region_centroids(
 
 
 def peak_f1(
-    prob: NDArray[np.float32], crops: CropSet, threshold: float, *, radius_px: float = 2.0
+    prob: NDArray[np.float32],
+    crops: CropSet,
+    threshold: float,
+    *,
+    radius_px: float = 2.0,
+    average: str = "pooled",
 ) -> tuple[float, float, float]:
     """Peak-level precision, recall and F1 of probability maps of crops against their target spots.
+
+    Parameters
+    ----------
+    prob : (N, S, S) float ndarray
+        Probability maps of the crops.
+    crops : CropSet
+    threshold : float
+        Probability cut.
+    radius_px : float
+        Largest distance of a found peak from the target spot it matches.
+    average : {"pooled", "variant"}
+        ``"pooled"``: the counts of all crops together, so that crops of crowded frames weigh most.
+        ``"variant"``: precision, recall and F1 of each variant's crops (:attr:`CropSet.variant`), averaged over
+        the variants that hold target spots, so that every kind of frame weighs the same.
 
     Returns
     -------
     precision, recall, f1 : float
     """
-    tp = n_found = n_true = 0
+    check_choice("average", average, ("pooled", "variant"))
+    counts = _peak_counts(prob, crops, threshold, radius_px)
+    if average == "pooled" or not crops.variant:
+        return _f1(*counts.sum(axis=0))
+    names = np.asarray(crops.variant)
+    per_variant = [counts[names == v].sum(axis=0) for v in dict.fromkeys(crops.variant)]
+    scores = np.array([_f1(*c) for c in per_variant if c[2] > 0]).reshape(-1, 3)
+    if not len(scores):
+        return 0.0, 0.0, 0.0
+    precision, recall, f1 = scores.mean(axis=0)
+    return float(precision), float(recall), float(f1)
+
+
+def _f1(tp: float, n_found: float, n_true: float) -> tuple[float, float, float]:
+    precision = tp / n_found if n_found else 0.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return float(precision), float(recall), float(f1)
+
+
+def _peak_counts(prob: NDArray[np.float32], crops: CropSet, threshold: float, radius_px: float) -> NDArray[np.int64]:
+    """(N, 3) true positives, found peaks and target spots of every crop."""
+    out = np.zeros((len(prob), 3), np.int64)
     shape = prob.shape[1:]
     background, noise = np.zeros(shape, np.float32), np.ones(shape, np.float32)
     panel = np.zeros(shape, np.int32)
-    for p, x, spots in zip(prob, crops.inputs, crops.spots):
+    for i, (p, x, spots) in enumerate(zip(prob, crops.inputs, crops.spots)):
         # the crops' probabilities are not zeroed on bad pixels: those above the cut stay region pixels,
         # the others are never grown onto
         bad = (x[1] > 0.5) & ~(p > float(threshold))
         rc = _region_centroids(p, np.sinh(x[0]), background, noise, bad, panel, threshold, 2.0)
         fi, _ = match_frame(rc, spots, radius_px)
-        tp += len(fi)
-        n_found += len(rc)
-        n_true += len(spots)
-    precision = tp / n_found if n_found else 0.0
-    recall = tp / n_true if n_true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
+        out[i] = len(fi), len(rc), len(spots)
+    return out
 
 
 def train_unet(
@@ -690,7 +772,7 @@ def train_unet(
         record: dict[str, float] = {"epoch": float(epoch), "loss": total / len(train)}
         if len(val):
             prob = _predict(model, val.inputs, device, cfg.batch_size)
-            scores = [(peak_f1(prob, val, thr), thr) for thr in thresholds]
+            scores = [(peak_f1(prob, val, thr, average=cfg.val_average), thr) for thr in thresholds]
             (precision, recall, f1), thr = max(scores, key=lambda s: s[0][2])
             record.update(val_precision=precision, val_recall=recall, val_f1=f1, threshold=thr)
         else:
@@ -734,7 +816,8 @@ def choose_threshold(
     Crops centred near spots over-represent peaks, so a cut chosen on them is too lax for whole frames; this
     runs the finder's full path (normalisation, tiled inference, regions within panels widened by
     ``grow_px``, centroids) on frames ``frames`` of every preset and variant of ``config`` and scores each
-    cut against the spots with ``snr >= config.min_snr``.
+    cut against the spots with ``snr >= config.min_snr``. The F1 is that of all frames' peaks together, or
+    the mean over the variants, as ``config.val_average`` says (:func:`peak_f1`).
 
     Returns
     -------
@@ -742,26 +825,24 @@ def choose_threshold(
     scores : list of dict
         Precision, recall and F1 of each cut.
     """
-    tp = np.zeros(len(thresholds))
-    n_found = np.zeros(len(thresholds))
-    n_true = 0
-    for _, k, sim, maps in _training_frames(config, frames):
+    counts: dict[str, NDArray[np.int64]] = {}  # variant -> (cuts, 3) true positives, found, true
+    for _, k, sim, maps, variant in _training_frames(config, frames):
         frame = sim.frame(k)
         prob, norm = trained.probability(frame.image, maps.mask, maps=maps)
         _, truth = frame_target(frame, config.min_snr, config.core_radius_px)
-        n_true += len(truth)
+        c = counts.setdefault(variant, np.zeros((len(thresholds), 3), np.int64))
         for i, thr in enumerate(thresholds):
             rc = _region_centroids(
                 prob, norm.residual, norm.background, norm.noise, norm.bad, norm.panel_id, thr, grow_px
             )
             fi, _ = match_frame(rc, truth, radius_px)
-            tp[i] += len(fi)
-            n_found[i] += len(rc)
+            c[i] += len(fi), len(rc), len(truth)
+    pooled = sum(counts.values(), np.zeros((len(thresholds), 3), np.int64))
+    groups = [c for c in counts.values() if c[0, 2] > 0] if config.val_average == "variant" else []
+    groups = groups or [pooled]
     scores = []
     for i, thr in enumerate(thresholds):
-        precision = tp[i] / n_found[i] if n_found[i] else 0.0
-        recall = tp[i] / n_true if n_true else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        precision, recall, f1 = np.mean([_f1(*g[i]) for g in groups], axis=0)
         scores.append(
             {"threshold": float(thr), "precision": float(precision), "recall": float(recall), "f1": float(f1)}
         )

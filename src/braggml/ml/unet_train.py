@@ -377,7 +377,7 @@ class CropSet:
             inputs=np.concatenate([p.inputs for p in parts]),
             target=np.concatenate([p.target for p in parts]),
             spots=[s for p in parts for s in p.spots],
-            variant=tuple(v for p in parts for v in p.variant) if all(p.variant for p in parts) else (),
+            variant=tuple(v for p in parts for v in p.variant) if all(p.variant or not len(p) for p in parts) else (),
         )
 
 

@@ -52,6 +52,7 @@ import torch
 from braggml.ml.unet import DEFAULT_MODEL_PATH, NormConfig, UNetConfig, load_unet
 from braggml.ml.unet_train import (
     DEFAULT_VARIANTS,
+    VAL_AVERAGES,
     VARIANTS,
     CropSet,
     UNetTrainConfig,
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=8, help="epochs without a better validation F1 to stop")
     parser.add_argument("--convs-per-block", type=int, default=MODEL.convs_per_block,
                         help="3x3 convolutions in every U-Net block (from scratch only)")
-    parser.add_argument("--val-average", choices=["pooled", "variant"], default="pooled",
+    parser.add_argument("--val-average", choices=VAL_AVERAGES, default="pooled",
                         help="validation F1 over all crops together, or the mean over the variants")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

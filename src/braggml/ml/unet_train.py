@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..evaluate.matching import match_frame
 from ..geometry import HC_KEV_A
 from ..simulate import Simulator, get_preset
-from ..simulate.config import BackgroundConfig, SimulationConfig, apply_overrides
+from ..simulate.config import BackgroundConfig, CrystalConfig, SimulationConfig, apply_overrides
 from ..simulate.frame import FOOTPRINT_SPOT, SimulatedFrame
 from .cnn import resolve_device
 from .unet import NormConfig, TrainedUNet, UNet, UNetConfig, normalise_frame
@@ -40,6 +40,7 @@ __all__ = [
     "UNetTrainConfig",
     "VARIANTS",
     "DEFAULT_VARIANTS",
+    "VAL_AVERAGES",
     "variant_config",
     "varied_config",
     "crowded_config",
@@ -64,6 +65,9 @@ IGNORE = 2
 #: Kinds of training frame made from each simulator preset (see :func:`variant_config`).
 VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact", "crowded", "sharp")
 
+#: Ways of averaging the validation F1 over the validation crops or frames (:func:`peak_f1`).
+VAL_AVERAGES = ("pooled", "variant")
+
 #: Variants used when none are chosen: all but ``crowded`` and ``sharp``. In one run, a model trained from scratch
 #: with crowded frames found tight groups of spots better but fired on the diffuse kapton scatter of a real Rayonix
 #: frame (thousands of peaks), so crowded and sharp frames are for fine-tuning a model that has learned the rest
@@ -73,6 +77,12 @@ DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("crowded", "sharp"))
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def _scaled_strength(crystal: CrystalConfig, factor: float) -> list[float]:
+    """The crystal-strength range of ``crystal`` (``strength_range_photons``) scaled by ``factor``."""
+    low, high = crystal.strength_range_photons
+    return [low * factor, high * factor]
 
 
 def _scaled_background(bg: BackgroundConfig, factor: float) -> dict[str, float]:
@@ -92,14 +102,13 @@ def varied_config(base: SimulationConfig, rng: np.random.Generator) -> Simulatio
     detectors and experiments other than the preset's.
     """
     det, bg, cr, beam = base.detector, base.background, base.crystal, base.beam
-    low, high = cr.strength_range_photons
     strength = _log_uniform(rng, 0.1, 1.0)
     cell_scale = _log_uniform(rng, 0.7, 2.5)
     bg_scale = _log_uniform(rng, 0.02, 3.0)
     overrides: dict[str, dict[str, object]] = {
         "crystal": {
             "hit_fraction": 1.0,
-            "strength_range_photons": [low * strength, high * strength],
+            "strength_range_photons": _scaled_strength(cr, strength),
             "mosaicity_deg": cr.mosaicity_deg * _log_uniform(rng, 0.3, 3.0),
             "cell": [*(cell_scale * a for a in cr.cell[:3]), *cr.cell[3:]],
         },
@@ -142,14 +151,13 @@ def crowded_config(base: SimulationConfig, rng: np.random.Generator) -> Simulati
     if cell_scale < 1.0:  # the preset's cell: the distance alone sets the spacing
         distance, cell_scale = spacing / natural, 1.0
     cr, beam, bg = base.crystal, base.beam, base.background
-    low, high = cr.strength_range_photons
     strength = _log_uniform(rng, 0.2, 1.0)
     d_scale = max(1.0, cell_scale / 1.5)
     bg_scale = _log_uniform(rng, 0.1, 2.0)
     overrides: dict[str, dict[str, object]] = {
         "crystal": {
             "hit_fraction": 1.0,
-            "strength_range_photons": [low * strength, high * strength],
+            "strength_range_photons": _scaled_strength(cr, strength),
             "cell": [*(cell_scale * a for a in cr.cell[:3]), *cr.cell[3:]],
             "d_min_range_a": [d * d_scale for d in cr.d_min_range_a],
             "mosaicity_deg": cr.mosaicity_deg * _log_uniform(rng, 0.5, 1.5),
@@ -176,12 +184,11 @@ def sharp_config(base: SimulationConfig, rng: np.random.Generator) -> Simulation
     from a hot pixel by its faint spill into the neighbouring pixels.
     """
     cr, beam, bg = base.crystal, base.beam, base.background
-    low, high = cr.strength_range_photons
     strength = _log_uniform(rng, 0.03, 1.0)
     overrides: dict[str, dict[str, object]] = {
         "crystal": {
             "hit_fraction": 1.0,
-            "strength_range_photons": [low * strength, high * strength],
+            "strength_range_photons": _scaled_strength(cr, strength),
             "mosaicity_deg": cr.mosaicity_deg * _log_uniform(rng, 0.1, 0.5),
             "mosaic_domain_size_um": max(cr.mosaic_domain_size_um, 1.0),
         },
@@ -212,9 +219,10 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     """
     low, high = base.crystal.strength_range_photons
     weak = {"hit_fraction": 1.0, "strength_range_photons": [low / 10.0, high / 10.0]}
+    hit = {"crystal": {"hit_fraction": 1.0}}
     bg = base.background
     overrides: dict[str, dict[str, object]] = {
-        "hits": {"crystal": {"hit_fraction": 1.0}},
+        "hits": hit,
         "weak": {"crystal": weak},
         "ice": {"crystal": {"hit_fraction": 1.0}, "background": {"ice_fraction": 1.0}},
         "blank": {"crystal": {"hit_fraction": 0.0}, "background": {"ice_fraction": 0.5}},
@@ -225,9 +233,10 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
                 "d_min_range_a": [3.0, 5.0],
             }
         },
-        "varied": {"crystal": {"hit_fraction": 1.0}},
-        "crowded": {"crystal": {"hit_fraction": 1.0}},
-        "sharp": {"crystal": {"hit_fraction": 1.0}},
+        # drawn per training frame (_DRAWN); as a fixed configuration, the preset's hit
+        "varied": hit,
+        "crowded": hit,
+        "sharp": hit,
         "compact": {
             "crystal": {
                 "hit_fraction": 1.0,
@@ -320,7 +329,7 @@ class UNetTrainConfig:
         object.__setattr__(self, "variants", tuple(self.variants))
         if not self.variants or any(v not in VARIANTS for v in self.variants):
             raise ConfigError(f"variants must be chosen from {', '.join(VARIANTS)}, got {self.variants!r}")
-        check_choice("val_average", self.val_average, ("pooled", "variant"))
+        check_choice("val_average", self.val_average, VAL_AVERAGES)
         if not 0 <= self.spot_crop_fraction <= 1:
             raise ConfigError(f"spot_crop_fraction must lie in [0, 1], got {self.spot_crop_fraction!r}")
         if not 0.5 <= self.core_radius_px <= 5:
@@ -666,16 +675,21 @@ def peak_f1(
     -------
     precision, recall, f1 : float
     """
-    check_choice("average", average, ("pooled", "variant"))
+    check_choice("average", average, VAL_AVERAGES)
     counts = _peak_counts(prob, crops, threshold, radius_px)
-    if average == "pooled" or not crops.variant:
-        return _f1(*counts.sum(axis=0))
+    if not crops.variant:
+        return _averaged_f1({"": counts.sum(axis=0)}, average)
     names = np.asarray(crops.variant)
-    per_variant = [counts[names == v].sum(axis=0) for v in dict.fromkeys(crops.variant)]
-    scores = np.array([_f1(*c) for c in per_variant if c[2] > 0]).reshape(-1, 3)
-    if not len(scores):
-        return 0.0, 0.0, 0.0
-    precision, recall, f1 = scores.mean(axis=0)
+    return _averaged_f1({v: counts[names == v].sum(axis=0) for v in dict.fromkeys(crops.variant)}, average)
+
+
+def _averaged_f1(counts: dict[str, NDArray[np.int64]], average: str) -> tuple[float, float, float]:
+    """Precision, recall and F1 from (true positives, found, true) counts per variant: of their sum
+    (``"pooled"``), or the mean over the variants that hold true peaks (``"variant"``; the sum when none does)."""
+    groups = [c for c in counts.values() if c[2] > 0] if average == "variant" else []
+    if not groups:
+        groups = [sum(counts.values(), np.zeros(3, np.int64))]
+    precision, recall, f1 = np.mean([_f1(*c) for c in groups], axis=0)
     return float(precision), float(recall), float(f1)
 
 
@@ -837,12 +851,9 @@ def choose_threshold(
             )
             fi, _ = match_frame(rc, truth, radius_px)
             c[i] += len(fi), len(rc), len(truth)
-    pooled = sum(counts.values(), np.zeros((len(thresholds), 3), np.int64))
-    groups = [c for c in counts.values() if c[0, 2] > 0] if config.val_average == "variant" else []
-    groups = groups or [pooled]
     scores = []
     for i, thr in enumerate(thresholds):
-        precision, recall, f1 = np.mean([_f1(*g[i]) for g in groups], axis=0)
+        precision, recall, f1 = _averaged_f1({v: c[i] for v, c in counts.items()}, config.val_average)
         scores.append(
             {"threshold": float(thr), "precision": float(precision), "recall": float(recall), "f1": float(f1)}
         )

@@ -54,3 +54,21 @@ def two_panel_maps(shape: tuple[int, int], split_col: int) -> PixelMaps:
     panel = np.zeros(shape, np.int32)
     panel[:, split_col:] = 1
     return PixelMaps(panel_id=panel, radius_px=maps.radius_px, mask=np.zeros(shape, bool), known=True)
+
+
+def elliptical_ring(
+    shape: tuple[int, int], radius_px: float, wander_px: float, *, height: float = 25.0, width_px: float = 0.8
+) -> tuple[np.ndarray, np.ndarray]:
+    """A narrow ring about the frame's centre whose radius goes as ``radius_px + wander_px * cos(2 azimuth)``,
+    as on a tilted detector: the float64 ring and the ring's radius at each pixel's azimuth."""
+    rows, cols = np.indices(shape, dtype=np.float64)
+    dr, dc = rows - (shape[0] - 1) / 2, cols - (shape[1] - 1) / 2
+    ring_radius = radius_px + wander_px * np.cos(2 * np.arctan2(dr, dc))
+    return height * np.exp(-((np.hypot(dr, dc) - ring_radius) ** 2) / (2 * width_px**2)), ring_radius
+
+
+def on_ellipse(shape: tuple[int, int], radius_px: float, wander_px: float, azimuths) -> list[tuple[float, float]]:
+    """Points (row, col) of the ring of :func:`elliptical_ring` at the given azimuths (radians)."""
+    centre = ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
+    radii = [radius_px + wander_px * np.cos(2 * a) for a in azimuths]
+    return [(centre[0] + r * np.sin(a), centre[1] + r * np.cos(a)) for r, a in zip(radii, azimuths)]

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from classical_synthetic import gaussian_spots
+from classical_synthetic import elliptical_ring, gaussian_spots, on_ellipse
 
 from braggml.classical import _radial
 from braggml.classical._common import label_within_panels, prepare_frame
 from braggml.classical._radial import estimate_gain, estimate_gain_per_panel, radial_statistics
 from braggml.classical.dispersion import DispersionFinder, box_sums, estimate_dispersion_gain
 from braggml.classical.peakfinder8 import Peakfinder8
-from braggml.classical.rings import RING_MIN_EXCESS, on_ice_rings, powder_ring_bins, ring_levels
+from braggml.classical.rings import (
+    POWDER_RING_FRACTION,
+    RING_MIN_EXCESS,
+    RING_SECTORS,
+    azimuth_sectors,
+    on_ice_rings,
+    powder_ring_bins,
+    ring_evidence,
+    ring_levels,
+)
 from braggml.classical.threshold import ThresholdFinder
 from braggml.finder import make_finder
 from braggml.geometry import PixelMaps
@@ -132,6 +141,74 @@ def test_powder_ring_radii_found_from_azimuthal_continuity() -> None:
     ring = powder_ring_bins(data, good, stats, contrast=1.0)
     assert ring[100] and ring[99] and ring[101]
     assert not ring[60] and not ring[90] and not ring[130]
+
+
+def test_azimuth_sectors_follow_the_radius_map_within_each_panel() -> None:
+    maps = PixelMaps.fallback((120, 160))
+    sectors = azimuth_sectors(maps.radius_px, maps.panel_id)
+    rows, cols = np.indices((120, 160)) - np.array([59.5, 79.5])[:, None, None]
+    expected = np.floor((np.arctan2(rows, cols) + np.pi) / (2 * np.pi) * RING_SECTORS).astype(int) % RING_SECTORS
+    assert sectors.dtype == np.uint8 and sectors.max() == RING_SECTORS - 1
+    assert np.mean(sectors == expected) > 0.97  # all but pixels on sector borders
+    assert azimuth_sectors(maps.radius_px, maps.panel_id) is sectors  # cached for the same maps
+    # a panel stored upside down: its sectors are those of its own orientation, found within the panel
+    flipped = np.asarray(maps.radius_px).copy()
+    flipped[60:] = flipped[60:][::-1]
+    panel = np.where(np.arange(120)[:, None] < 60, 0, 1).astype(np.int32) * np.ones((1, 160), np.int32)
+    turned = azimuth_sectors(flipped, panel)
+    np.testing.assert_array_equal(turned[:59], sectors[:59])
+    source_rows = 179 - np.arange(60, 120)  # the rows of the flipped panel come from these rows of the frame
+    mirrored = np.arctan2(-(source_rows[:, None] - 59.5), cols[60:])
+    expected = np.floor((mirrored + np.pi) / (2 * np.pi) * RING_SECTORS).astype(int) % RING_SECTORS
+    assert np.mean(turned[60:] == expected) > 0.97  # one-sided differences at the panel's border
+
+
+def _ring_evidence_of(image: np.ndarray, *, sectors: bool):
+    data = image.astype(np.float32)
+    good = np.ones(data.shape, bool)
+    maps = PixelMaps.fallback(data.shape)
+    stats = radial_statistics(data, good, maps.radius_px, maps.panel_id, snr=3.0, iterations=10)
+    found = azimuth_sectors(maps.radius_px, maps.panel_id) if sectors else None
+    return ring_evidence(data, good, stats, contrast=1.0, sectors=found)
+
+
+def test_an_elliptical_ring_is_found_sector_by_sector() -> None:
+    """A faint grainy ring whose radius wanders by +-3 px around the annulus (a tilted detector) is spread
+    over seven 1-pixel radius bins, so no whole annulus holds enough of it; within each sector it is sharp."""
+    rng = np.random.default_rng(11)
+    shape = (600, 600)
+    ring, _ = elliptical_ring(shape, 240.0, 3.0, height=5.0)
+    grains = on_ellipse(shape, 240.0, 3.0, rng.uniform(0, 2 * np.pi, 80))
+    image = rng.poisson(gaussian_spots(shape, grains, amplitude=100.0, background=10.0) + ring)
+    whole = _ring_evidence_of(image, sectors=False)
+    assert whole.sector_fraction() is None and whole.on_sector_ring(POWDER_RING_FRACTION) is None
+    assert not whole.on_ring(POWDER_RING_FRACTION)[230:251].any()  # whole annuli miss it
+    evidence = _ring_evidence_of(image, sectors=True)
+    np.testing.assert_array_equal(evidence.fraction, whole.fraction)
+    by_sector = evidence.on_sector_ring(POWDER_RING_FRACTION)
+    assert by_sector is not None and by_sector.shape == (evidence.fraction.size, RING_SECTORS)
+    # each sector flags the ring at its own radius: 243 px along the columns, 237 px along the rows
+    maps = PixelMaps.fallback(shape)
+    sectors = azimuth_sectors(maps.radius_px, maps.panel_id)
+    assert by_sector[243, sectors[300, 599]] and by_sector[237, sectors[599, 300]]
+    assert by_sector[234:247].any(axis=0).all()
+    assert not by_sector[:230].any() and not by_sector[251:].any()
+    flat = np.ravel_multi_index(([300, 300], [300 + 243, 300 + 150]), shape)
+    assert evidence.at(np.array([243.0, 150.0]), flat, POWDER_RING_FRACTION).tolist() == [True, False]
+    assert whole.at(np.array([243.0, 150.0]), flat, POWDER_RING_FRACTION).tolist() == [False, False]
+
+
+def test_bragg_spots_crowding_a_few_sectors_at_one_radius_make_no_ring() -> None:
+    """Spots along an arc of 70 degrees at one radius (a lattice row) fill their sectors, but a ring must stand
+    out in at least half of the sectors."""
+    rng = np.random.default_rng(12)
+    shape = (600, 600)
+    spots = on_ellipse(shape, 240.0, 0.0, np.linspace(0.2, 0.2 + np.radians(70), 50))
+    image = rng.poisson(gaussian_spots(shape, spots, amplitude=400.0, sigma_px=1.5, background=10.0))
+    evidence = _ring_evidence_of(image, sectors=True)
+    frac = evidence.sector_fraction()
+    assert frac is not None and np.nanmax(frac[238:243]) > POWDER_RING_FRACTION  # the crowded sectors
+    assert not evidence.on_sector_ring(POWDER_RING_FRACTION).any()
 
 
 def test_a_radius_is_raised_only_by_a_real_bump_of_the_background() -> None:

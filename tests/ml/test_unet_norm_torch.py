@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from braggml.classical._common import prepare_frame  # noqa: E402
-from braggml.classical.rings import ring_evidence  # noqa: E402
+from braggml.classical.rings import azimuth_sectors, ring_evidence  # noqa: E402
 from braggml.errors import ConfigError  # noqa: E402
 from braggml.geometry import PixelMaps  # noqa: E402
 from braggml.ml.unet import NormConfig, normalise_frame  # noqa: E402
@@ -52,8 +52,13 @@ def _agreement(
         assert ref.stats is not None
         good = ~ref.bad
         prepared = prepare_frame(image, mask, maps)
-        cpu_rings = ring_evidence(prepared.data, ~prepared.bad, ref.stats, contrast=1.0)
+        sectors = azimuth_sectors(maps.radius_px, maps.panel_id)
+        cpu_rings = ring_evidence(prepared.data, ~prepared.bad, ref.stats, contrast=1.0, sectors=sectors)
         rings = out.rings(i)
+        cpu_sector, sector = cpu_rings.sector_fraction(), rings.sector_fraction()
+        assert cpu_sector is not None and sector is not None
+        np.testing.assert_array_equal(np.isnan(cpu_sector), np.isnan(sector))
+        np.testing.assert_array_equal(cpu_rings.sector_counts[1], rings.sector_counts[1])
         background = out.background[i].numpy()
         noise = out.noise[i].numpy()
         stats = out.stats[i]
@@ -68,6 +73,7 @@ def _agreement(
                 "inputs_p999_abs": float(np.percentile(np.abs(ref.inputs[0] - out.inputs[i, 0].numpy()), 99.9)),
                 "ring_fraction_abs": float(np.abs(cpu_rings.fraction - rings.fraction).max()),
                 "ring_raised_equal": float(np.array_equal(cpu_rings.raised, rings.raised)),
+                "ring_sector_abs": float(np.nan_to_num(np.abs(cpu_sector - sector)).max()),
                 "count_equal": float(np.array_equal(ref.stats.count, stats.count)),
                 "offset_abs": float(np.abs(ref.stats.offset - stats.offset).max()),
             }
@@ -84,7 +90,7 @@ def _check(measured: list[dict[str, float]]) -> None:
         assert m["background_median_rel"] < 0.01 and m["background_p99_rel"] < 0.05, m
         assert m["noise_median_rel"] < 0.01 and m["noise_p99_rel"] < 0.05, m
         assert m["inputs_p999_abs"] < 0.05, m
-        assert m["ring_fraction_abs"] < 0.02, m
+        assert m["ring_fraction_abs"] < 0.02 and m["ring_sector_abs"] < 0.05, m
 
 
 def test_integrating_frames_match_the_cpu_path() -> None:

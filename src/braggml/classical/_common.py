@@ -718,6 +718,7 @@ def select_peaks(
         reject_powder_rings=config.reject_powder_rings,
         ice_rings=config.ice_rings,
         ice_ring_width_inv_a=config.ice_ring_width_inv_a,
+        flat_index=ri * w + ci,
     )
     reject("powder_ring", on_powder)
     reject("ice_ring", ice_rejected)

@@ -27,7 +27,7 @@ from ._common import (
     select_peaks,
 )
 from ._radial import background_rate, estimate_gain_per_panel, radial_statistics
-from .rings import ring_evidence
+from .rings import azimuth_sectors, ring_evidence
 
 __all__ = [
     "DispersionConfig",
@@ -420,7 +420,10 @@ class DispersionFinder(ReportingFinder):
         if want_rings or cfg.significance_snr > 0:
             stats = radial_statistics(frame.data, valid, radius, frame.panel_id, snr=5.0, iterations=5, per_panel=True)
             if want_rings:
-                rings = ring_evidence(frame.data, valid, stats, contrast=cfg.powder_ring_contrast)
+                sectors = (
+                    azimuth_sectors(frame.maps.radius_px, frame.maps.panel_id) if cfg.reject_powder_rings else None
+                )
+                rings = ring_evidence(frame.data, valid, stats, contrast=cfg.powder_ring_contrast, sectors=sectors)
             if cfg.gain is None:
                 photon_gain = estimate_gain_per_panel(stats)
                 if photon_gain == 0 and frame.integer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import numpy as np
@@ -30,7 +31,7 @@ from ._radial import (
     noise_floor,
     radial_statistics,
 )
-from .rings import ring_evidence_from_counts, ring_levels
+from .rings import azimuth_sectors, ring_evidence_from_counts, ring_levels, sector_counts
 
 __all__ = ["Peakfinder8", "Peakfinder8Config"]
 
@@ -216,7 +217,13 @@ class Peakfinder8(ReportingFinder):
         report.gain = gain
         rings = None
         if levels is not None:
-            rings = ring_evidence_from_counts(levels, classes.ring_above, classes.ring_total)
+            sectors = by_sector = None
+            if cfg.reject_powder_rings:
+                sectors = azimuth_sectors(frame.maps.radius_px, frame.maps.panel_id)
+                by_sector = partial(sector_counts, frame.data, good, stats, levels, sectors)
+            rings = ring_evidence_from_counts(
+                levels, classes.ring_above, classes.ring_total, count_sectors=by_sector, sectors=sectors
+            )
         if n == 0:
             return PeakList.empty(1)
         measured = measure_peaks(

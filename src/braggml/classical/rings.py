@@ -2,12 +2,16 @@
 
 Ice-Ih rings are recognised from the resolution of each peak (needs a known geometry); any other sharp,
 azimuthally continuous ring (powder, kapton, ice with unknown geometry) from a bump in the clipped radial
-background profile, which needs no geometry beyond the radius of each pixel.
+background profile, which needs no geometry beyond the radius of each pixel. A ring is looked for in whole
+annuli and in azimuthal sectors: on a tilted detector, or about a beam centre a fraction of a pixel off, a
+ring is an ellipse whose radius changes around the annulus but hardly within a sector.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 
 import numba
 import numpy as np
@@ -20,11 +24,19 @@ __all__ = [
     "ICE_RING_D_A",
     "POWDER_RING_FRACTION",
     "ICE_RING_FRACTION",
+    "RING_SECTORS",
+    "SECTOR_SUPPORT",
+    "SECTOR_WANDER_PX",
+    "SECTOR_MIN_PIXELS",
+    "SECTOR_MIN_ARC_PX",
+    "SECTOR_MIN_STANDING",
+    "azimuth_sectors",
     "RingEvidence",
     "on_ice_rings",
     "ring_evidence",
     "ring_levels",
     "ring_evidence_from_counts",
+    "sector_counts",
     "RingLevels",
     "powder_ring_bins",
     "peaks_on_rings",
@@ -38,6 +50,20 @@ ICE_RING_FRACTION = 0.3
 #: A radius is raised when its clipped background stands this many background sigmas above the neighbouring
 #: radii (weighted mean over the panels).
 RING_MIN_EXCESS = 0.25
+
+#: Azimuthal sectors in which the ring test is repeated.
+RING_SECTORS = 16
+#: Share of the sectors holding pixels near a radius in which a ring must stand out for it to count.
+SECTOR_SUPPORT = 0.5
+#: How far (pixels) a ring's radius may move from one sector to another (ellipse, centre error).
+SECTOR_WANDER_PX = 3
+#: Looked-at pixels a sector needs at a radius for its fraction to count.
+SECTOR_MIN_PIXELS = 8
+#: Shortest arc (pixels) of a sector for the sector test, so that one Bragg spot covers a small part of it
+#: (with 16 sectors, radii from 102 pixels).
+SECTOR_MIN_ARC_PX = 40.0
+#: Fewest sectors in which a ring must stand out.
+SECTOR_MIN_STANDING = 4
 
 #: d-spacings (Angstrom) of the strongest hexagonal ice (Ih) powder rings.
 ICE_RING_D_A: tuple[float, ...] = (3.897, 3.669, 3.441, 2.671, 2.249, 2.072, 1.948, 1.918, 1.883, 1.721)
@@ -62,9 +88,9 @@ def on_ice_rings(
 
 
 @numba.njit(cache=True, nogil=True)
-def _elevated_counts(data, good, key, key_radius, level, n_r):  # pragma: no cover - compiled
-    above = np.zeros(n_r, np.int64)
-    total = np.zeros(n_r, np.int64)
+def _elevated_counts(data, good, key, key_radius, level, n_r, sector, n_sec):  # pragma: no cover - compiled
+    above = np.zeros((n_r, n_sec), np.int64)
+    total = np.zeros((n_r, n_sec), np.int64)
     h, w = data.shape
     for r in range(h):
         for c in range(r % 2, w, 2):  # every other pixel: the fractions need no more
@@ -72,10 +98,70 @@ def _elevated_counts(data, good, key, key_radius, level, n_r):  # pragma: no cov
                 continue
             k = key[r, c]
             b = key_radius[k]
-            total[b] += 1
+            s = sector[r, c] if n_sec > 1 else 0
+            total[b, s] += 1
             if data[r, c] > level[k]:
-                above[b] += 1
+                above[b, s] += 1
     return above, total
+
+
+_SECTOR_CACHE: list = []
+
+
+def azimuth_sectors(
+    radius_px: NDArray[np.floating], panel_id: NDArray[np.int32], n_sectors: int = RING_SECTORS
+) -> NDArray[np.uint8]:
+    """Azimuthal sector of every pixel, from the direction in which its radius grows.
+
+    The direction is that of the radius map's gradient (central differences within the pixel's panel),
+    so any radius map serves: for a flat detector it is the azimuth about the beam. Panels stored rotated
+    in the array number their sectors in their own orientation. The result for the last maps is cached.
+
+    Parameters
+    ----------
+    radius_px : (H, W) float ndarray
+        Distance of each pixel from the beam.
+    panel_id : (H, W) int32 ndarray
+        Panel of each pixel (-1: none).
+    n_sectors : int
+        Sectors over the full circle; sector 0 starts at azimuth -pi (pointing to lower columns).
+
+    Returns
+    -------
+    (H, W) uint8 ndarray
+
+    Examples
+    --------
+    >>> rows, cols = np.mgrid[0:5, 0:5] - 2.0
+    >>> azimuth_sectors(np.hypot(rows, cols), np.zeros((5, 5), np.int32), 4)[2].tolist()  # through the centre
+    [0, 0, 2, 2, 2]
+    """
+    for entry in _SECTOR_CACHE:
+        if entry[0] is radius_px and entry[1] is panel_id and entry[2] == n_sectors:
+            return entry[3]
+    radius = np.asarray(radius_px, np.float64)
+    panel = np.asarray(panel_id)
+    grads = []
+    for axis in (0, 1):
+        step = np.zeros_like(radius)
+        steps = np.zeros(radius.shape, np.int8)
+        ahead = [slice(None)] * 2
+        behind = [slice(None)] * 2
+        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+        ahead_, behind_ = tuple(ahead), tuple(behind)
+        same = (panel[ahead_] == panel[behind_]) & np.isfinite(radius[ahead_]) & np.isfinite(radius[behind_])
+        diff = np.where(same, radius[ahead_] - radius[behind_], 0.0)
+        # each pixel averages the differences to its neighbours in the same panel (one-sided at a border)
+        step[behind_] += diff
+        steps[behind_] += same
+        step[ahead_] += diff
+        steps[ahead_] += same
+        grads.append(step / np.maximum(steps, 1))
+    angle = np.arctan2(grads[0], grads[1])
+    sector = np.floor((angle + np.pi) * (n_sectors / (2 * np.pi))).astype(np.int64) % n_sectors
+    result = sector.astype(np.uint8)
+    _SECTOR_CACHE[:] = [(radius_px, panel_id, n_sectors, result)]
+    return result
 
 
 @numba.njit(cache=True, nogil=True)
@@ -125,7 +211,7 @@ def _running_baselines(values, ok, half):  # pragma: no cover - compiled
 
 @dataclass(frozen=True)
 class RingEvidence:
-    """How ring-like each radius of a frame is.
+    """How ring-like each radius of a frame is, over whole annuli and by azimuthal sector.
 
     Attributes
     ----------
@@ -135,10 +221,26 @@ class RingEvidence:
     raised : (R,) bool ndarray
         Whether the clipped background at that radius stands :data:`RING_MIN_EXCESS` background sigmas above
         the neighbouring radii.
+    sectors : (H, W) uint8 ndarray or None
+        Sector of each pixel (:func:`azimuth_sectors`); None: whole annuli only.
+    count_sectors : callable or None
+        Returns, per rounded radius and sector ((R, S) each), the looked-at pixels standing out and all
+        looked-at pixels; called once, when a peak first needs the sector test (:attr:`sector_counts`).
     """
 
     fraction: NDArray[np.float64]
     raised: NDArray[np.bool_]
+    sectors: NDArray[np.uint8] | None = None
+    count_sectors: Callable[[], tuple[NDArray[np.int64], NDArray[np.int64]]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    @cached_property
+    def sector_counts(self) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+        """(above, total), each (R, S): the counts of ``count_sectors``; None without sectors."""
+        if self.sectors is None or self.count_sectors is None:
+            return None
+        return self.count_sectors()
 
     def on_ring(self, min_fraction: float, widen_px: int = 2) -> NDArray[np.bool_]:
         """Radii where more than ``min_fraction`` of the pixels are elevated, widened by ``widen_px``."""
@@ -147,6 +249,58 @@ class RingEvidence:
             ring = ndimage.binary_dilation(ring, iterations=widen_px)
         return ring
 
+    def sector_fraction(self) -> NDArray[np.float64] | None:
+        """(R, S): share of each sector's looked-at pixels standing out; NaN where the sector's arc is
+        shorter than :data:`SECTOR_MIN_ARC_PX` or it holds fewer than :data:`SECTOR_MIN_PIXELS`."""
+        if self.sector_counts is None:
+            return None
+        above, total = self.sector_counts
+        n_r, n_sec = total.shape
+        long_enough = (2 * np.pi * np.arange(n_r) / n_sec >= SECTOR_MIN_ARC_PX)[:, None]
+        return np.where(long_enough & (total >= SECTOR_MIN_PIXELS), above / np.maximum(total, 1), np.nan)
+
+    def on_sector_ring(self, min_fraction: float, widen_px: int = 2) -> NDArray[np.bool_] | None:
+        """(R, S): radius and sector pairs on a ring whose radius may change from sector to sector.
+
+        A pair is on a ring when more than ``min_fraction`` of its pixels are elevated (widened by
+        ``widen_px`` along the radius), the clipped background is raised within ``widen_px`` of the
+        radius, and at least :data:`SECTOR_SUPPORT` of the sectors counted within :data:`SECTOR_WANDER_PX`
+        of the radius, and no fewer than :data:`SECTOR_MIN_STANDING`, show such a share there too: a ring
+        goes round the beam, Bragg spots crowd in a few sectors at most. None without sectors.
+        """
+        frac = self.sector_fraction()
+        if frac is None:
+            return None
+        counted = np.isfinite(frac)
+        stands = counted & (np.nan_to_num(frac) > min_fraction)
+        reach = 2 * SECTOR_WANDER_PX + 1
+        near = ndimage.maximum_filter1d(stands, reach, axis=0, mode="constant")
+        near_counted = ndimage.maximum_filter1d(counted, reach, axis=0, mode="constant")
+        n_near = near.sum(axis=1)
+        supported = (n_near >= SECTOR_MIN_STANDING) & (n_near >= SECTOR_SUPPORT * near_counted.sum(axis=1))
+        raised = ndimage.binary_dilation(self.raised, iterations=widen_px) if widen_px > 0 else self.raised
+        ring = stands & (raised & supported)[:, None]
+        if widen_px > 0:
+            ring = ndimage.maximum_filter1d(ring, 2 * widen_px + 1, axis=0, mode="constant")
+        return ring
+
+    def at(self, radius_px: NDArray, flat_index: NDArray | None, min_fraction: float) -> NDArray[np.bool_]:
+        """Whether each point (its distance from the beam and, for the sector test, its flat pixel index)
+        lies on a ring (:meth:`on_ring`, or :meth:`on_sector_ring` when there are sectors). The sectors are
+        counted only when a point off the whole-annulus rings lies where the background is raised."""
+        rb = np.clip(np.rint(np.asarray(radius_px, np.float64)).astype(np.int64), 0, self.fraction.size - 1)
+        hit = self.on_ring(min_fraction)[rb]
+        if self.sectors is None or self.count_sectors is None or flat_index is None:
+            return hit
+        raised = ndimage.binary_dilation(self.raised, iterations=2)
+        if not (raised[rb] & ~hit).any():
+            return hit
+        by_sector = self.on_sector_ring(min_fraction)
+        if by_sector is not None:
+            sector = self.sectors.ravel()[np.asarray(flat_index, np.int64)]
+            hit = hit | by_sector[rb, sector]
+        return hit
+
 
 def ring_evidence(
     data: NDArray[np.float32],
@@ -154,10 +308,12 @@ def ring_evidence(
     stats: RadialStats,
     *,
     contrast: float,
+    sectors: NDArray[np.uint8] | None = None,
     half_window_px: int = 12,
     min_count: int = 20,
 ) -> RingEvidence:
-    """Measure, for every radius, how much of the annulus stands above the neighbouring radii.
+    """Measure, for every radius, how much of the annulus (and of each sector) stands above the
+    neighbouring radii.
 
     For every statistics bin (radius, and panel when the statistics are per panel) the baseline is the
     running median, over ``+-half_window_px`` bins of the same panel, of the clipped background, and
@@ -173,11 +329,33 @@ def ring_evidence(
         Clipped statistics of the frame (per panel or not).
     contrast : float
         Height, in units of the background noise, above which a pixel counts as elevated.
+    sectors : (H, W) uint8 ndarray, optional
+        Azimuthal sector of each pixel (:func:`azimuth_sectors`); without it only whole annuli are measured.
     """
     level = ring_levels(stats, contrast=contrast, half_window_px=half_window_px, min_count=min_count)
+    above, total = sector_counts(data, good, stats, level, None)
+    return ring_evidence_from_counts(
+        level,
+        above[:, 0],
+        total[:, 0],
+        count_sectors=None if sectors is None else partial(sector_counts, data, good, stats, level, sectors),
+        sectors=sectors,
+    )
+
+
+def sector_counts(
+    data: NDArray[np.float32],
+    good: NDArray[np.bool_],
+    stats: RadialStats,
+    levels: RingLevels,
+    sectors: NDArray[np.uint8] | None,
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Per radius group and sector ((R, S) each; one sector without ``sectors``), the looked-at good
+    pixels (every other one) above their bin's ring level, and all looked-at good pixels."""
     n_r = int(stats.radius_bin.max()) + 1 if stats.radius_bin.size else 1
-    above, total = _elevated_counts(data, good, stats.bin_index, stats.radius_bin, level.level, n_r)
-    return ring_evidence_from_counts(level, above, total)
+    sector = np.zeros((1, 1), np.uint8) if sectors is None else sectors
+    n_sec = int(sector.max()) + 1 if sector.size else 1
+    return _elevated_counts(data, good, stats.bin_index, stats.radius_bin, levels.level, n_r, sector, n_sec)
 
 
 @dataclass(frozen=True)
@@ -221,12 +399,29 @@ def ring_levels(stats: RadialStats, *, contrast: float, half_window_px: int = 12
     return RingLevels(level=level, raised=raised, radius_group=stats.radius_group)
 
 
-def ring_evidence_from_counts(levels: RingLevels, above: NDArray[np.int64], total: NDArray[np.int64]) -> RingEvidence:
+def ring_evidence_from_counts(
+    levels: RingLevels,
+    above: NDArray[np.int64],
+    total: NDArray[np.int64],
+    *,
+    count_sectors: Callable[[], tuple[NDArray[np.int64], NDArray[np.int64]]] | None = None,
+    sectors: NDArray[np.uint8] | None = None,
+) -> RingEvidence:
     """:class:`RingEvidence` from the levels and, per radius group, the looked-at pixels above the
-    level and all looked-at pixels."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fraction = np.where(total > 0, above / np.maximum(total, 1), 0.0)
-    return RingEvidence(fraction=fraction[levels.radius_group], raised=levels.raised[levels.radius_group])
+    level and all looked-at pixels; ``count_sectors`` returns the same two per radius group and sector
+    ((R, S) each) of the pixels' ``sectors`` (:func:`sector_counts`), when first needed."""
+    fraction = np.where(total > 0, above / np.maximum(total, 1), 0.0)
+    group = levels.radius_group
+    by_radius = None if count_sectors is None else partial(_per_radius, count_sectors, group)
+    return RingEvidence(fraction=fraction[group], raised=levels.raised[group], sectors=sectors, count_sectors=by_radius)
+
+
+def _per_radius(
+    count_sectors: Callable[[], tuple[NDArray[np.int64], NDArray[np.int64]]], group: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The counts per radius group and sector of ``count_sectors``, indexed by rounded radius."""
+    above, total = count_sectors()
+    return above[group], total[group]
 
 
 def powder_ring_bins(
@@ -250,6 +445,7 @@ def peaks_on_rings(
     reject_powder_rings: bool,
     ice_rings: str,
     ice_ring_width_inv_a: float,
+    flat_index: NDArray[np.int64] | None = None,
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
     """Which peaks the ring rules reject, shared by every finder.
 
@@ -262,11 +458,15 @@ def peaks_on_rings(
     reject_powder_rings : bool
     ice_rings : {"reject", "auto", "flag", "off"}
     ice_ring_width_inv_a : float
+    flat_index : (P,) int ndarray, optional
+        Flat pixel index of each peak, for the sector test of rings that are not circles about the
+        beam centre (:meth:`RingEvidence.on_sector_ring`).
 
     Returns
     -------
     on_powder : (P,) bool ndarray
-        On a ring more than :data:`POWDER_RING_FRACTION` of whose annulus stands out (when rejected).
+        On a ring more than :data:`POWDER_RING_FRACTION` of whose annulus, or of whose sectors, stands out
+        (when rejected).
     ice_rejected : (P,) bool ndarray
         At an ice-Ih resolution that is rejected: every ice ring with ``"reject"``, the ice rings the frame
         shows (more than :data:`ICE_RING_FRACTION`) with ``"auto"``.
@@ -277,8 +477,7 @@ def peaks_on_rings(
     rb = np.rint(np.asarray(radius_px, np.float64)).astype(np.int64)
     on_powder = np.zeros(n, bool)
     if rings is not None and reject_powder_rings:
-        ring = rings.on_ring(POWDER_RING_FRACTION)
-        on_powder = ring[np.clip(rb, 0, ring.size - 1)]
+        on_powder = rings.at(radius_px, flat_index, POWDER_RING_FRACTION)
     at_ice = np.zeros(n, bool)
     ice_rejected = np.zeros(n, bool)
     if ice_rings != "off" and resolution_a is not None:

@@ -28,7 +28,7 @@ from ._common import (
     select_peaks,
 )
 from ._radial import RadialStats, background_rate, estimate_gain_per_panel, noise_floor, radial_statistics
-from .rings import ring_evidence
+from .rings import azimuth_sectors, ring_evidence
 
 __all__ = ["ThresholdConfig", "ThresholdFinder"]
 
@@ -239,7 +239,8 @@ class ThresholdFinder(ReportingFinder):
         report.n_candidates = int(n)
         rings = None
         if cfg.reject_powder_rings or (cfg.ice_rings == "auto" and frame.maps.resolution_a is not None):
-            rings = ring_evidence(frame.data, good, stats, contrast=cfg.powder_ring_contrast)
+            sectors = azimuth_sectors(frame.maps.radius_px, frame.maps.panel_id) if cfg.reject_powder_rings else None
+            rings = ring_evidence(frame.data, good, stats, contrast=cfg.powder_ring_contrast, sectors=sectors)
         if n == 0:
             return PeakList.empty(1)
         measured = measure_peaks(

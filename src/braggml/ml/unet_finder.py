@@ -225,11 +225,14 @@ class UNetFinder(PeakFinder):
         resolution = None if maps is None or maps.resolution_a is None else np.asarray(maps.resolution_a)
         rings = None
         if cols["row"].size and norm.stats is not None and needs_ring_evidence(cfg, resolution):
-            from ..classical.rings import ring_evidence
+            from ..classical.rings import azimuth_sectors, ring_evidence
 
             good = ~norm.bad
             data = np.where(good, norm.residual + norm.background, np.float32(0)).astype(np.float32)
-            rings = ring_evidence(data, good, norm.stats, contrast=cfg.powder_ring_contrast)
+            sectors = None
+            if cfg.reject_powder_rings and maps is not None:
+                sectors = azimuth_sectors(maps.radius_px, maps.panel_id)
+            rings = ring_evidence(data, good, norm.stats, contrast=cfg.powder_ring_contrast, sectors=sectors)
         peaks, self._rejected = finish_peaks(cols, along, rings, radius, resolution, cfg)
         return peaks
 
@@ -286,6 +289,7 @@ def finish_peaks(
             reject_powder_rings=config.reject_powder_rings,
             ice_rings=config.ice_rings,
             ice_ring_width_inv_a=config.ice_ring_width_inv_a,
+            flat_index=ri * w + ci,
         )
         for cause, bad in (("powder_ring", on_powder), ("ice_ring", ice_rejected)):
             hit = keep & bad

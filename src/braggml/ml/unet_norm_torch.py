@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from ..classical._common import check_positive
 from ..classical._radial import RadialStats, _bin_keys, estimate_gain_per_panel
-from ..classical.rings import RingEvidence, RingLevels, ring_evidence_from_counts, ring_levels
+from ..classical.rings import RingEvidence, RingLevels, azimuth_sectors, ring_evidence_from_counts, ring_levels
 from ..errors import ConfigError
 from ..geometry import PixelMaps
 from .cnn import resolve_device
@@ -67,8 +67,12 @@ class TorchNormalised:
     ring_above, ring_total : (B, R) int64 ndarrays or None
         Per radius group, the looked-at good pixels above their bin's ring level and all looked-at good
         pixels (every other pixel); None when ring evidence was not asked for.
+    ring_sector_above, ring_sector_total : (B, R, S) int64 ndarrays or None
+        The same per radius group and azimuthal sector (``sectors``).
     ring_levels : list of RingLevels or None
         Ring levels of each frame (:func:`braggml.classical.rings.ring_levels`).
+    sectors : (H, W) uint8 ndarray or None
+        Azimuthal sector of each pixel (:func:`braggml.classical.rings.azimuth_sectors`).
     """
 
     inputs: torch.Tensor
@@ -81,6 +85,9 @@ class TorchNormalised:
     ring_above: NDArray[np.int64] | None
     ring_total: NDArray[np.int64] | None
     ring_levels: list[RingLevels] | None
+    ring_sector_above: NDArray[np.int64] | None = None
+    ring_sector_total: NDArray[np.int64] | None = None
+    sectors: NDArray[np.uint8] | None = None
 
     def __len__(self) -> int:
         return len(self.gains)
@@ -99,7 +106,12 @@ class TorchNormalised:
             raise ValueError("this batch was normalised with rings=False: no ring evidence")
         if not -len(self.gains) <= i < len(self.gains):
             raise IndexError(f"frame {i} is not in a batch of {len(self.gains)}")
-        return ring_evidence_from_counts(self.ring_levels[i], self.ring_above[i], self.ring_total[i])
+        by_sector = None
+        if self.ring_sector_above is not None and self.ring_sector_total is not None:
+            by_sector = partial(tuple, (self.ring_sector_above[i], self.ring_sector_total[i]))  # counted already
+        return ring_evidence_from_counts(
+            self.ring_levels[i], self.ring_above[i], self.ring_total[i], count_sectors=by_sector, sectors=self.sectors
+        )
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -226,15 +238,19 @@ class TorchNormaliser:
             _Layout.build(good, key_all[good], cols, radius_bin[full_of], self.device),
             _Layout.build(good[second], compact_of[key2_good[second]], cols, radius_bin[full_of], self.device),
         ]
+        # radius group and azimuthal sector of each position of the first layout, for the ring counts
+        self.sectors = azimuth_sectors(maps.radius_px, maps.panel_id)
+        self.n_sectors = int(self.sectors.max()) + 1
+        lay = self._layouts[0]
+        sector_at = torch.as_tensor(self.sectors.ravel().astype(np.int64)).to(self.device)[lay.index]
+        self._ring_cell = lay.chunk_group.repeat_interleave(_CHUNK) * self.n_sectors + sector_at
         self._key_all = torch.as_tensor(key_all).to(self.device)
         self._bad = torch.as_tensor(static_bad.ravel()).to(self.device)
         self._n_good = int(good.size)
         self._pool: ThreadPoolExecutor | None = None
 
     # -- per batch ------------------------------------------------------------------------------------------
-    def __call__(
-        self, frames: torch.Tensor, *, bad: torch.Tensor | None = None, rings: bool = True
-    ) -> TorchNormalised:
+    def __call__(self, frames: torch.Tensor, *, bad: torch.Tensor | None = None, rings: bool = True) -> TorchNormalised:
         """Normalise a batch of frames.
 
         Parameters
@@ -328,10 +344,11 @@ class TorchNormaliser:
         scaled = torch.asinh(residual / noise_px * torch.tensor(1.0 / cfg.asinh_scale, dtype=torch.float32))
         inputs = torch.stack([torch.where(bad, zero, scaled), bad.to(torch.float32)], dim=1)
 
-        ring_above = ring_total = levels = None
+        ring_above = ring_total = sector_above = sector_total = levels = None
         if levels_of is not None:
             levels = levels_of()
-            ring_above, ring_total = self._ring_counts(values[0], levels)
+            sector_above, sector_total = self._ring_counts(values[0], levels)
+            ring_above, ring_total = sector_above.sum(axis=2), sector_total.sum(axis=2)
         shape = (n_frames, h, w)
         return TorchNormalised(
             inputs=inputs.reshape(n_frames, 2, h, w),
@@ -344,6 +361,9 @@ class TorchNormaliser:
             ring_above=ring_above,
             ring_total=ring_total,
             ring_levels=levels,
+            ring_sector_above=sector_above,
+            ring_sector_total=sector_total,
+            sectors=self.sectors if levels is not None else None,
         )
 
     def _stats(self, offset: NDArray, sigma: NDArray, count: NDArray) -> RadialStats:
@@ -505,8 +525,8 @@ class TorchNormaliser:
     def _ring_counts(
         self, values: torch.Tensor, levels: list[RingLevels]
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Per frame and radius group, the looked-at good pixels (every other pixel) above their bin's
-        ring level, and all of them."""
+        """Per frame, radius group and azimuthal sector ``(B, R, S)``, the looked-at good pixels (every other
+        pixel) above their bin's ring level, and all of them."""
         n_frames = values.shape[0]
         lay = self._layouts[0]
         level = np.stack([lv.level[self.full_of] for lv in levels])
@@ -514,11 +534,12 @@ class TorchNormaliser:
         v = values.view(n_frames, -1, _CHUNK)
         counted = (lay.ring & torch.isfinite(values)).view_as(v)
         above = counted & (v > level_t.gather(1, lay.chunk_key.expand(n_frames, -1))[..., None])
-        group = lay.chunk_group.expand(n_frames, -1)
-        total = torch.zeros(n_frames, self.n_r, dtype=torch.int64, device=self.device)
-        high = torch.zeros_like(total)
-        total.scatter_add_(1, group, counted.sum(dim=2))
-        high.scatter_add_(1, group, above.sum(dim=2))
+        n_cells = self.n_r * self.n_sectors
+        shape = (n_frames, self.n_r, self.n_sectors)
+        total = torch.stack([torch.bincount(self._ring_cell[c.view(-1)], minlength=n_cells) for c in counted]).view(
+            shape
+        )
+        high = torch.stack([torch.bincount(self._ring_cell[a.view(-1)], minlength=n_cells) for a in above]).view(shape)
         return high.cpu().numpy(), total.cpu().numpy()
 
 

@@ -238,3 +238,47 @@ def test_real_pilatus_frames_match_the_cpu_path(real_data: Path) -> None:
     maps = _pilatus6m_maps(frames[0].shape, bad)
     _, measured = _agreement(frames, maps, None)
     _check(measured)
+
+
+def _phosphor_frame(shape: tuple[int, int], seed: int, blur_px: float) -> np.ndarray:
+    """50 photons per pixel at 10 ADU each on a pedestal that rises along the rows (a background the radial
+    profile does not follow); with ``blur_px`` > 0 each photon's charge spreads over neighbouring pixels, as
+    behind a phosphor."""
+    rng = np.random.default_rng(seed)
+    photons = rng.poisson(50.0, shape).astype(np.float64)
+    if blur_px > 0:
+        from scipy import ndimage
+
+        photons = ndimage.gaussian_filter(photons, blur_px)
+    return (10.0 * photons + 200.0 + 0.3 * np.arange(shape[0])[:, None]).astype(np.float32)
+
+
+def test_noise_shared_by_neighbouring_pixels_is_measured_and_scaled() -> None:
+    shape = (300, 340)
+    independent = normalise_frame(_phosphor_frame(shape, 1, 0.0))
+    assert 0.85 < independent.noise_correlation < 1.15
+    off = NormConfig(correlated_noise_min=float("inf"))
+    np.testing.assert_array_equal(independent.noise, normalise_frame(_phosphor_frame(shape, 1, 0.0), config=off).noise)
+
+    image = _phosphor_frame(shape, 2, 1.0)
+    shared = normalise_frame(image)
+    plain = normalise_frame(image, config=off)
+    assert shared.noise_correlation > 2.5 and plain.noise_correlation == 1.0
+    np.testing.assert_allclose(shared.noise, plain.noise * np.sqrt(shared.noise_correlation), rtol=1e-5)
+    good = ~shared.bad
+    np.testing.assert_allclose(shared.inputs[0][good], np.arcsinh(shared.residual / shared.noise)[good], atol=1e-5)
+    np.testing.assert_array_equal(shared.residual, plain.residual)
+    for bad_value in (0.5, float("nan")):
+        with pytest.raises(ConfigError, match="correlated_noise_min"):
+            NormConfig(correlated_noise_min=bad_value)
+
+
+def test_noise_correlation_on_the_device_path_matches_the_cpu_path() -> None:
+    shape = (300, 340)
+    frames = [_phosphor_frame(shape, 3, 0.0), _phosphor_frame(shape, 4, 1.0)]
+    maps = PixelMaps.fallback(shape)
+    out, measured = _agreement(frames, maps, None)
+    _check(measured)
+    expected = [normalise_frame(f, maps=maps).noise_correlation for f in frames]
+    np.testing.assert_allclose(out.noise_correlation, expected, atol=0.02)
+    assert out.noise_correlation[0] < 1.5 < out.noise_correlation[1]

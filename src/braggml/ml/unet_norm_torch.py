@@ -14,10 +14,11 @@ with the functions of the classical finders.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
@@ -31,7 +32,7 @@ from ..classical.rings import RingEvidence, RingLevels, azimuth_sectors, ring_ev
 from ..errors import ConfigError
 from ..geometry import PixelMaps
 from .cnn import resolve_device
-from .unet import NormConfig
+from .unet import NormConfig, correlated_noise_scale, correlation_tiles, noise_correlation
 
 __all__ = ["TorchNormaliser", "TorchNormalised"]
 
@@ -73,6 +74,8 @@ class TorchNormalised:
         Ring levels of each frame (:func:`braggml.classical.rings.ring_levels`).
     sectors : (H, W) uint8 ndarray or None
         Azimuthal sector of each pixel (:func:`braggml.classical.rings.azimuth_sectors`).
+    noise_correlation : list of float
+        Each frame's :func:`~braggml.ml.unet.noise_correlation` (the noise is scaled up where it is high).
     """
 
     inputs: torch.Tensor
@@ -88,6 +91,7 @@ class TorchNormalised:
     ring_sector_above: NDArray[np.int64] | None = None
     ring_sector_total: NDArray[np.int64] | None = None
     sectors: NDArray[np.uint8] | None = None
+    noise_correlation: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.gains)
@@ -244,6 +248,7 @@ class TorchNormaliser:
         lay = self._layouts[0]
         sector_at = torch.as_tensor(self.sectors.ravel().astype(np.int64)).to(self.device)[lay.index]
         self._ring_cell = lay.chunk_group.repeat_interleave(_CHUNK) * self.n_sectors + sector_at
+        self._tiles = correlation_tiles(self.shape)
         self._key_all = torch.as_tensor(key_all).to(self.device)
         self._bad = torch.as_tensor(static_bad.ravel()).to(self.device)
         self._n_good = int(good.size)
@@ -341,6 +346,15 @@ class TorchNormaliser:
         noise_px = noise_bin.gather(1, key_all)
         zero = torch.zeros((), dtype=torch.float32, device=self.device)
         residual = torch.where(bad, zero, data - offset_px)
+        correlation = torch.ones(n_frames, dtype=torch.float64, device=self.device)
+        if math.isfinite(cfg.correlated_noise_min):
+            frame_z = (residual / noise_px).view(n_frames, h, w)
+            frame_good = ~bad.view(n_frames, h, w)
+            correlation = noise_correlation(
+                torch.stack([frame_z[:, rows, cols] for rows, cols in self._tiles], dim=1),
+                torch.stack([frame_good[:, rows, cols] for rows, cols in self._tiles], dim=1),
+            )
+            noise_px = noise_px * correlated_noise_scale(correlation, cfg).to(torch.float32)[:, None]
         scaled = torch.asinh(residual / noise_px * torch.tensor(1.0 / cfg.asinh_scale, dtype=torch.float32))
         inputs = torch.stack([torch.where(bad, zero, scaled), bad.to(torch.float32)], dim=1)
 
@@ -364,6 +378,7 @@ class TorchNormaliser:
             ring_sector_above=sector_above,
             ring_sector_total=sector_total,
             sectors=self.sectors if levels is not None else None,
+            noise_correlation=correlation.tolist(),
         )
 
     def _stats(self, offset: NDArray, sigma: NDArray, count: NDArray) -> RadialStats:

@@ -196,6 +196,13 @@ def test_an_elliptical_ring_is_found_sector_by_sector() -> None:
     flat = np.ravel_multi_index(([300, 300], [300 + 243, 300 + 150]), shape)
     assert evidence.at(np.array([243.0, 150.0]), flat, POWDER_RING_FRACTION).tolist() == [True, False]
     assert whole.at(np.array([243.0, 150.0]), flat, POWDER_RING_FRACTION).tolist() == [False, False]
+    # counted only near the radii asked for, the same as counting every radius there
+    near = np.zeros(evidence.fraction.size, bool)
+    near[236:245] = True
+    (above, total), (all_above, all_total) = evidence.sector_counts(near), evidence.sector_counts()
+    np.testing.assert_array_equal(above[near], all_above[near])
+    np.testing.assert_array_equal(total[near], all_total[near])
+    assert total[:200].sum() == 0 < all_total[:200].sum()
 
 
 def test_bragg_spots_crowding_a_few_sectors_at_one_radius_make_no_ring() -> None:

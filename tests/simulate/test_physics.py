@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from braggml.errors import ConfigError
 from braggml.simulate import Simulator, apply_overrides, get_preset
 from braggml.simulate.crystal import reciprocal_basis
 
@@ -146,6 +148,44 @@ def test_pixel_noise_is_poisson_times_gain(mode: str, gain: float, read_noise: f
     # The frame's own noise has the same statistics.
     own = frame.image[flat].astype(float)
     assert own.var() == pytest.approx(gain**2 * expected[flat].mean() + read_noise**2, rel=0.05)
+
+
+def test_phosphor_spread_shares_the_photon_noise_between_neighbours() -> None:
+    """Behind a phosphor each photon's signal spreads over neighbouring pixels: the mean is kept, the pixel
+    variance falls and neighbouring pixels' noise becomes correlated (as on Rayonix or MarCCD detectors)."""
+    spread = 1.0
+    common = dict(
+        seed=5,
+        crystal={"hit_fraction": 0.0},
+        background={"floor_photons": 20.0, "air_photons": 0.0, "water_photons": 0.0, "scale_spread": 0.0,
+                    "ice_fraction": 0.0},
+        artefacts=QUIET,
+    )
+    flat_cfg = {"gain_adu_per_photon": 10.0, "read_noise_adu": 0.0, "adu_step": 0.0, "distance_mm": 200.0,
+                "saturation_value": 1e9}
+    sims = {s: make_sim(**common, detector={**flat_cfg, "phosphor_spread_px": s}) for s in (0.0, spread)}
+    layout = sims[0.0].layout
+    expected = sims[0.0].frame(0).expected_photons.astype(float)
+    # pixels at least 5 px inside a module (the spread takes no signal from the gaps there)
+    inside = ndimage.binary_erosion((layout.panel_id == 0) & ~layout.mask, iterations=5)
+    assert inside.sum() > 5000
+    rng = np.random.default_rng(3)
+    plain = sims[0.0].detect(expected, rng) - 10.0 * expected
+    spread_image = sims[spread].detect(expected, rng) - 10.0 * expected
+    assert abs(spread_image[inside].mean()) < 0.01 * 10.0 * expected[inside].mean()
+    # a Gaussian spread of sigma s leaves about 1 / (4 pi s^2) of a pixel's independent variance
+    assert spread_image[inside].var() == pytest.approx(plain[inside].var() / (4 * np.pi * spread**2), rel=0.15)
+
+    def neighbour_correlation(x: np.ndarray) -> float:
+        pairs = inside[:, 1:] & inside[:, :-1]
+        return float((x[:, 1:] * x[:, :-1])[pairs].mean() / x[inside].var())
+
+    assert abs(neighbour_correlation(plain)) < 0.03
+    assert neighbour_correlation(spread_image) > 0.6
+    with pytest.raises(ConfigError, match="phosphor_spread_px"):
+        make_sim(detector={"mode": "counting", "gain_adu_per_photon": 1.0, "phosphor_spread_px": 1.0})
+    with pytest.raises(ConfigError, match="phosphor_spread_px"):
+        make_sim(detector={"phosphor_spread_px": -0.5})
 
 
 def test_truth_snr_agrees_with_snr_measured_from_pixels() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import partial
 
 import numba
 import numpy as np
@@ -224,23 +224,26 @@ class RingEvidence:
     sectors : (H, W) uint8 ndarray or None
         Sector of each pixel (:func:`azimuth_sectors`); None: whole annuli only.
     count_sectors : callable or None
-        Returns, per rounded radius and sector ((R, S) each), the looked-at pixels standing out and all
-        looked-at pixels; called once, when a peak first needs the sector test (:attr:`sector_counts`).
+        ``count_sectors(radii)`` returns, per rounded radius and sector ((R, S) each), the looked-at pixels
+        standing out and all looked-at pixels, at least at the rounded radii where the (R,) bool ``radii``
+        is True (all when None); called only when a peak needs the sector test (:meth:`sector_counts`).
     """
 
     fraction: NDArray[np.float64]
     raised: NDArray[np.bool_]
     sectors: NDArray[np.uint8] | None = None
-    count_sectors: Callable[[], tuple[NDArray[np.int64], NDArray[np.int64]]] | None = field(
+    count_sectors: Callable[[NDArray[np.bool_] | None], tuple[NDArray[np.int64], NDArray[np.int64]]] | None = field(
         default=None, repr=False, compare=False
     )
 
-    @cached_property
-    def sector_counts(self) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
-        """(above, total), each (R, S): the counts of ``count_sectors``; None without sectors."""
+    def sector_counts(
+        self, radii: NDArray[np.bool_] | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+        """(above, total), each (R, S), counted at the rounded radii ``radii`` (all when None; other radii may
+        read zero); None without sectors."""
         if self.sectors is None or self.count_sectors is None:
             return None
-        return self.count_sectors()
+        return self.count_sectors(radii)
 
     def on_ring(self, min_fraction: float, widen_px: int = 2) -> NDArray[np.bool_]:
         """Radii where more than ``min_fraction`` of the pixels are elevated, widened by ``widen_px``."""
@@ -249,26 +252,33 @@ class RingEvidence:
             ring = ndimage.binary_dilation(ring, iterations=widen_px)
         return ring
 
-    def sector_fraction(self) -> NDArray[np.float64] | None:
-        """(R, S): share of each sector's looked-at pixels standing out; NaN where the sector's arc is
-        shorter than :data:`SECTOR_MIN_ARC_PX` or it holds fewer than :data:`SECTOR_MIN_PIXELS`."""
-        if self.sector_counts is None:
+    def sector_fraction(self, radii: NDArray[np.bool_] | None = None) -> NDArray[np.float64] | None:
+        """(R, S): share of each sector's looked-at pixels standing out (at the rounded radii ``radii``, as
+        :meth:`sector_counts`); NaN where the sector's arc is shorter than :data:`SECTOR_MIN_ARC_PX` or it
+        holds fewer than :data:`SECTOR_MIN_PIXELS`."""
+        counts = self.sector_counts(radii)
+        if counts is None:
             return None
-        above, total = self.sector_counts
+        above, total = counts
         n_r, n_sec = total.shape
         long_enough = (2 * np.pi * np.arange(n_r) / n_sec >= SECTOR_MIN_ARC_PX)[:, None]
         return np.where(long_enough & (total >= SECTOR_MIN_PIXELS), above / np.maximum(total, 1), np.nan)
 
-    def on_sector_ring(self, min_fraction: float, widen_px: int = 2) -> NDArray[np.bool_] | None:
+    def on_sector_ring(
+        self, min_fraction: float, widen_px: int = 2, radii: NDArray[np.bool_] | None = None
+    ) -> NDArray[np.bool_] | None:
         """(R, S): radius and sector pairs on a ring whose radius may change from sector to sector.
 
         A pair is on a ring when more than ``min_fraction`` of its pixels are elevated (widened by
         ``widen_px`` along the radius), the clipped background is raised within ``widen_px`` of the
         radius, and at least :data:`SECTOR_SUPPORT` of the sectors counted within :data:`SECTOR_WANDER_PX`
         of the radius, and no fewer than :data:`SECTOR_MIN_STANDING`, show such a share there too: a ring
-        goes round the beam, Bragg spots crowd in a few sectors at most. None without sectors.
+        goes round the beam, Bragg spots crowd in a few sectors at most. With ``radii``, only radii within
+        ``widen_px + SECTOR_WANDER_PX`` of them are sure to be answered. None without sectors.
         """
-        frac = self.sector_fraction()
+        if radii is not None:
+            radii = ndimage.binary_dilation(radii, iterations=widen_px + SECTOR_WANDER_PX)
+        frac = self.sector_fraction(radii)
         if frac is None:
             return None
         counted = np.isfinite(frac)
@@ -287,15 +297,25 @@ class RingEvidence:
     def at(self, radius_px: NDArray, flat_index: NDArray | None, min_fraction: float) -> NDArray[np.bool_]:
         """Whether each point (its distance from the beam and, for the sector test, its flat pixel index)
         lies on a ring (:meth:`on_ring`, or :meth:`on_sector_ring` when there are sectors). The sectors are
-        counted only when a point off the whole-annulus rings lies where the background is raised."""
+        counted only for points off the whole-annulus rings within :data:`SECTOR_WANDER_PX` of a raised radius
+        whose share of standing-out pixels lies above the midpoint of the frame's median share and
+        ``min_fraction``."""
         rb = np.clip(np.rint(np.asarray(radius_px, np.float64)).astype(np.int64), 0, self.fraction.size - 1)
         hit = self.on_ring(min_fraction)[rb]
         if self.sectors is None or self.count_sectors is None or flat_index is None:
             return hit
-        raised = ndimage.binary_dilation(self.raised, iterations=2)
-        if not (raised[rb] & ~hit).any():
+        # a ring spread over a few radii by an ellipse still lifts their whole-annulus share well above the
+        # frame's typical share; elsewhere the sectors are not counted
+        seen = self.fraction[self.fraction > 0]
+        typical = float(np.median(seen)) if seen.size else 0.0
+        reach = 2 * SECTOR_WANDER_PX + 1
+        share = ndimage.maximum_filter1d(np.where(self.raised, self.fraction, 0.0), reach, mode="constant")
+        need = (share[rb] > (typical + min_fraction) / 2) & ~hit
+        if not need.any():
             return hit
-        by_sector = self.on_sector_ring(min_fraction)
+        radii = np.zeros(self.fraction.size, bool)
+        radii[rb[need]] = True
+        by_sector = self.on_sector_ring(min_fraction, radii=radii)
         if by_sector is not None:
             sector = self.sectors.ravel()[np.asarray(flat_index, np.int64)]
             hit = hit | by_sector[rb, sector]
@@ -349,13 +369,71 @@ def sector_counts(
     stats: RadialStats,
     levels: RingLevels,
     sectors: NDArray[np.uint8] | None,
+    groups: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Per radius group and sector ((R, S) each; one sector without ``sectors``), the looked-at good
-    pixels (every other one) above their bin's ring level, and all looked-at good pixels."""
+    pixels (every other one) above their bin's ring level, and all looked-at good pixels.
+
+    With ``groups`` ((R,) bool), only those radius groups are counted (the others are zero), reading only
+    their pixels.
+    """
     n_r = int(stats.radius_bin.max()) + 1 if stats.radius_bin.size else 1
     sector = np.zeros((1, 1), np.uint8) if sectors is None else sectors
     n_sec = int(sector.max()) + 1 if sector.size else 1
-    return _elevated_counts(data, good, stats.bin_index, stats.radius_bin, levels.level, n_r, sector, n_sec)
+    if groups is None or sectors is None:
+        return _elevated_counts(data, good, stats.bin_index, stats.radius_bin, levels.level, n_r, sector, n_sec)
+    order, starts = _pixels_by_group(stats.bin_index, stats.radius_bin, n_r)
+    return _group_counts(
+        np.ascontiguousarray(data).ravel(),
+        np.ascontiguousarray(good).ravel(),
+        stats.bin_index.ravel(),
+        levels.level,
+        sector.ravel(),
+        n_sec,
+        order,
+        starts,
+        np.asarray(groups, bool),
+    )
+
+
+_ORDER_CACHE: list = []
+
+
+def _pixels_by_group(
+    bin_index: NDArray[np.int32], radius_bin: NDArray[np.int64], n_r: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Flat indices of the looked-at pixels (row + col even) sorted by radius group, and where each group's
+    run starts ((R + 1,)); cached for the last bin map."""
+    for entry in _ORDER_CACHE:
+        if entry[0] is bin_index:
+            return entry[1]
+    h, w = bin_index.shape
+    rows, cols = np.indices((h, w), dtype=np.int64)
+    looked = np.flatnonzero(((rows + cols) % 2 == 0).ravel())
+    group = radius_bin[bin_index.ravel()[looked]]
+    order = np.argsort(group, kind="stable")
+    result = (looked[order], np.searchsorted(group[order], np.arange(n_r + 1)))
+    _ORDER_CACHE[:] = [(bin_index, result)]
+    return result
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_counts(data, good, key, level, sector, n_sec, order, starts, groups):  # pragma: no cover - compiled
+    n_r = groups.size
+    above = np.zeros((n_r, n_sec), np.int64)
+    total = np.zeros((n_r, n_sec), np.int64)
+    for b in range(n_r):
+        if not groups[b]:
+            continue
+        for j in range(starts[b], starts[b + 1]):
+            i = order[j]
+            if not good[i]:
+                continue
+            s = sector[i]
+            total[b, s] += 1
+            if data[i] > level[key[i]]:
+                above[b, s] += 1
+    return above, total
 
 
 @dataclass(frozen=True)
@@ -404,12 +482,13 @@ def ring_evidence_from_counts(
     above: NDArray[np.int64],
     total: NDArray[np.int64],
     *,
-    count_sectors: Callable[[], tuple[NDArray[np.int64], NDArray[np.int64]]] | None = None,
+    count_sectors: Callable[[NDArray[np.bool_] | None], tuple[NDArray[np.int64], NDArray[np.int64]]] | None = None,
     sectors: NDArray[np.uint8] | None = None,
 ) -> RingEvidence:
     """:class:`RingEvidence` from the levels and, per radius group, the looked-at pixels above the
-    level and all looked-at pixels; ``count_sectors`` returns the same two per radius group and sector
-    ((R, S) each) of the pixels' ``sectors`` (:func:`sector_counts`), when first needed."""
+    level and all looked-at pixels; ``count_sectors(groups)`` returns the same two per radius group and
+    sector ((R, S) each) of the pixels' ``sectors``, at least for the radius groups where the (R,) bool
+    ``groups`` is True (all when None; see :func:`sector_counts`), when first needed."""
     fraction = np.where(total > 0, above / np.maximum(total, 1), 0.0)
     group = levels.radius_group
     by_radius = None if count_sectors is None else partial(_per_radius, count_sectors, group)
@@ -417,10 +496,17 @@ def ring_evidence_from_counts(
 
 
 def _per_radius(
-    count_sectors: Callable[[], tuple[NDArray[np.int64], NDArray[np.int64]]], group: NDArray[np.int64]
+    count_sectors: Callable[[NDArray[np.bool_] | None], tuple[NDArray[np.int64], NDArray[np.int64]]],
+    group: NDArray[np.int64],
+    radii: NDArray[np.bool_] | None,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """The counts per radius group and sector of ``count_sectors``, indexed by rounded radius."""
-    above, total = count_sectors()
+    """The counts per radius group and sector of ``count_sectors`` (for the groups of the rounded
+    ``radii``), indexed by rounded radius."""
+    groups = None
+    if radii is not None:
+        groups = np.zeros(int(group.max()) + 1 if group.size else 1, bool)
+        groups[group[np.asarray(radii, bool)]] = True
+    above, total = count_sectors(groups)
     return above[group], total[group]
 
 

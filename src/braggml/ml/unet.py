@@ -131,9 +131,9 @@ class NormConfig:
         On detectors whose noise is shared by neighbouring pixels (a phosphor's or a fibre-optic taper's point
         spread: Rayonix, MarCCD, sCMOS), noise blobs a few pixels wide look like weak spots. When 3 x 3 sums of
         the background vary at least this many times more than independent pixels would
-        (:func:`noise_correlation`), the noise is multiplied by the square root of that ratio. Pixel
-        detectors and simulated frames measure 0.9-1.1, phosphor-coupled detectors about 2.5; ``inf`` turns
-        it off.
+        (:func:`noise_correlation`), the noise is multiplied by that ratio: it keeps growing with the size of
+        the sums, and the network looks at more than 3 x 3 pixels. Pixel detectors and simulated frames
+        measure 0.9-1.1, phosphor-coupled detectors about 2.5; ``inf`` turns it off.
     """
 
     clip_sigma: float = 3.0
@@ -267,7 +267,7 @@ def noise_correlation(z: torch.Tensor, good: torch.Tensor) -> torch.Tensor:
 
 def correlated_noise_scale(correlation: torch.Tensor, config: NormConfig) -> torch.Tensor:
     """Factor on the noise for a measured :func:`noise_correlation` (1 below ``correlated_noise_min``)."""
-    return torch.where(correlation >= config.correlated_noise_min, correlation.sqrt(), torch.ones_like(correlation))
+    return torch.where(correlation >= config.correlated_noise_min, correlation, torch.ones_like(correlation))
 
 
 def normalise_frame(
@@ -284,7 +284,7 @@ def normalise_frame(
     photon rate from a trimmed mean, so that the noise is ``max(sqrt(sigma**2 + gain**2 * rate),
     photon_noise_floor * gain)``. Photon-counting and integrating detectors of unknown gain thus give inputs on
     the same scale. Where neighbouring pixels share their noise (:func:`noise_correlation` at least
-    ``config.correlated_noise_min``), the noise is scaled up by the square root of that ratio.
+    ``config.correlated_noise_min``), the noise is multiplied by that ratio.
 
     Parameters
     ----------

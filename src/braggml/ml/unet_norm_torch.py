@@ -112,10 +112,17 @@ class TorchNormalised:
             raise IndexError(f"frame {i} is not in a batch of {len(self.gains)}")
         by_sector = None
         if self.ring_sector_above is not None and self.ring_sector_total is not None:
-            by_sector = partial(tuple, (self.ring_sector_above[i], self.ring_sector_total[i]))  # counted already
+            by_sector = partial(_all_counted, (self.ring_sector_above[i], self.ring_sector_total[i]))
         return ring_evidence_from_counts(
             self.ring_levels[i], self.ring_above[i], self.ring_total[i], count_sectors=by_sector, sectors=self.sectors
         )
+
+
+def _all_counted(
+    counts: tuple[NDArray[np.int64], NDArray[np.int64]], groups: NDArray[np.bool_] | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Ring counts by sector made on the device for every radius group (whichever ``groups`` are asked for)."""
+    return counts
 
 
 def _device(device: str | torch.device) -> torch.device:

@@ -217,6 +217,11 @@ class DetectorConfig:
         Value written into gap pixels (no sensor): 0, -1 (Pilatus) or the dtype maximum (Eiger).
     psf_sigma_px : float
         Point-spread (charge sharing) of the sensor, Gaussian standard deviation in pixels.
+    phosphor_spread_px : float
+        Integrating detectors behind a phosphor or a fibre-optic taper (Rayonix, MarCCD, sCMOS): the signal of
+        every photon spreads over the neighbouring pixels with a Gaussian of this standard deviation (pixels)
+        before the read noise is added, so the photon noise is shared by neighbours and spots broaden with
+        it (the truth's footprints and SNR are those before the spread). 0 for pixel detectors.
     """
 
     module_shape: tuple[int, int] = (512, 1024)
@@ -236,6 +241,7 @@ class DetectorConfig:
     dtype: Literal["float32", "int32", "uint16", "uint32"] = "float32"
     gap_value: Literal["zero", "minus_one", "dtype_max"] = "zero"
     psf_sigma_px: float = 0.3
+    phosphor_spread_px: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("module_shape", "module_grid"):
@@ -247,12 +253,18 @@ class DetectorConfig:
         if len(self.chip_shape) != 2 or min(self.chip_shape) < 0:
             raise ConfigError(f"detector.chip_shape must be two integers >= 0, got {self.chip_shape!r}")
         _non_negative("detector", chip_gap_px=self.chip_gap_px, read_noise_adu=self.read_noise_adu,
-                      psf_sigma_px=self.psf_sigma_px, adu_step=self.adu_step)
+                      psf_sigma_px=self.psf_sigma_px, adu_step=self.adu_step,
+                      phosphor_spread_px=self.phosphor_spread_px)
         _positive("detector", pixel_size_mm=self.pixel_size_mm, distance_mm=self.distance_mm,
                   gain_adu_per_photon=self.gain_adu_per_photon, saturation_value=self.saturation_value)
         if self.mode == "counting" and self.gain_adu_per_photon != 1.0:
             raise ConfigError(
                 f"detector.gain_adu_per_photon must be 1 for a counting detector, got {self.gain_adu_per_photon!r}"
+            )
+        if self.mode == "counting" and self.phosphor_spread_px > 0:
+            raise ConfigError(
+                f"detector.phosphor_spread_px needs an integrating detector, got {self.phosphor_spread_px!r} "
+                "with mode 'counting'"
             )
         if self.gap_value == "minus_one" and self.dtype.startswith("uint"):
             raise ConfigError(f"detector.gap_value 'minus_one' needs a signed dtype, got {self.dtype!r}")

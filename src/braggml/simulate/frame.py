@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 from scipy.spatial.transform import Rotation
 from scipy.special import erf
 
@@ -613,6 +614,8 @@ class Simulator:
             values = photons.astype(np.float32)
             if deposit is not None:
                 values += deposit.astype(np.float32)
+            if det.phosphor_spread_px > 0:
+                values = ndimage.gaussian_filter(values, det.phosphor_spread_px, mode="nearest")
             values *= np.float32(det.gain_adu_per_photon)
             if det.read_noise_adu > 0:
                 values += np.float32(det.read_noise_adu) * rng.standard_normal(values.shape, dtype=np.float32)

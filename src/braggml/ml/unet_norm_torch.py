@@ -355,11 +355,12 @@ class TorchNormaliser:
         residual = torch.where(bad, zero, data - offset_px)
         correlation = torch.ones(n_frames, dtype=torch.float64, device=self.device)
         if math.isfinite(cfg.correlated_noise_min):
-            frame_z = (residual / noise_px).view(n_frames, h, w)
+            frame_residual = residual.view(n_frames, h, w)
+            frame_noise = noise_px.view(n_frames, h, w)
             frame_good = ~bad.view(n_frames, h, w)
             correlation = noise_correlation(
-                torch.stack([frame_z[:, rows, cols] for rows, cols in self._tiles], dim=1),
-                torch.stack([frame_good[:, rows, cols] for rows, cols in self._tiles], dim=1),
+                torch.stack([frame_residual[:, t[0], t[1]] / frame_noise[:, t[0], t[1]] for t in self._tiles], dim=1),
+                torch.stack([frame_good[:, t[0], t[1]] for t in self._tiles], dim=1),
             )
             noise_px = noise_px * correlated_noise_scale(correlation, cfg).to(torch.float32)[:, None]
         scaled = torch.asinh(residual / noise_px * torch.tensor(1.0 / cfg.asinh_scale, dtype=torch.float32))

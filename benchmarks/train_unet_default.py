@@ -8,8 +8,9 @@ hits with ice rings, blank frames (solvent, ice on half of them, detector artefa
 longer unit cell, to 3-5 A), quiet weak hits (a fiftieth of the background), varied hits (each frame's
 experiment drawn at random around the preset, :func:`braggml.ml.unet_train.varied_config`), compact hits
 (spots of one to three pixels, from crystals up to ten times weaker), crowded hits (spots 2.5-6 px apart,
-:func:`braggml.ml.unet_train.crowded_config`) and sharp hits (few-photon spots of one or two pixels on an almost
-empty frame, :func:`braggml.ml.unet_train.sharp_config`). Frames 0..N-1 train (half of them rescaled by a random gain
+:func:`braggml.ml.unet_train.crowded_config`), sharp hits (few-photon spots of one or two pixels on an almost
+empty frame, :func:`braggml.ml.unet_train.sharp_config`) and phosphor hits (photon noise shared by neighbouring
+pixels, :func:`braggml.ml.unet_train.phosphor_config`). Frames 0..N-1 train (half of them rescaled by a random gain
 factor in [0.5, 2] plus a pedestal before normalisation), frames 1000.. validate.
 Random 128 x 128 crops, 40 % centred near a target spot. Targets: cores of radius 1.5 px around observable
 spots with expected SNR >= 3 (:func:`braggml.ml.unet_train.frame_target`).
@@ -151,6 +152,7 @@ def main() -> None:
         "'varied' draws pixel size, distance, point spread, divergence, mosaicity, cell, strength and background "
         "at random around the preset for each frame; 'compact' makes spots of one to three pixels; 'crowded' "
         "puts spots 2.5-6 px apart; 'sharp' puts few-photon spots of one or two pixels on an almost empty frame; "
+        "'phosphor' reads the frame out behind a phosphor (photon noise shared by neighbouring pixels); "
         f"train frames 0-{cfg.train_frames_per_preset - 1}, validation frames {val_frames.start}-"
         f"{val_frames.stop - 1}), 128x128 crops, targets = 1.5 px cores of spots with expected SNR >= 3"
     )

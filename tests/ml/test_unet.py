@@ -38,6 +38,7 @@ from braggml.ml.unet_train import (  # noqa: E402
     frame_target,
     lattice_spacing_px,
     peak_f1,
+    phosphor_config,
     sharp_config,
     simulate_crops,
     train_unet,
@@ -361,6 +362,20 @@ def test_sharp_frames_put_few_photon_spots_into_a_pixel_or_two_of_an_empty_frame
     sigma_sharp, bg_sharp = spots_and_background(draws[3])
     assert sigma_sharp < 0.4 < 0.7 < sigma_base  # about 0.26 against 0.85
     assert bg_sharp < 0.1 * bg_base  # this draw: a hundredth
+
+
+def test_phosphor_frames_share_the_photon_noise_on_an_integrating_readout() -> None:
+    base = get_preset("pilatus6m")  # a counting preset becomes an integrating one
+    draws = [phosphor_config(base, np.random.default_rng(k)) for k in range(40)]
+    assert phosphor_config(base, np.random.default_rng(5)) == draws[5]
+    spread = [d.detector.phosphor_spread_px for d in draws]
+    gain = [d.detector.gain_adu_per_photon for d in draws]
+    assert 0.5 <= min(spread) < 0.6 and 1.4 < max(spread) <= 1.5
+    assert 2.0 <= min(gain) < 3.0 and 14.0 < max(gain) <= 20.0
+    assert all(d.detector.mode == "integrating" and d.crystal.hit_fraction == 1.0 for d in draws)
+    cfg = UNetTrainConfig(presets=("test",), variants=("phosphor",), crop_size=64, crops_per_frame=2, device="cpu")
+    crops = simulate_crops(cfg, frames=[0], augment=False, rng=np.random.default_rng(0))
+    assert len(crops) == 2 and set(crops.variant) == {"phosphor"} and (crops.target == 1).any()
 
 
 def test_overfits_a_tiny_crop_set() -> None:

@@ -58,8 +58,9 @@ def add_train_unet_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", dest="presets", action="append", metavar="NAME",
                    help="simulator preset to train on (repeat for several; default jungfrau4m and pilatus6m)")
     g.add_argument("--variant", dest="variants", action="append", metavar="KIND",
-                   help="kind of training frame: hits, weak, ice, blank, dense, quiet, varied, compact, crowded "
-                        "or sharp (repeat; default all but crowded and sharp, which are for fine-tuning)")
+                   help="kind of training frame: hits, weak, ice, blank, dense, quiet, varied, compact, crowded, "
+                        "sharp or phosphor (repeat; default all but crowded, sharp and phosphor, which are for "
+                        "fine-tuning)")
     g.add_argument("--train-frames", type=int, metavar="N", help="training frames per preset")
     g.add_argument("--val-frames", type=int, metavar="N", help="validation frames per preset")
     g.add_argument("--crop-size", type=int, metavar="S", help="side of the training crops")

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 IGNORE = 2
 
 #: Kinds of training frame made from each simulator preset (see :func:`variant_config`).
-VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact", "crowded", "sharp")
+VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact", "crowded", "sharp", "phosphor")
 
 #: Ways of averaging the validation F1 over the validation crops or frames (:func:`peak_f1`).
 VAL_AVERAGES = ("pooled", "variant")
@@ -72,7 +72,7 @@ VAL_AVERAGES = ("pooled", "variant")
 #: with crowded frames found tight groups of spots better but fired on the diffuse kapton scatter of a real Rayonix
 #: frame (thousands of peaks), so crowded and sharp frames are for fine-tuning a model that has learned the rest
 #: first.
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("crowded", "sharp"))
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("crowded", "sharp", "phosphor"))
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -199,6 +199,32 @@ def sharp_config(base: SimulationConfig, rng: np.random.Generator) -> Simulation
     return apply_overrides(base, overrides)
 
 
+def phosphor_config(base: SimulationConfig, rng: np.random.Generator) -> SimulationConfig:
+    """A hit read out behind a phosphor (Rayonix, MarCCD, sCMOS), drawn at random per frame.
+
+    Every photon's signal spreads over the neighbouring pixels (``detector.phosphor_spread_px`` 0.5-1.5 px),
+    so the photon noise is shared by neighbours; the detector integrates (counting presets become
+    integrating ones) at 2-20 ADU per photon with 1-5 ADU of read noise; background (x1-30) and crystal
+    strength (x0.1-1) vary.
+    """
+    cr, bg = base.crystal, base.background
+    overrides: dict[str, dict[str, object]] = {
+        "crystal": {"hit_fraction": 1.0, "strength_range_photons": _scaled_strength(cr, _log_uniform(rng, 0.1, 1.0))},
+        "detector": {
+            "mode": "integrating",
+            "dtype": "float32",
+            "gap_value": "zero",
+            "gain_adu_per_photon": _log_uniform(rng, 2.0, 20.0),
+            "read_noise_adu": float(rng.uniform(1.0, 5.0)),
+            "adu_step": 1.0,
+            "saturation_value": 1e7,
+            "phosphor_spread_px": float(rng.uniform(0.5, 1.5)),
+        },
+        "background": _scaled_background(bg, _log_uniform(rng, 1.0, 30.0)),
+    }
+    return apply_overrides(base, overrides)
+
+
 def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     """A simulator preset turned into one kind of training frame.
 
@@ -215,7 +241,9 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     neighbouring pixels. ``crowded``: a hit whose spots lie 2.5-6 pixels apart, drawn at random for each
     training frame (:func:`crowded_config`; here, the preset's hit). ``sharp``: a hit whose few-photon spots
     fall into one or two pixels of an almost empty background, drawn at random for each training frame
-    (:func:`sharp_config`; here, the preset's hit).
+    (:func:`sharp_config`; here, the preset's hit). ``phosphor``: a hit read out behind a phosphor, whose
+    photon noise neighbouring pixels share, drawn at random for each training frame (:func:`phosphor_config`;
+    here, the preset's hit).
     """
     low, high = base.crystal.strength_range_photons
     weak = {"hit_fraction": 1.0, "strength_range_photons": [low / 10.0, high / 10.0]}
@@ -237,6 +265,7 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
         "varied": hit,
         "crowded": hit,
         "sharp": hit,
+        "phosphor": hit,
         "compact": {
             "crystal": {
                 "hit_fraction": 1.0,
@@ -553,6 +582,7 @@ _DRAWN: dict[str, Callable[[SimulationConfig, np.random.Generator], SimulationCo
     "varied": varied_config,
     "crowded": crowded_config,
     "sharp": sharp_config,
+    "phosphor": phosphor_config,
 }
 
 

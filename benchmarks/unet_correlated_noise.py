@@ -8,7 +8,8 @@ within 2 px): the U-Net as shipped (its noise scaled by the measured correlation
 ``NormConfig.correlated_noise_min``), the same network without that scaling, and default peakfinder8. The
 measured correlation (variance of 3 x 3 sums over nine times the pixel variance) is printed too.
 
-Run: ``python benchmarks/unet_correlated_noise.py [--frames 8] [--spreads 0 0.7 1.0 1.5] [--out results.json]``.
+Run: ``python benchmarks/unet_correlated_noise.py [--frames 8] [--spreads 0 0.7 1.0 1.5] [--model PATH]
+[--out results.json]``.
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames per condition and spread")
     parser.add_argument("--spreads", type=float, nargs="+", default=[0.0, 0.7, 1.0, 1.5], help="pixels")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the network")
+    parser.add_argument("--model", default="", help="U-Net model file (default: the shipped one)")
     parser.add_argument("--out", help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    shipped = UNetFinder(device="cpu")
-    blind = UNetFinder(device="cpu")
+    shipped = UNetFinder(device="cpu", model_path=args.model)
+    blind = UNetFinder(device="cpu", model_path=args.model)
     blind._model = dataclasses.replace(blind.model, norm=NormConfig(correlated_noise_min=float("inf")))
     finders = {"unet": shipped, "unet_unscaled": blind, "peakfinder8": make_finder("peakfinder8")}
     results = []

@@ -68,10 +68,10 @@ VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact
 #: Ways of averaging the validation F1 over the validation crops or frames (:func:`peak_f1`).
 VAL_AVERAGES = ("pooled", "variant")
 
-#: Variants used when none are chosen: all but ``crowded`` and ``sharp``. In one run, a model trained from scratch
-#: with crowded frames found tight groups of spots better but fired on the diffuse kapton scatter of a real Rayonix
-#: frame (thousands of peaks), so crowded and sharp frames are for fine-tuning a model that has learned the rest
-#: first.
+#: Variants used when none are chosen: all but ``crowded``, ``sharp`` and ``phosphor``. In one run, a model trained
+#: from scratch with crowded frames found tight groups of spots better but fired on the diffuse kapton scatter of a
+#: real Rayonix frame (thousands of peaks), so crowded, sharp and phosphor frames are for fine-tuning a model that
+#: has learned the rest first.
 DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("crowded", "sharp", "phosphor"))
 
 

@@ -114,6 +114,48 @@ def test_bad_inputs_give_one_line(tmp_path: Path, cxi_file: Path, capsys):
     assert "nowhere" in _error(["find", str(cxi_file), "-o", str(out_in_missing_dir)], capsys)
 
 
+def test_find_masks_the_run_hot_pixels(tmp_path: Path, capsys):
+    import yaml
+
+    from braggml.io.masks import load_mask
+
+    hot = [(5, 7), (64, 70), (120, 140)]
+    frames = np.stack([_frame(k, spots=[(30.0 + 8 * k, 40.0 + 5 * k)]) for k in range(10)])
+    for r, c in hot:
+        frames[:, r, c] += 500
+    path = tmp_path / "hot.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry/data/data", data=frames, chunks=(1, 128, 144))
+    one_pixel = ["--min-pixel-count", "1"]  # a lone bright pixel is a peak unless it is masked
+    out, mask_out = tmp_path / "peaks.csv", tmp_path / "hot_mask.h5"
+    assert main(["find", str(path), "-o", str(out), "--hot-pixel-mask-out", str(mask_out), *one_pixel]) == 0
+    assert "hot pixels: 3 masked (from 10 frames looked at)" in capsys.readouterr().out
+    peaks = read_peaks(out)
+    assert peaks.counts_per_frame().tolist() == [1] * 10
+    assert np.argwhere(load_mask(mask_out, shape=(128, 144))).tolist() == [list(rc) for rc in hot]
+    settings = yaml.safe_load((tmp_path / "peaks.csv.yaml").read_text())
+    assert settings["hot_pixels"] == {"frames_looked_at": 10, "rowcol": [list(rc) for rc in hot]}
+
+    off = tmp_path / "off.csv"
+    assert main(["find", str(path), "-o", str(off), "--hot-pixels", "off", *one_pixel]) == 0
+    assert "hot pixels" not in capsys.readouterr().out
+    assert read_peaks(off).counts_per_frame().tolist() == [4] * 10
+    short = tmp_path / "short.h5"
+    with h5py.File(short, "w") as f:
+        f.create_dataset("entry/data/data", data=frames[:7])
+    npy = tmp_path / "none.npy"
+    assert main(["find", str(short), "-o", str(tmp_path / "short.csv"), "--hot-pixel-mask-out", str(npy)]) == 0
+    assert "hot pixels" not in capsys.readouterr().out  # too short a run to tell
+    assert not load_mask(npy, shape=(128, 144)).any()
+
+    same = ["find", str(path), "-o", str(out), "--hot-pixel-mask-out", str(out)]
+    assert "--hot-pixel-mask-out names the same file" in _error(same, capsys)
+    assert "give a .h5, .hdf5, .npy" in _error(["find", str(path), "--hot-pixel-mask-out", "mask.txt"], capsys)
+    with pytest.raises(SystemExit):
+        main(["find", str(path), "--hot-pixels", "on"])
+    assert "invalid choice: 'on'" in capsys.readouterr().err
+
+
 def test_failed_run_leaves_no_output(tmp_path: Path, cxi_file: Path, capsys):
     out = tmp_path / "peaks.h5"
     assert main(["find", str(cxi_file), f"{tmp_path}/missing.h5", "-o", str(out)]) == 2

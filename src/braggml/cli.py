@@ -96,6 +96,24 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["photon-counting", "integrating"],
         help="override the kind read from the file (decides which values are markers, e.g. Pilatus -1/-2)",
     )
+    from .classical.hotpixels import HotPixelConfig
+
+    hot = HotPixelConfig()
+    m.add_argument(
+        "--hot-pixels",
+        choices=["auto", "off"],
+        default="auto",
+        help=(
+            f"auto: mask the pixels that stand alone above their neighbours in >= {100 * hot.min_fraction:.0f}%% "
+            f"of the frames looked at (up to {hot.sample_frames}, spread over the run; runs of "
+            f"{hot.min_frames} frames or more)"
+        ),
+    )
+    m.add_argument(
+        "--hot-pixel-mask-out",
+        metavar="FILE",
+        help="write the hot pixels found as a mask file for --mask (.h5 dataset /mask, or .npy; 1 = bad)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- info
@@ -173,6 +191,7 @@ def _find_job(args: argparse.Namespace) -> FindJob:
         photon_energy_ev=args.photon_energy_ev,
         min_peaks=args.min_peaks,
         refine_beam_center=not args.no_refine_beam_center,
+        search_hot_pixels=args.hot_pixels == "auto",
     )
     job.make_finder()  # reject bad settings before any file is opened
     return job
@@ -194,10 +213,18 @@ def _write_find_outputs(args: argparse.Namespace, run: PreparedRun, peaks: PeakL
                     "inputs": list(args.inputs),
                     "finder": run.job.finder,
                     run.job.finder: config_to_dict(run.finder.config),
+                    "hot_pixels": {
+                        "frames_looked_at": run.job.hot_pixel_frames,
+                        "rowcol": run.hot_pixels.rowcol.tolist(),
+                    },
                 },
                 fh,
                 sort_keys=False,
             )
+    if args.hot_pixel_mask_out:
+        from .io.masks import write_mask
+
+        write_mask(run.hot_pixels.mask, args.hot_pixel_mask_out)
     if args.hits_out:
         counts = peaks.counts_per_frame()
         hits = [ref for ref, n in zip(peaks.frames or (), counts) if n >= run.job.min_peaks]
@@ -210,7 +237,17 @@ def _cmd_find(args: argparse.Namespace) -> int:
 
     if args.hits_out and args.output and Path(args.hits_out).resolve() == Path(args.output).resolve():
         raise ConfigError("--hits-out and -o name the same file")
-    for path in (args.output, args.hits_out):  # fail before the run, not after it
+    if args.hot_pixel_mask_out:
+        from .io.masks import MASK_SUFFIXES
+
+        target = Path(args.hot_pixel_mask_out).resolve()
+        if any(path and Path(path).resolve() == target for path in (args.output, args.hits_out)):
+            raise ConfigError("--hot-pixel-mask-out names the same file as -o or --hits-out")
+        if not target.name.lower().endswith(MASK_SUFFIXES):
+            raise ConfigError(
+                f"--hot-pixel-mask-out {args.hot_pixel_mask_out}: give a {', '.join(MASK_SUFFIXES)} file name"
+            )
+    for path in (args.output, args.hits_out, args.hot_pixel_mask_out):  # fail before the run, not after it
         if path and not Path(path).resolve().parent.is_dir():
             raise ConfigError(f"{path}: output folder {Path(path).resolve().parent} does not exist")
     job = _find_job(args)
@@ -226,6 +263,8 @@ def _cmd_find(args: argparse.Namespace) -> int:
     finish_find_command(args, run, outcome)
     if not args.quiet:
         print(f"finder: {job.finder}")
+        if run.job.hot_pixel_frames:
+            print(f"hot pixels: {len(run.hot_pixels)} masked (from {run.job.hot_pixel_frames} frames looked at)")
         for line in summary.lines():
             print(line)
         if outcome.resumed_frames:

@@ -29,6 +29,7 @@ from .geometry import (
 from .peaks import FrameRef, PeakList
 
 if TYPE_CHECKING:
+    from .classical.hotpixels import HotPixels
     from .io.frames import Frame
     from .io.metadata import GeometryHint
 
@@ -47,6 +48,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Rejection causes shown in a run's summary (finders also count routine ones, such as too-small groups).
+#: A hot-pixel search that flags more than this share of the good pixels is not used (the detector's noise is
+#: not what the test expects).
+MAX_HOT_PIXEL_SHARE = 0.005
+
 SUMMARY_REJECTIONS = frozenset({"ice_ring", "powder_ring", "masked", "not_significant", "max_num_peaks"})
 
 
@@ -444,10 +449,13 @@ class FindJob:
     Attributes mirror the command line: inputs (files, globs, ``FILE::/dataset``), the frame dataset, the finder's
     name and parameters, masks, saturation, detector kind and geometry.
 
-    The last two are what the run learned from its frames, filled in by :class:`PreparedRun` once per run and
-    passed on to every worker, so that no worker reads or refines again: ``derived_panels`` (the panels of a
-    frame read without a geometry file, see :func:`detector_panels`; None: not yet derived, empty: one panel)
-    and ``refined_beam_center_rowcol`` (the beam centre the refinement settled on; None: not yet refined).
+    The last four are what the run learned from its frames, filled in by :class:`PreparedRun` once per run and
+    passed on to every worker, so that no worker reads, refines or searches again: ``derived_panels`` (the
+    panels of a frame read without a geometry file, see :func:`detector_panels`; None: not yet derived, empty:
+    one panel), ``refined_beam_center_rowcol`` (the beam centre the refinement settled on; None: not yet
+    refined), ``hot_pixels`` (flat indices of the run's hot pixels, see
+    :func:`braggml.classical.hotpixels.find_hot_pixels`; None: not yet searched) and ``hot_pixel_frames`` (the
+    frames that search looked at; 0: none, the run being too short or the search off).
     """
 
     inputs: tuple[str, ...]
@@ -466,8 +474,11 @@ class FindJob:
     photon_energy_ev: float | None = None
     min_peaks: int = 1
     refine_beam_center: bool = True
+    search_hot_pixels: bool = True
     derived_panels: tuple[PanelRect, ...] | None = None
     refined_beam_center_rowcol: tuple[float, float] | None = None
+    hot_pixels: tuple[int, ...] | None = None
+    hot_pixel_frames: int = 0
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -493,6 +504,14 @@ class FindJob:
             if not (math.isfinite(row) and math.isfinite(col)):
                 raise ConfigError(f"refined_beam_center_rowcol must be finite, got {self.refined_beam_center_rowcol!r}")
             object.__setattr__(self, "refined_beam_center_rowcol", (row, col))
+        if self.hot_pixels is not None:
+            try:
+                hot = tuple(sorted({int(v) for v in self.hot_pixels}))
+            except (TypeError, ValueError):
+                raise ConfigError(f"hot_pixels must be flat pixel indices, got {self.hot_pixels!r}") from None
+            if hot and hot[0] < 0:
+                raise ConfigError(f"hot_pixels must be >= 0, got {hot[0]}")
+            object.__setattr__(self, "hot_pixels", hot)
 
     def make_finder(self) -> PeakFinder:
         from .finder import make_finder
@@ -549,16 +568,29 @@ class PreparedRun:
             hint=hint,
             panels=self._panels,
         )
+        self._hot: NDArray[np.bool_] | None = None
         self._update_mask()
         centre = job.refined_beam_center_rowcol
         if job.refine_beam_center and not user_geometry:
             centre = self._refine_beam_center(hint, centre, warn=warn_without_geometry)
         self._first = None
+        hot, hot_frames = job.hot_pixels, job.hot_pixel_frames
+        if hot is None:
+            hot, hot_frames = self._search_hot_pixels() if job.search_hot_pixels else ((), 0)
+        if hot:
+            if hot[-1] >= shape[0] * shape[1]:
+                raise ConfigError(f"hot pixel index {hot[-1]} outside frames of shape {shape}")
+            self._hot = np.zeros(shape[0] * shape[1], bool)
+            self._hot[list(hot)] = True
+            self._hot = self._hot.reshape(shape)
+            self._update_mask()
         self.source.close()
         self.job = replace(
             job,
             derived_panels=self._panels if job.geom is None else None,
             refined_beam_center_rowcol=centre,
+            hot_pixels=hot,
+            hot_pixel_frames=hot_frames,
         )
 
     def _first_frame(self) -> Frame | None:
@@ -577,8 +609,68 @@ class PreparedRun:
 
     def _update_mask(self) -> None:
         self.mask = combine_masks(
-            self.source.shape, self.source.file_mask(), self._user_mask, self.geometry.maps.mask, self.geometry.mask
+            self.source.shape,
+            self.source.file_mask(),
+            self._user_mask,
+            self.geometry.maps.mask,
+            self.geometry.mask,
+            self._hot,
         )
+
+    @property
+    def hot_pixels(self) -> HotPixels:
+        """The run's hot pixels (masked in every frame); empty when the search was off or the run too short."""
+        from .classical.hotpixels import HotPixels
+
+        flat = np.asarray(self.job.hot_pixels or (), dtype=np.int64)
+        shape = self.source.shape
+        return HotPixels((int(shape[0]), int(shape[1])), flat, np.full(flat.size, np.nan), self.job.hot_pixel_frames)
+
+    def _search_hot_pixels(self) -> tuple[tuple[int, ...], int]:
+        """(flat indices, frames looked at) of the run's hot pixels, from frames spread over the run.
+
+        Too many of them (more than :data:`MAX_HOT_PIXEL_SHARE` of the good pixels) means the test does not fit
+        this detector: nothing is masked, and the run says so.
+        """
+        from .classical.hotpixels import HotPixelConfig, find_hot_pixels, sample_indices
+        from .errors import DataFormatError
+
+        config = HotPixelConfig()
+        if len(self.source) < config.min_frames:
+            return (), 0
+
+        def looked_at() -> Iterator[tuple[NDArray, NDArray[np.bool_]]]:
+            for k in sample_indices(len(self.source), config.sample_frames):
+                try:
+                    frame = self.source.frame(int(k))
+                except DataFormatError:
+                    continue
+                bad = self.mask | frame.bad
+                flags = self.geometry.frame_flags(frame.data)
+                yield frame.data, (bad if flags is None else bad | flags)
+
+        t0 = time.perf_counter()
+        found = find_hot_pixels(looked_at(), self.source.shape, config=config)
+        good = int(np.count_nonzero(~self.mask))
+        if len(found) > MAX_HOT_PIXEL_SHARE * max(good, 1):
+            log.warning(
+                "hot-pixel search: %d pixels stand alone in >= %.0f %% of %d frames, more than %.1f %% of the "
+                "detector; none masked (give a bad-pixel --mask, or --hot-pixels off)",
+                len(found),
+                100 * config.min_fraction,
+                found.n_frames,
+                100 * MAX_HOT_PIXEL_SHARE,
+            )
+            return (), found.n_frames
+        if found.n_frames:
+            log.info(
+                "hot pixels: %d masked (standing alone in >= %.0f %% of %d frames looked at, %.1f s)",
+                len(found),
+                100 * config.min_fraction,
+                found.n_frames,
+                time.perf_counter() - t0,
+            )
+        return tuple(int(v) for v in found.flat_index), found.n_frames
 
     def _refine_beam_center(
         self, hint: GeometryHint | None, known: tuple[float, float] | None, *, warn: bool

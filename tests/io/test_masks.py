@@ -193,3 +193,24 @@ def test_single_2d_dataset_is_taken_as_mask(tmp_path: Path) -> None:
         f["my_mask"] = _mask()
         f["notes"] = np.arange(4)
     np.testing.assert_array_equal(load_mask(str(tmp_path / "one.h5"), shape=(20, 24)), _mask() != 0)
+
+
+@pytest.mark.parametrize("name", ["hot.h5", "hot.hdf5", "hot.npy"])
+def test_write_mask_round_trip(tmp_path: Path, name: str) -> None:
+    from braggml.io.masks import write_mask
+
+    mask = np.zeros((6, 9), bool)
+    mask[1, 2] = mask[5, 8] = True
+    path = write_mask(mask, tmp_path / name)
+    assert np.array_equal(load_mask(path, shape=(6, 9)), mask)
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left behind
+
+
+def test_write_mask_rejects_bad_names_and_shapes(tmp_path: Path) -> None:
+    from braggml.io.masks import write_mask
+
+    with pytest.raises(ConfigError, match=r"mask file must end in \.h5"):
+        write_mask(np.zeros((4, 4), bool), tmp_path / "mask.tif")
+    with pytest.raises(ConfigError, match="must be 2-D"):
+        write_mask(np.zeros((2, 4, 4), bool), tmp_path / "mask.h5")
+    assert list(tmp_path.iterdir()) == []

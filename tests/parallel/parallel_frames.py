@@ -87,15 +87,32 @@ def write_ring_cxi(
     return path
 
 
+#: Hot pixels of :func:`write_hot_cxi`: (row, col, counts added to every frame).
+HOT_PIXELS = ((7, 9, 400), (50, 60, 150), (81, 100, 60))
+
+
+def write_hot_cxi(path: Path, n: int, *, first: int = 0) -> Path:
+    """The frames of :func:`make_frames` with the :data:`HOT_PIXELS` reading high in every frame."""
+    frames = make_frames(n, first=first)
+    for r, c, counts in HOT_PIXELS:
+        frames[:, r, c] += counts
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry_1/data_1/data", data=frames, chunks=(1, *SHAPE), compression="gzip")
+    return path
+
+
 def chunk_without_setup_work(job, start: int, stop: int):
-    """A chunk task that fails if its worker reads a frame to derive panels or refines the beam centre."""
+    """A chunk task that fails if its worker reads a frame to derive panels, refines the beam centre or searches
+    for hot pixels."""
     import braggml.classical.centering as centering
+    import braggml.classical.hotpixels as hotpixels
     import braggml.pipeline as pipeline
     from braggml.parallel.worker import process_chunk
 
     def refuse(*args, **kwargs):
-        raise AssertionError("a worker repeated the run's setup (panels or beam centre)")
+        raise AssertionError("a worker repeated the run's setup (panels, beam centre or hot pixels)")
 
     centering.fit_beam_center = refuse
+    hotpixels.find_hot_pixels = refuse
     pipeline.detector_panels = refuse
     return process_chunk(job, start, stop)

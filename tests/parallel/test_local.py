@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parallel_frames import chunk_without_setup_work, spots_of, write_ring_cxi
+from parallel_frames import HOT_PIXELS, chunk_without_setup_work, spots_of, write_hot_cxi, write_ring_cxi
 
 from braggml.cli import main
 from braggml.errors import ConfigError
@@ -64,6 +64,31 @@ def test_beam_centre_refined_once_for_all_workers(tmp_path: Path):
     _assert_same(peaks, reference)
     outcome = run_find(run, ExecutionConfig(workers=2, chunk_frames=3))
     _assert_same(outcome.peaks, reference)
+
+
+def test_hot_pixels_found_once_and_masked_in_every_worker(tmp_path: Path):
+    from braggml.parallel.execute import _ProcessBackend
+
+    files = [write_hot_cxi(tmp_path / "hot.cxi", 12)]
+    one_pixel = (("min_pixel_count", 1),)  # so that a lone bright pixel is a peak when not masked
+    run = PreparedRun(_job(files, params=one_pixel), warn_without_geometry=False)
+    assert run.job.hot_pixel_frames == 12
+    assert sorted(map(tuple, run.hot_pixels.rowcol.tolist())) == [(r, c) for r, c, _ in HOT_PIXELS]
+    assert all(run.mask[r, c] for r, c, _ in HOT_PIXELS)
+    reference, _ = run.run()
+    _assert_spots_found(reference)  # the spots alone: no peak at a hot pixel
+    backend = _ProcessBackend(run, 2, None, task=chunk_without_setup_work)
+    try:
+        results = sorted(backend.map_unordered(_chunks(12, 5)), key=lambda r: r.start)
+    finally:
+        backend.close()
+    _assert_same(PeakList.concatenate([r.peaks for r in results], frames=reference.frames), reference)
+
+    unmasked, _ = PreparedRun(
+        _job(files, params=one_pixel, search_hot_pixels=False), warn_without_geometry=False
+    ).run()
+    for r, c, _ in HOT_PIXELS:
+        assert np.sum(np.hypot(unmasked.row - r, unmasked.col - c) < 0.5) >= 10, (r, c)
 
 
 def _chunks(n: int, size: int):

@@ -30,6 +30,8 @@ __all__ = [
     "guess_detector_kind",
     "detector_kind_from_text",
     "load_mask",
+    "write_mask",
+    "MASK_SUFFIXES",
     "split_spec",
 ]
 
@@ -340,3 +342,47 @@ def load_mask(
         return ~good_if_one if one_means_good else nonzero
     nonzero = values != 0
     return ~nonzero if one_means_good else nonzero
+
+
+#: File names :func:`write_mask` writes: HDF5 (dataset ``/mask``) or NumPy.
+MASK_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5", ".npy")
+
+
+def write_mask(mask: NDArray[np.bool_], path: str | Path) -> Path:
+    """Write a bad-pixel mask (True = bad) that :func:`load_mask` reads back, atomically.
+
+    Parameters
+    ----------
+    mask : (H, W) bool ndarray
+    path : str or Path
+        ``.h5``/``.hdf5`` (uint8 dataset ``/mask``, 1 = bad, gzip) or ``.npy`` (bool).
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    ConfigError
+        Another file name suffix, or a mask that is not 2-D.
+    """
+    from .atomic import atomic_output
+
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ConfigError(f"a mask must be 2-D (H, W), got shape {mask.shape}")
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in MASK_SUFFIXES:
+        raise ConfigError(f"{target}: a mask file must end in {', '.join(MASK_SUFFIXES)}")
+    if suffix == ".npy":
+        with atomic_output(target, mode="wb") as fh:
+            np.save(fh, mask, allow_pickle=False)
+        return target
+    import h5py
+
+    with atomic_output(target) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("mask", data=mask.astype(np.uint8), compression="gzip", shuffle=True)
+        f["mask"].attrs["meaning"] = "1 = bad pixel"
+    return target

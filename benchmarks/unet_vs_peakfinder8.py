@@ -23,7 +23,11 @@ finders, the fraction of peakfinder8's strong peaks (SNR >= 10) the U-Net also f
 hit/blank calls on the thaumatin grid scan (hit: at least ``--min-peaks`` peaks). With ``--pictures DIR``
 the U-Net's peaks on a thaumatin hit, a blank and the CeO2 powder frame are drawn with ``braggml show``.
 
-Run: ``python benchmarks/unet_vs_peakfinder8.py [--frames 4] [--grid-frames 2] [--model PATH]
+The scored frames are one run of one detector, so, as ``braggml find`` does for a run of 8 frames or more, the
+hot pixels found in them (:mod:`braggml.classical.hotpixels`) are masked for every finder, in the grid search
+too; ``--hot-pixels off`` scores each frame with the detector's mask alone.
+
+Run: ``python benchmarks/unet_vs_peakfinder8.py [--frames 4] [--grid-frames 2] [--model PATH] [--hot-pixels off]
 [--out results.json] [--pictures DIR] [--skip simulated speed real]``.
 """
 
@@ -40,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from braggml.classical.hotpixels import HotPixelConfig, find_hot_pixels, sample_indices
 from braggml.classical.peakfinder8 import Peakfinder8
 from braggml.evaluate.matching import match_frame
 from braggml.evaluate.metrics import evaluate_peaks
@@ -79,8 +84,20 @@ def truth_of(frames) -> PeakList:
     return PeakList.concatenate(parts)
 
 
-def run(finder, frames, maps) -> PeakList:
-    return PeakList.concatenate([finder.find(f.image, maps.mask, maps=maps) for f in frames])
+def run(finder, frames, maps, mask=None) -> PeakList:
+    mask = maps.mask if mask is None else mask
+    return PeakList.concatenate([finder.find(f.image, mask, maps=maps) for f in frames])
+
+
+def run_mask(frames, maps, hot_pixels: bool):
+    """The bad pixels of the run: the detector's, and with ``hot_pixels`` the hot pixels ``braggml find`` would
+    find in these frames (:func:`braggml.classical.hotpixels.find_hot_pixels`; none in runs under 8 frames)."""
+    if not hot_pixels:
+        return maps.mask, 0
+    config = HotPixelConfig()
+    picks = sample_indices(len(frames), config.sample_frames)
+    found = find_hot_pixels(((frames[k].image, maps.mask) for k in picks), maps.mask.shape, config=config)
+    return maps.mask | found.mask, len(found)
 
 
 def summary(ev) -> dict:
@@ -92,31 +109,32 @@ def summary(ev) -> dict:
     }
 
 
-def grid_search(sim: Simulator, maps, n_grid: int) -> dict:
+def grid_search(sim: Simulator, maps, n_grid: int, mask=None) -> dict:
     frames = [sim.frame(k) for k in range(100, 100 + n_grid)]
     truth = truth_of(frames)
     best, best_f1 = {}, -1.0
     for values in itertools.product(*GRID.values()):
         params = dict(zip(GRID, values))
-        f1 = evaluate_peaks(run(Peakfinder8(**params), frames, maps), truth).f1
+        f1 = evaluate_peaks(run(Peakfinder8(**params), frames, maps, mask), truth).f1
         if f1 > best_f1:
             best, best_f1 = params, f1
     return best
 
 
-def simulated(unet: UNetFinder, n_frames: int, n_grid: int) -> dict:
+def simulated(unet: UNetFinder, n_frames: int, n_grid: int, hot_pixels: bool = True) -> dict:
     out: dict = {}
     for preset, condition in itertools.product(PRESETS, CONDITIONS):
         sim = simulator(preset, condition)
         maps = sim.layout.pixel_maps(sim.wavelength_a)
         frames = [sim.frame(k) for k in range(n_frames)]
         truth = truth_of(frames)
+        mask, n_hot = run_mask(frames, maps, hot_pixels)
         t0 = time.perf_counter()
-        params = grid_search(sim, maps, n_grid)
+        params = grid_search(sim, maps, n_grid, mask)
         grid_s = time.perf_counter() - t0
-        pf8_grid = evaluate_peaks(run(Peakfinder8(**params), frames, maps), truth)
-        pf8_default = evaluate_peaks(run(Peakfinder8(), frames, maps), truth)
-        maps_prob = [unet.probability(f.image, maps.mask, maps=maps) for f in frames]
+        pf8_grid = evaluate_peaks(run(Peakfinder8(**params), frames, maps, mask), truth)
+        pf8_default = evaluate_peaks(run(Peakfinder8(), frames, maps, mask), truth)
+        maps_prob = [unet.probability(f.image, mask, maps=maps) for f in frames]
         by_cut = {}
         for cut in CUTS:
             found = PeakList.concatenate([unet.peaks_from_probability(p, nf, cut) for p, nf in maps_prob])
@@ -134,6 +152,7 @@ def simulated(unet: UNetFinder, n_frames: int, n_grid: int) -> dict:
             "unet_at_equal_precision": (summary(at_equal) | {"cut": min(equal)}) if at_equal else None,
             "f1_gain_over_grid": round(ev_unet.f1 - pf8_grid.f1, 3),
             "f1_gain_over_best_pf8": round(ev_unet.f1 - max(pf8_grid.f1, pf8_default.f1), 3),
+            "hot_pixels_masked": n_hot,
         }
         out[f"{preset}/{condition}"] = row
         print(f"{preset:10s} {condition:5s} unet F1 {ev_unet.f1:.3f} (P {ev_unet.precision:.3f} R {ev_unet.recall:.3f})"
@@ -261,6 +280,8 @@ def main() -> None:
     parser.add_argument("--out", default="")
     parser.add_argument("--pictures", default="")
     parser.add_argument("--skip", nargs="*", default=[], choices=["simulated", "speed", "real"])
+    parser.add_argument("--hot-pixels", choices=["auto", "off"], default="auto",
+                        help="mask the hot pixels found in the scored frames, as braggml find does (runs >= 8 frames)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     unet = UNetFinder(model_path=args.model, device="cpu")
@@ -274,7 +295,7 @@ def main() -> None:
             Path(args.out).write_text(json.dumps(results, indent=1, default=str))
 
     if "simulated" not in args.skip:
-        results["simulated"] = simulated(unet, args.frames, args.grid_frames)
+        results["simulated"] = simulated(unet, args.frames, args.grid_frames, args.hot_pixels == "auto")
         save()
     if "speed" not in args.skip:
         results["speed"] = speed(unet)

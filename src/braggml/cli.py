@@ -445,6 +445,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         truth_resolution_a=truth.resolution_a,
         truth_is_hit=truth.is_hit,
         min_peaks=args.min_peaks,
+        optional=truth.optional,
     )
     print(f"truth: {truth.source}")
     print(f"peaks: {args.peaks}")
@@ -475,7 +476,9 @@ def _write_evaluation_report(out: Path, args: argparse.Namespace, ev, found, tru
         ),
     }
     if np.isfinite(found.score).any():
-        pictures["precision-recall"] = plot_precision_recall({name: found}, truth.peaks, out / "precision_recall.png")
+        pictures["precision-recall"] = plot_precision_recall(
+            {name: found}, truth.peaks, out / "precision_recall.png", optional=truth.optional
+        )
     refs = truth.peaks.frames or found.frames
     if refs:
         from .io.frames import open_frames
@@ -496,6 +499,7 @@ def _write_evaluation_report(out: Path, args: argparse.Namespace, ev, found, tru
                 truth=truth.peaks.for_frame(k),
                 radius_px=args.radius,
                 title=f"{ref}",
+                optional=None if truth.optional is None else truth.optional.for_frame(k),
             )
     return write_report(out, {name: ev}, pictures=pictures, notes=[f"Truth: {truth.source}."])
 
@@ -515,7 +519,12 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peaks", required=True, metavar="PEAKS", help="peak list to score")
     p.add_argument("--radius", type=float, default=2.0, help="largest distance of a match (px)")
     p.add_argument("--min-peaks", type=int, default=10, help="a frame with >= N found peaks is called a hit")
-    p.add_argument("--min-snr", type=float, help="score only simulated truth spots with at least this SNR")
+    p.add_argument(
+        "--min-snr",
+        type=float,
+        help="score only simulated truth spots with at least this SNR (a peak found at a weaker one is neither "
+        "a true nor a false positive)",
+    )
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
     p.add_argument("--report", metavar="DIR", help="write a Markdown report with pictures into DIR")
     p.set_defaults(func=_cmd_evaluate)

@@ -126,19 +126,22 @@ def run_demo(
             radius_px=2.0,
             truth_resolution_a=truth.resolution_a,
             truth_is_hit=truth.is_hit,
+            optional=truth.optional,
         )
 
     best = max(evaluations, key=lambda n: np.nan_to_num(evaluations[n].f1))
     k = int(np.argmax(truth.peaks.counts_per_frame()))
     frame = source.frame(k)
+    legend = "green: found, white: at a weaker true peak, orange: missed, red: false"
     pictures = {
-        f"frame {k} with {best}'s peaks (green: found, orange: missed, red: false)": plot_frame(
+        f"frame {k} with {best}'s peaks ({legend})": plot_frame(
             frame.data,
             out_dir / f"frame_{k}_{best}.png",
             mask=mask | frame.bad,
             found=found_all[best].for_frame(k),
             truth=truth.peaks.for_frame(k),
             title=f"{preset} frame {k}: {best}",
+            optional=truth.optional.for_frame(k) if truth.optional is not None else None,
         ),
         "recall against truth SNR": plot_recall_vs_snr(evaluations, out_dir / "recall_vs_snr.png"),
         "peaks per frame": plot_peak_counts(

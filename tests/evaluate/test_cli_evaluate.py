@@ -80,3 +80,24 @@ def test_evaluate_rejects_mismatched_runs_and_bad_radius(tmp_path: Path, capsys)
     assert "--radius" in capsys.readouterr().err
     assert main(["evaluate", "--truth", str(tmp_path / "none.h5"), "--peaks", str(t_path)]) == 2
     assert "none.h5" in capsys.readouterr().err
+
+
+def test_peaks_at_weaker_simulated_spots_are_not_scored(simulated: Path, tmp_path: Path, capsys):
+    from braggml.evaluate.truth import load_truth
+    from braggml.io.simfile import read_truth
+
+    all_spots = read_truth(simulated).spots
+    truth = load_truth(simulated, min_snr=8.0)
+    scored = all_spots["observable"] & (all_spots["snr"] >= 8.0)
+    assert len(truth.peaks) == scored.sum() and len(truth.optional) == (~scored).sum()
+    assert sorted(truth.optional.snr.tolist()) == sorted(all_spots["snr"][~scored].tolist())
+    peaks = tmp_path / "pf8.csv"
+    assert main(["find", str(simulated), "-o", str(peaks), "-q"]) == 0
+    out = tmp_path / "figures.json"
+    argv = ["evaluate", "--truth", str(simulated), "--peaks", str(peaks), "--min-snr", "8", "--json", str(out)]
+    assert main(argv) == 0
+    figures = json.loads(out.read_text())
+    assert figures["n_optional"] > 0  # peakfinder8 finds reflections weaker than SNR 8
+    scored = figures["n_found"] - figures["n_optional"]
+    assert figures["precision"] == pytest.approx(figures["true_positives"] / scored)
+    assert f"at weaker true peaks (not scored) {figures['n_optional']}" in capsys.readouterr().out

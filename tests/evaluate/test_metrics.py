@@ -90,3 +90,24 @@ def test_pictures_and_report(tmp_path):
     text = report.read_text()
     assert "| finder |" in text and "0.667" in text and "](../f.png)" in text
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["finders"]["finder"]["true_positives"] == 4
+
+
+def test_found_peaks_at_optional_true_peaks_are_not_scored():
+    # frame 0: the false peak at (90, 90) sits on a real but weak reflection; frame 2's at (5, 5) does not
+    weaker = PeakList.from_columns(n_frames=3, frame=[0, 0, 2], row=[90.5, 20, 50], col=[90, 20, 50], snr=[1, 1, 1])
+    ev = evaluate_peaks(_found(), _truth(), optional=weaker, min_peaks=4)
+    assert ev.true_positives == 4 and ev.n_optional == 1
+    assert ev.precision == pytest.approx(4 / 5)  # one false peak left
+    assert ev.recall == pytest.approx(4 / 6)
+    assert ev.f1 == pytest.approx(2 * 4 / (5 + 6))
+    assert ev.match.false_positives == 1 and ev.match.found_optional.tolist() == [0, 0, 0, 1, 0, 0]
+    assert ev.per_frame["n_optional"] == [1, 0, 0] and ev.per_frame["precision"][0] == 1.0
+    assert ev.hit_finding["n_called"] == 1  # hit finding counts every found peak: frame 0 has 4
+    assert any("not scored) 1" in line for line in ev.table_lines())
+    # a found peak matched to a scored true peak is never taken by an optional one nearby
+    near = PeakList.from_columns(n_frames=3, frame=[0], row=[20.0], col=[20.5], snr=[1])
+    assert evaluate_peaks(_found(), _truth(), optional=near).n_optional == 0
+    _, precision, _ = precision_recall_curve(_found(), _truth(), optional=weaker)
+    assert precision[-1] == pytest.approx(4 / 5)
+    with pytest.raises(ConfigError, match="optional truth covers 2"):
+        evaluate_peaks(_found(), _truth(), optional=PeakList.empty(2))

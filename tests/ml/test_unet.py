@@ -517,6 +517,30 @@ def test_cut_chosen_on_whole_frames_averages_over_variants_when_asked(tiny_model
     assert not np.allclose(pooled, (hits + weak) / 2)
 
 
+def test_cut_choice_does_not_count_peaks_at_weaker_reflections_as_false() -> None:
+    cfg = UNetTrainConfig(presets=("test",), variants=("hits",), device="cpu")
+    sim = Simulator(get_preset("test"), seed=cfg.seed)
+    spots = sim.frame(0).spots
+    scored = spots["observable"] & (spots["snr"] >= cfg.min_snr)
+    assert np.count_nonzero(~scored & spots["observable"]) >= 8  # weaker reflections on the detector
+
+    class EverySpot:
+        """A stand-in network marking every simulated spot on the detector, scored or not."""
+
+        threshold, info = 0.5, {}
+
+        def probability(self, image, mask, *, maps):
+            prob = np.zeros(image.shape, np.float32)
+            r = np.clip(np.rint(spots["row"]).astype(int), 0, image.shape[0] - 1)
+            c = np.clip(np.rint(spots["col"]).astype(int), 0, image.shape[1] - 1)
+            prob[r, c] = 1.0
+            return prob, normalise_frame(image, mask, maps=maps)
+
+    _, rows = choose_threshold(EverySpot(), cfg, frames=[0], thresholds=(0.5,))
+    assert rows[0]["precision"] > 0.97  # before, every weaker reflection found was a false peak
+    assert rows[0]["recall"] > 0.9
+
+
 def test_validation_f1_averaged_over_variants_weighs_every_kind_of_frame_alike() -> None:
     cfg = UNetTrainConfig(presets=("test",), variants=("hits", "weak", "blank"), crop_size=64, crops_per_frame=4,
                           device="cpu")

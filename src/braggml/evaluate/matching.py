@@ -96,11 +96,15 @@ class Match:
     found_index, truth_index : (K,) int ndarrays
         Matched pairs as row indices into the found and the true peak lists.
     found_matched : (P,) bool ndarray
-        True for found peaks that matched (true positives); the others are false peaks.
+        True for found peaks that matched (true positives).
     truth_matched : (T,) bool ndarray
         True for true peaks that were found; the others are misses.
     offset_rc : (K, 2) float ndarray
         Found minus true position of each pair (row, col).
+    found_optional : (P,) bool ndarray
+        True for found peaks left unmatched that match an optional true peak (one not scored, such as a
+        reflection below the truth's SNR cut): neither true nor false positives. Found peaks neither matched nor
+        optional are false peaks.
     """
 
     found_index: NDArray[np.int64]
@@ -108,6 +112,16 @@ class Match:
     found_matched: NDArray[np.bool_]
     truth_matched: NDArray[np.bool_]
     offset_rc: NDArray[np.float64]
+    found_optional: NDArray[np.bool_] | None = None
+
+    def __post_init__(self) -> None:
+        if self.found_optional is None:
+            object.__setattr__(self, "found_optional", np.zeros(self.found_matched.size, bool))
+
+    @property
+    def n_scored(self) -> int:
+        """Found peaks that count: all but those at optional true peaks."""
+        return int(self.found_matched.size - np.count_nonzero(self.found_optional))
 
     @property
     def true_positives(self) -> int:
@@ -115,7 +129,7 @@ class Match:
 
     @property
     def false_positives(self) -> int:
-        return int((~self.found_matched).sum())
+        return int(np.count_nonzero(~self.found_matched & ~self.found_optional))
 
     @property
     def false_negatives(self) -> int:
@@ -123,7 +137,7 @@ class Match:
 
     @property
     def precision(self) -> float:
-        n = self.found_matched.size
+        n = self.n_scored
         return self.true_positives / n if n else float("nan")
 
     @property
@@ -133,7 +147,7 @@ class Match:
 
     @property
     def f1(self) -> float:
-        denom = self.found_matched.size + self.truth_matched.size
+        denom = self.n_scored + self.truth_matched.size
         return 2.0 * self.true_positives / denom if denom else float("nan")
 
     @property
@@ -142,15 +156,10 @@ class Match:
         return np.hypot(self.offset_rc[:, 0], self.offset_rc[:, 1])
 
 
-def match_peaks(found: PeakList, truth: PeakList, *, radius_px: float = 2.0) -> Match:
-    """Match found peaks to true peaks one-to-one within ``radius_px``, frame by frame.
-
-    Both lists must describe the same run (same ``n_frames``).
-    """
-    if found.n_frames != truth.n_frames:
-        raise ConfigError(
-            f"found peaks cover {found.n_frames} frames but the truth covers {truth.n_frames}: not the same run"
-        )
+def _match_run(
+    found: PeakList, truth: PeakList, radius_px: float, use: NDArray[np.bool_] | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """One-to-one pairs (found row, truth row) frame by frame; only found peaks with ``use`` take part."""
     f_bounds = np.searchsorted(found.frame, np.arange(found.n_frames + 1))
     t_bounds = np.searchsorted(truth.frame, np.arange(truth.n_frames + 1))
     f_rc = np.column_stack([found.row, found.col])
@@ -160,15 +169,46 @@ def match_peaks(found: PeakList, truth: PeakList, *, radius_px: float = 2.0) -> 
     for k in range(found.n_frames):
         f0, f1 = f_bounds[k], f_bounds[k + 1]
         t0, t1 = t_bounds[k], t_bounds[k + 1]
-        if f0 == f1 or t0 == t1:
+        rows = np.arange(f0, f1) if use is None else f0 + np.flatnonzero(use[f0:f1])
+        if rows.size == 0 or t0 == t1:
             continue
-        fi, ti = match_frame(f_rc[f0:f1], t_rc[t0:t1], radius_px)
-        fi_all.append(fi + f0)
+        fi, ti = match_frame(f_rc[rows], t_rc[t0:t1], radius_px)
+        fi_all.append(rows[fi])
         ti_all.append(ti + t0)
-    fi = np.concatenate(fi_all) if fi_all else np.empty(0, np.int64)
-    ti = np.concatenate(ti_all) if ti_all else np.empty(0, np.int64)
+    fi = np.concatenate(fi_all).astype(np.int64) if fi_all else np.empty(0, np.int64)
+    ti = np.concatenate(ti_all).astype(np.int64) if ti_all else np.empty(0, np.int64)
+    return fi, ti
+
+
+def match_peaks(
+    found: PeakList, truth: PeakList, *, radius_px: float = 2.0, optional: PeakList | None = None
+) -> Match:
+    """Match found peaks to true peaks one-to-one within ``radius_px``, frame by frame.
+
+    Parameters
+    ----------
+    found, truth : PeakList
+        Found and true peaks of the same run (same ``n_frames``).
+    radius_px : float
+        Largest distance of a match.
+    optional : PeakList, optional
+        True peaks that are not scored (reflections below the truth's SNR cut, for example). Found peaks left
+        unmatched by ``truth`` are matched one-to-one to these in a second round; those that match are neither
+        true nor false positives (:attr:`Match.found_optional`).
+    """
+    for other, what in ((truth, "the truth"), (optional, "the optional truth")):
+        if other is not None and found.n_frames != other.n_frames:
+            raise ConfigError(
+                f"found peaks cover {found.n_frames} frames but {what} covers {other.n_frames}: not the same run"
+            )
+    fi, ti = _match_run(found, truth, radius_px)
     found_matched = np.zeros(len(found), bool)
     truth_matched = np.zeros(len(truth), bool)
     found_matched[fi] = True
     truth_matched[ti] = True
-    return Match(fi, ti, found_matched, truth_matched, f_rc[fi] - t_rc[ti])
+    found_optional = np.zeros(len(found), bool)
+    if optional is not None and len(optional) and not found_matched.all():
+        oi, _ = _match_run(found, optional, radius_px, use=~found_matched)
+        found_optional[oi] = True
+    offset = np.column_stack([found.row[fi] - truth.row[ti], found.col[fi] - truth.col[ti]])
+    return Match(fi, ti, found_matched, truth_matched, offset.reshape(-1, 2), found_optional)

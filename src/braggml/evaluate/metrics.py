@@ -43,6 +43,7 @@ class Evaluation:
     n_found: int
     n_true: int
     true_positives: int
+    n_optional: int
     precision: float
     recall: float
     f1: float
@@ -64,7 +65,8 @@ class Evaluation:
         """A compact terminal table of the main figures."""
         lines = [
             f"frames {self.n_frames}   true peaks {self.n_true}   found {self.n_found}   matched {self.true_positives}"
-            f"   (radius {self.radius_px:g} px)",
+            + (f"   at weaker true peaks (not scored) {self.n_optional}" if self.n_optional else "")
+            + f"   (radius {self.radius_px:g} px)",
             f"precision {self.precision:.3f}   recall {self.recall:.3f}   F1 {self.f1:.3f}",
             f"centroid error: median {self.centroid_median_px:.3f} px   95% {self.centroid_p95_px:.3f} px"
             f"   RMSD {self.centroid_rmsd_px:.3f} px",
@@ -118,6 +120,7 @@ def evaluate_peaks(
     min_peaks: int = 10,
     snr_bins: tuple[float, ...] = DEFAULT_SNR_BINS,
     resolution_shells_a: tuple[float, ...] = DEFAULT_RESOLUTION_SHELLS_A,
+    optional: PeakList | None = None,
 ) -> Evaluation:
     """Score ``found`` against ``truth`` (same run, same frame numbering).
 
@@ -127,6 +130,10 @@ def evaluate_peaks(
         Found and true peaks; the truth's ``snr`` column gives the SNR bins (NaN SNRs fall in no bin).
     radius_px : float
         Largest distance between a found peak and the true peak it matches.
+    optional : PeakList, optional
+        True peaks that are not scored, such as the reflections below the truth's SNR cut: a found peak at one
+        of them (and at no scored true peak) is neither a true nor a false positive (see
+        :func:`~braggml.evaluate.matching.match_peaks`). Hit finding still counts every found peak.
     truth_resolution_a : (T,) float ndarray, optional
         Resolution of each true peak, for recall by resolution shell.
     truth_is_hit : (n_frames,) bool ndarray, optional
@@ -136,18 +143,21 @@ def evaluate_peaks(
     """
     if min_peaks < 1:
         raise ConfigError(f"min_peaks must be >= 1, got {min_peaks}")
-    m = match_peaks(found, truth, radius_px=radius_px)
+    m = match_peaks(found, truth, radius_px=radius_px, optional=optional)
     err = m.centroid_error_px
     n_found_pf = found.counts_per_frame()
     n_true_pf = truth.counts_per_frame()
     tp_pf = np.bincount(found.frame[m.found_index], minlength=found.n_frames)
+    opt_pf = np.bincount(found.frame[m.found_optional], minlength=found.n_frames)
+    scored_pf = n_found_pf - opt_pf
     per_frame = {
         "n_found": n_found_pf.tolist(),
         "n_true": n_true_pf.tolist(),
         "true_positives": tp_pf.tolist(),
-        "precision": [_ratio(t, f) for t, f in zip(tp_pf, n_found_pf)],
+        "n_optional": opt_pf.tolist(),
+        "precision": [_ratio(t, f) for t, f in zip(tp_pf, scored_pf)],
         "recall": [_ratio(t, n) for t, n in zip(tp_pf, n_true_pf)],
-        "f1": [_ratio(2 * t, f + n) for t, f, n in zip(tp_pf, n_found_pf, n_true_pf)],
+        "f1": [_ratio(2 * t, f + n) for t, f, n in zip(tp_pf, scored_pf, n_true_pf)],
     }
     by_res = None
     if truth_resolution_a is not None:
@@ -175,6 +185,7 @@ def evaluate_peaks(
         n_found=len(found),
         n_true=len(truth),
         true_positives=m.true_positives,
+        n_optional=int(np.count_nonzero(m.found_optional)),
         precision=m.precision,
         recall=m.recall,
         f1=m.f1,

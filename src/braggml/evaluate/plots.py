@@ -36,11 +36,13 @@ def plot_frame(
     radius_px: float = 2.0,
     title: str = "",
     marker_size: float = 10.0,
+    optional: PeakList | None = None,
 ) -> Path:
     """Save a frame on a log scale, masked pixels grey, with its peaks marked.
 
     With both ``found`` and ``truth`` (one-frame lists), true positives are green circles, misses orange
-    squares and false peaks red crosses; with one of them, its peaks are circled.
+    squares and false peaks red crosses; found peaks at ``optional`` true peaks (real but not scored, see
+    :func:`~braggml.evaluate.matching.match_peaks`) are white circles. With one of them, its peaks are circled.
     """
     import matplotlib as mpl
     from matplotlib.colors import LogNorm
@@ -60,11 +62,15 @@ def plot_frame(
     fig.colorbar(im, ax=ax, shrink=0.8, label=f"value - {floor - 1.0:.3g} (log)")
     ring = dict(facecolors="none", s=marker_size**2, linewidths=0.9)
     if found is not None and truth is not None:
-        m: Match = match_peaks(found, truth, radius_px=radius_px)
+        m: Match = match_peaks(found, truth, radius_px=radius_px, optional=optional)
         tp = found.take(m.found_matched)
-        fp = found.take(~m.found_matched)
+        fp = found.take(~m.found_matched & ~m.found_optional)
+        weak = found.take(m.found_optional)
         miss = truth.take(~m.truth_matched)
         ax.scatter(tp.col, tp.row, edgecolors="lime", marker="o", label=f"found, true ({len(tp)})", **ring)
+        if len(weak):
+            ax.scatter(weak.col, weak.row, edgecolors="white", marker="o",
+                       label=f"found, weaker true peak, not scored ({len(weak)})", **ring)
         ax.scatter(miss.col, miss.row, edgecolors="orange", marker="s", label=f"missed ({len(miss)})", **ring)
         ax.scatter(fp.col, fp.row, c="red", marker="x", s=marker_size**2 * 0.6, linewidths=1.0,
                    label=f"false ({len(fp)})")
@@ -101,31 +107,37 @@ def plot_recall_vs_snr(evaluations: Mapping[str, object], path: str | Path) -> P
 
 
 def precision_recall_curve(
-    found: PeakList, truth: PeakList, *, radius_px: float = 2.0
+    found: PeakList, truth: PeakList, *, radius_px: float = 2.0, optional: PeakList | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Precision and recall of ``found`` kept above each score threshold.
 
-    Matching is done once on all peaks; a peak's match counts for every threshold below its score.
+    Matching is done once on all peaks; a peak's match counts for every threshold below its score. Peaks at
+    ``optional`` true peaks (see :func:`~braggml.evaluate.matching.match_peaks`) count for neither.
     Returns (thresholds, precision, recall), thresholds in decreasing order.
     """
-    m = match_peaks(found, truth, radius_px=radius_px)
+    m = match_peaks(found, truth, radius_px=radius_px, optional=optional)
     score = np.nan_to_num(found.score, nan=1.0)
     order = np.argsort(-score, kind="stable")
     tp = np.cumsum(m.found_matched[order])
-    n = np.arange(1, len(order) + 1)
+    n = np.maximum(np.cumsum(~m.found_optional[order]), 1)
     precision = tp / n
     recall = tp / max(len(truth), 1)
     return score[order], precision, recall
 
 
 def plot_precision_recall(
-    scored: Mapping[str, PeakList], truth: PeakList, path: str | Path, *, radius_px: float = 2.0
+    scored: Mapping[str, PeakList],
+    truth: PeakList,
+    path: str | Path,
+    *,
+    radius_px: float = 2.0,
+    optional: PeakList | None = None,
 ) -> Path:
-    """Precision-recall curves of scored finders (``{name: peaks}``)."""
+    """Precision-recall curves of scored finders (``{name: peaks}``); see :func:`precision_recall_curve`."""
     fig = _figure()
     ax = fig.add_subplot()
     for name, peaks in scored.items():
-        _, p, r = precision_recall_curve(peaks, truth, radius_px=radius_px)
+        _, p, r = precision_recall_curve(peaks, truth, radius_px=radius_px, optional=optional)
         ax.plot(r, p, label=name)
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)

@@ -860,8 +860,11 @@ def choose_threshold(
     Crops centred near spots over-represent peaks, so a cut chosen on them is too lax for whole frames; this
     runs the finder's full path (normalisation, tiled inference, regions within panels widened by
     ``grow_px``, centroids) on frames ``frames`` of every preset and variant of ``config`` and scores each
-    cut against the spots with ``snr >= config.min_snr``. The F1 is that of all frames' peaks together, or
-    the mean over the variants, as ``config.val_average`` says (:func:`peak_f1`).
+    cut against the spots with ``snr >= config.min_snr``. A peak found at any other simulated spot (weaker, or
+    centred on a bad pixel: a real reflection, left out of the training target too) counts as neither a true nor
+    a false positive, as in :func:`braggml.evaluate.metrics.evaluate_peaks` with ``optional``. The F1 is that of
+    all frames' peaks together, or the mean over the variants, as ``config.val_average`` says
+    (:func:`peak_f1`).
 
     Returns
     -------
@@ -874,13 +877,18 @@ def choose_threshold(
         frame = sim.frame(k)
         prob, norm = trained.probability(frame.image, maps.mask, maps=maps)
         _, truth = frame_target(frame, config.min_snr, config.core_radius_px)
+        s = frame.spots
+        weaker = ~(s["observable"] & (s["snr"] >= config.min_snr))
+        weaker_rc = np.column_stack([s["row"][weaker], s["col"][weaker]]).astype(np.float64)
         c = counts.setdefault(variant, np.zeros((len(thresholds), 3), np.int64))
         for i, thr in enumerate(thresholds):
             rc = _region_centroids(
                 prob, norm.residual, norm.background, norm.noise, norm.bad, norm.panel_id, thr, grow_px
             )
             fi, _ = match_frame(rc, truth, radius_px)
-            c[i] += len(fi), len(rc), len(truth)
+            left = np.setdiff1d(np.arange(len(rc)), fi)
+            at_weaker, _ = match_frame(rc[left], weaker_rc, radius_px)
+            c[i] += len(fi), len(rc) - len(at_weaker), len(truth)
     scores = []
     for i, thr in enumerate(thresholds):
         precision, recall, f1 = _averaged_f1({v: c[i] for v, c in counts.items()}, config.val_average)

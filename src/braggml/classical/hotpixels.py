@@ -282,7 +282,7 @@ def find_hot_pixels(
     """
     config = HotPixelConfig() if config is None else config
     shape = (int(shape[0]), int(shape[1]))
-    counts = np.zeros(shape, np.uint16)
+    counts = np.zeros(shape, np.int32)
     n = 0
     for image, bad in frames:
         if image.shape != shape or bad.shape != shape:

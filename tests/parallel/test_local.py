@@ -184,3 +184,23 @@ def test_split_output_names(tmp_path: Path):
     assert split_outputs(str(tmp_path), ["x/run_7.h5"], "csv") == {"x/run_7.h5": str(tmp_path / "run_7_peaks.csv")}
     with pytest.raises(ConfigError, match="would both write"):
         split_outputs(str(tmp_path / "{stem}.h5"), ["a/x.h5", "b/x.h5"], None)
+
+
+def test_every_shard_masks_the_same_hot_pixels(tmp_path: Path, capsys):
+    import json
+
+    files = [str(write_hot_cxi(tmp_path / "hot_a.cxi", 7)), str(write_hot_cxi(tmp_path / "hot_b.cxi", 6, first=7))]
+    one_pixel = ["--min-pixel-count", "1", "-q"]
+    assert main(["find", *files, "-o", str(tmp_path / "single.h5"), *one_pixel]) == 0
+    shards = [tmp_path / f"shard{i}.h5" for i in (0, 1)]
+    for i, out in enumerate(shards):
+        assert main(["find", *files, "--shard", f"{i}/2", "-o", str(out), *one_pixel]) == 0
+    records = [json.loads(Path(f"{out}.shard.json").read_text()) for out in shards]
+    hot = {int(r) * 112 + int(c) for r, c, _ in HOT_PIXELS}  # flat indices in frames of 112 columns
+    assert [set(rec["job"]["hot_pixels"]) for rec in records] == [hot, hot]
+    assert records[0]["identity"] == records[1]["identity"]
+    merged = tmp_path / "merged.h5"
+    assert main(["merge", *map(str, shards), "-o", str(merged), "-q"]) == 0
+    a, b = read_peaks(merged), read_peaks(tmp_path / "single.h5")
+    assert a.equals(b)
+    _assert_spots_found(b)  # a file of 7 frames and one of 6: one run of 13, searched as a whole

@@ -47,11 +47,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Rejection causes shown in a run's summary (finders also count routine ones, such as too-small groups).
 #: A hot-pixel search that flags more than this share of the good pixels is not used (the detector's noise is
 #: not what the test expects).
 MAX_HOT_PIXEL_SHARE = 0.005
 
+#: Rejection causes shown in a run's summary (finders also count routine ones, such as too-small groups).
 SUMMARY_REJECTIONS = frozenset({"ice_ring", "powder_ring", "masked", "not_significant", "max_num_peaks"})
 
 
@@ -580,9 +580,8 @@ class PreparedRun:
         if hot:
             if hot[-1] >= shape[0] * shape[1]:
                 raise ConfigError(f"hot pixel index {hot[-1]} outside frames of shape {shape}")
-            self._hot = np.zeros(shape[0] * shape[1], bool)
-            self._hot[list(hot)] = True
-            self._hot = self._hot.reshape(shape)
+            self._hot = np.zeros(shape, bool)
+            self._hot.flat[np.asarray(hot, np.int64)] = True
             self._update_mask()
         self.source.close()
         self.job = replace(

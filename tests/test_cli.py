@@ -149,7 +149,9 @@ def test_find_masks_the_run_hot_pixels(tmp_path: Path, capsys):
     assert not load_mask(npy, shape=(128, 144)).any()
 
     same = ["find", str(path), "-o", str(out), "--hot-pixel-mask-out", str(out)]
-    assert "--hot-pixel-mask-out names the same file" in _error(same, capsys)
+    assert "--hot-pixel-mask-out and -o name the same file" in _error(same, capsys)
+    hits_too = ["find", str(path), "-o", str(out), "--hits-out", str(out)]
+    assert "--hits-out and -o name the same file" in _error(hits_too, capsys)
     assert "give a .h5, .hdf5, .npy" in _error(["find", str(path), "--hot-pixel-mask-out", "mask.txt"], capsys)
     with pytest.raises(SystemExit):
         main(["find", str(path), "--hot-pixels", "on"])

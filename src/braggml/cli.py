@@ -235,21 +235,21 @@ def _cmd_find(args: argparse.Namespace) -> int:
     from .config import config_to_dict
     from .parallel.cli_support import execution_from_args, finish_find_command, prepare_run, run_find_command
 
-    if args.hits_out and args.output and Path(args.hits_out).resolve() == Path(args.output).resolve():
-        raise ConfigError("--hits-out and -o name the same file")
+    outputs = {"-o": args.output, "--hits-out": args.hits_out, "--hot-pixel-mask-out": args.hot_pixel_mask_out}
+    named = [(flag, Path(path).resolve()) for flag, path in outputs.items() if path]
+    for i, (flag, target) in enumerate(named):  # fail before the run, not after it
+        for other, other_target in named[:i]:
+            if target == other_target:
+                raise ConfigError(f"{flag} and {other} name the same file")
+        if not target.parent.is_dir():
+            raise ConfigError(f"{outputs[flag]}: output folder {target.parent} does not exist")
     if args.hot_pixel_mask_out:
         from .io.masks import MASK_SUFFIXES
 
-        target = Path(args.hot_pixel_mask_out).resolve()
-        if any(path and Path(path).resolve() == target for path in (args.output, args.hits_out)):
-            raise ConfigError("--hot-pixel-mask-out names the same file as -o or --hits-out")
-        if not target.name.lower().endswith(MASK_SUFFIXES):
+        if not str(args.hot_pixel_mask_out).lower().endswith(MASK_SUFFIXES):
             raise ConfigError(
                 f"--hot-pixel-mask-out {args.hot_pixel_mask_out}: give a {', '.join(MASK_SUFFIXES)} file name"
             )
-    for path in (args.output, args.hits_out, args.hot_pixel_mask_out):  # fail before the run, not after it
-        if path and not Path(path).resolve().parent.is_dir():
-            raise ConfigError(f"{path}: output folder {Path(path).resolve().parent} does not exist")
     job = _find_job(args)
     execution_from_args(args)  # reject bad parallel options before any file is opened
     run, file_failures = prepare_run(job)  # damaged files among several are left out and reported

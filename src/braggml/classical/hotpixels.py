@@ -10,7 +10,8 @@ independent of the detector's units:
   brighter than everything around it has one;
 - the frame is cut into tiles of :attr:`HotPixelConfig.tile_px` pixels, and a pixel is *lit* when its excess
   is positive and among the :attr:`HotPixelConfig.lit_share` largest of its tile (noise level and background
-  change over a detector; the share does not);
+  change over a detector; the share does not), and its neighbours stand near the background
+  (:attr:`HotPixelConfig.max_neighbour_share`), as those of a hot pixel do and those of a Bragg spot do not;
 - a pixel lit in at least :attr:`HotPixelConfig.min_fraction` of the frames looked at is hot.
 
 Frames are looked at evenly spread over the run, up to :attr:`HotPixelConfig.sample_frames` of them; with fewer
@@ -54,6 +55,11 @@ class HotPixelConfig:
         Share of a tile's good pixels that may be lit in one frame: those of largest excess.
     tile_px : int
         Side of the square tiles in which the excesses are ranked.
+    max_neighbour_share : float
+        A lit pixel's eight neighbours may stand, on average, at most this share of its own height above the
+        background. A hot pixel's neighbours are background; a Bragg spot of sigma 0.7 px or more puts a
+        quarter of its peak height or more on them, so a spot that stays put (one crystal, one orientation) is
+        not taken for a hot pixel, however many frames show it.
     """
 
     sample_frames: int = 16
@@ -61,6 +67,7 @@ class HotPixelConfig:
     min_fraction: float = 0.75
     lit_share: float = 1e-3
     tile_px: int = 64
+    max_neighbour_share: float = 0.15
 
     def __post_init__(self) -> None:
         for name in ("sample_frames", "min_frames", "tile_px"):
@@ -79,6 +86,10 @@ class HotPixelConfig:
             raise ConfigError(f"hot_pixels.lit_share must be in (0, 0.05], got {self.lit_share!r}")
         if self.tile_px < 8:
             raise ConfigError(f"hot_pixels.tile_px must be >= 8, got {self.tile_px!r}")
+        if not 0.0 < self.max_neighbour_share < 1.0:
+            raise ConfigError(
+                f"hot_pixels.max_neighbour_share must be in (0, 1), got {self.max_neighbour_share!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -159,9 +170,10 @@ def _excess_kernel(values, bad):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _lit_kernel(excess, tile_px, lit_share):  # pragma: no cover - compiled
+def _lit_kernel(values, bad, excess, tile_px, lit_share, max_neighbour_share):  # pragma: no cover - compiled
     rows, cols = excess.shape
     lit = np.zeros((rows, cols), np.bool_)
+    ring = np.empty(16, np.float32)
     k_max = max(int(np.ceil(lit_share * tile_px * tile_px)), 1)
     top = np.empty(k_max + 1, np.float32)
     for r0 in range(0, rows, tile_px):
@@ -190,9 +202,35 @@ def _lit_kernel(excess, tile_px, lit_share):  # pragma: no cover - compiled
             cut = top[allowed] if n_top > allowed else 0.0
             for r in range(r0, r1):
                 for c in range(c0, c1):
-                    if excess[r, c] > cut:
+                    if excess[r, c] > cut and _isolated(values, bad, r, c, ring, max_neighbour_share):
                         lit[r, c] = True
     return lit
+
+
+@numba.njit(cache=True, nogil=True)
+def _isolated(values, bad, r, c, ring, max_share):  # pragma: no cover - compiled
+    """Whether the mean of the good neighbours of (r, c) stands at most ``max_share`` of the pixel's own height
+    above the background (the median of the good pixels two steps away); ``ring`` is scratch space (16)."""
+    rows, cols = values.shape
+    total = 0.0
+    n = 0
+    m = 0
+    for dr in range(-2, 3):
+        for dc in range(-2, 3):
+            rr, cc = r + dr, c + dc
+            if (dr == 0 and dc == 0) or rr < 0 or rr >= rows or cc < 0 or cc >= cols or bad[rr, cc]:
+                continue
+            if abs(dr) <= 1 and abs(dc) <= 1:
+                total += values[rr, cc]
+                n += 1
+            else:
+                ring[m] = values[rr, cc]
+                m += 1
+    if n == 0 or m == 0:
+        return True
+    background = np.median(ring[:m])
+    height = values[r, c] - background
+    return total / n - background <= max_share * height
 
 
 def pixel_excess(image: NDArray, bad: NDArray[np.bool_]) -> NDArray[np.float32]:
@@ -225,9 +263,15 @@ def pixel_excess(image: NDArray, bad: NDArray[np.bool_]) -> NDArray[np.float32]:
 
 
 def lit_pixels(
-    image: NDArray, bad: NDArray[np.bool_], *, lit_share: float = 1e-3, tile_px: int = 64
+    image: NDArray,
+    bad: NDArray[np.bool_],
+    *,
+    lit_share: float = 1e-3,
+    tile_px: int = 64,
+    max_neighbour_share: float = 0.15,
 ) -> NDArray[np.bool_]:
-    """Pixels of one frame whose positive excess is among the largest ``lit_share`` of their tile.
+    """Pixels of one frame that stand alone: a positive excess among the largest ``lit_share`` of their tile,
+    and neighbours at the background.
 
     Parameters
     ----------
@@ -239,6 +283,9 @@ def lit_pixels(
         Share of a tile's good pixels that may be lit (at least one per tile with a good pixel).
     tile_px : int
         Side of the square tiles.
+    max_neighbour_share : float
+        Largest height of the mean of the eight neighbours above the background (the median of the pixels two
+        steps away), as a share of the pixel's own height above it.
 
     Returns
     -------
@@ -251,7 +298,11 @@ def lit_pixels(
     >>> np.argwhere(lit_pixels(img, np.zeros((16, 16), bool), tile_px=8)).tolist()
     [[3, 4]]
     """
-    return _lit_kernel(pixel_excess(image, bad), int(tile_px), float(lit_share))
+    values = np.ascontiguousarray(image, dtype=np.float32)
+    bad = np.ascontiguousarray(np.asarray(bad, dtype=bool) | ~np.isfinite(values))
+    return _lit_kernel(
+        values, bad, pixel_excess(values, bad), int(tile_px), float(lit_share), float(max_neighbour_share)
+    )
 
 
 def find_hot_pixels(
@@ -287,7 +338,13 @@ def find_hot_pixels(
     for image, bad in frames:
         if image.shape != shape or bad.shape != shape:
             raise ValueError(f"frame of shape {image.shape} (mask {bad.shape}) in a run of shape {shape}")
-        counts += lit_pixels(image, bad, lit_share=config.lit_share, tile_px=config.tile_px)
+        counts += lit_pixels(
+            image,
+            bad,
+            lit_share=config.lit_share,
+            tile_px=config.tile_px,
+            max_neighbour_share=config.max_neighbour_share,
+        )
         n += 1
     if n < config.min_frames:
         return HotPixels(shape, np.zeros(0, np.int64), np.zeros(0), 0)

@@ -47,10 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: A hot-pixel search that flags more than this share of the good pixels is not used (the detector's noise is
-#: not what the test expects).
-MAX_HOT_PIXEL_SHARE = 0.005
-
 #: Rejection causes shown in a run's summary (finders also count routine ones, such as too-small groups).
 SUMMARY_REJECTIONS = frozenset({"ice_ring", "powder_ring", "masked", "not_significant", "max_num_peaks"})
 
@@ -626,11 +622,7 @@ class PreparedRun:
         return HotPixels((int(shape[0]), int(shape[1])), flat, np.full(flat.size, np.nan), self.job.hot_pixel_frames)
 
     def _search_hot_pixels(self) -> tuple[tuple[int, ...], int]:
-        """(flat indices, frames looked at) of the run's hot pixels, from frames spread over the run.
-
-        Too many of them (more than :data:`MAX_HOT_PIXEL_SHARE` of the good pixels) means the test does not fit
-        this detector: nothing is masked, and the run says so.
-        """
+        """(flat indices, frames looked at) of the run's hot pixels, from frames spread over the run."""
         from .classical.hotpixels import HotPixelConfig, find_hot_pixels, sample_indices
         from .errors import DataFormatError
 
@@ -650,17 +642,6 @@ class PreparedRun:
 
         t0 = time.perf_counter()
         found = find_hot_pixels(looked_at(), self.source.shape, config=config)
-        good = int(np.count_nonzero(~self.mask))
-        if len(found) > MAX_HOT_PIXEL_SHARE * max(good, 1):
-            log.warning(
-                "hot-pixel search: %d pixels stand alone in >= %.0f %% of %d frames, more than %.1f %% of the "
-                "detector; none masked (give a bad-pixel --mask, or --hot-pixels off)",
-                len(found),
-                100 * config.min_fraction,
-                found.n_frames,
-                100 * MAX_HOT_PIXEL_SHARE,
-            )
-            return (), found.n_frames
         if found.n_frames:
             log.info(
                 "hot pixels: %d masked (standing alone in >= %.0f %% of %d frames looked at, %.1f s)",

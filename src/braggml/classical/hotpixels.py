@@ -12,7 +12,9 @@ independent of the detector's units:
   is positive and among the :attr:`HotPixelConfig.lit_share` largest of its tile (noise level and background
   change over a detector; the share does not), and its neighbours stand near the background
   (:attr:`HotPixelConfig.max_neighbour_share`), as those of a hot pixel do and those of a Bragg spot do not;
-- a pixel lit in at least :attr:`HotPixelConfig.min_fraction` of the frames looked at is hot.
+- a pixel lit in at least :attr:`HotPixelConfig.min_fraction` of the frames looked at is hot. As no frame lights
+  more than ``lit_share`` of a tile (one pixel at least), about ``lit_share / min_fraction`` of the pixels at most
+  can be hot.
 
 Frames are looked at evenly spread over the run, up to :attr:`HotPixelConfig.sample_frames` of them; with fewer
 than :attr:`HotPixelConfig.min_frames` readable frames the evidence is too thin and nothing is flagged.

@@ -541,7 +541,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if not 0 <= args.frame < len(source):
         raise ConfigError(f"--frame {args.frame} out of range: {args.file} holds {len(source)} frames")
     frame = source.frame(args.frame)
-    found = truth = None
+    found = truth = optional = None
     if args.peaks:
         found = read_peaks(args.peaks)
         if args.frame >= found.n_frames:
@@ -550,12 +550,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.truth:
         from .evaluate.truth import load_truth
 
-        truth_all = load_truth(args.truth).peaks
-        if args.frame >= truth_all.n_frames:
-            raise ConfigError(f"{args.truth} has no frame {args.frame} ({truth_all.n_frames} frames)")
-        truth = truth_all.for_frame(args.frame)
+        loaded = load_truth(args.truth)
+        if args.frame >= loaded.peaks.n_frames:
+            raise ConfigError(f"{args.truth} has no frame {args.frame} ({loaded.peaks.n_frames} frames)")
+        truth = loaded.peaks.for_frame(args.frame)
+        if loaded.optional is not None:
+            optional = loaded.optional.for_frame(args.frame)
     mask = combine_masks(frame.data.shape, source.file_mask(), frame.bad)
-    out = plot_frame(frame.data, args.output, mask=mask, found=found, truth=truth, title=str(frame.ref))
+    out = plot_frame(
+        frame.data, args.output, mask=mask, found=found, truth=truth, title=str(frame.ref), optional=optional
+    )
     print(f"picture written to {out}")
     return 0
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from braggml.classical.hotpixels import HotPixelConfig, find_hot_pixels, sample_indices
+from braggml.classical.hotpixels import HotPixelConfig, find_run_hot_pixels
 from braggml.evaluate.metrics import evaluate_peaks
 from braggml.finder import make_finder
 from braggml.peaks import PeakList
@@ -43,10 +43,10 @@ CONDITIONS = ("weak", "as-is")
 
 
 def search(images, bad, config: HotPixelConfig):
-    picks = sample_indices(len(images), config.sample_frames)
+    """The run's hot pixels, as ``braggml find`` searches them, and the seconds per frame looked at."""
     t0 = time.perf_counter()
-    found = find_hot_pixels(((images[k], bad) for k in picks), bad.shape, config=config)
-    return found, (time.perf_counter() - t0) / max(len(picks), 1)
+    found = find_run_hot_pixels(lambda k: (images[k], bad), len(images), bad.shape, config=config)
+    return found, (time.perf_counter() - t0) / max(found.n_frames, 1)
 
 
 def run_finder(finder, images, mask, maps) -> PeakList:

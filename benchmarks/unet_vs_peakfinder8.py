@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from braggml.classical.hotpixels import HotPixelConfig, find_hot_pixels, sample_indices
+from braggml.classical.hotpixels import find_run_hot_pixels
 from braggml.classical.peakfinder8 import Peakfinder8
 from braggml.evaluate.matching import match_frame
 from braggml.evaluate.metrics import evaluate_peaks
@@ -99,9 +99,7 @@ def run_mask(frames, maps, hot_pixels: bool):
     find in these frames (:func:`braggml.classical.hotpixels.find_hot_pixels`; none in runs under 8 frames)."""
     if not hot_pixels:
         return maps.mask, 0
-    config = HotPixelConfig()
-    picks = sample_indices(len(frames), config.sample_frames)
-    found = find_hot_pixels(((frames[k].image, maps.mask) for k in picks), maps.mask.shape, config=config)
+    found = find_run_hot_pixels(lambda k: (frames[k].image, maps.mask), len(frames), maps.mask.shape)
     return maps.mask | found.mask, len(found)
 
 

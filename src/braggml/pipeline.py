@@ -623,25 +623,22 @@ class PreparedRun:
 
     def _search_hot_pixels(self) -> tuple[tuple[int, ...], int]:
         """(flat indices, frames looked at) of the run's hot pixels, from frames spread over the run."""
-        from .classical.hotpixels import HotPixelConfig, find_hot_pixels, sample_indices
+        from .classical.hotpixels import HotPixelConfig, find_run_hot_pixels
         from .errors import DataFormatError
 
         config = HotPixelConfig()
-        if len(self.source) < config.min_frames:
-            return (), 0
 
-        def looked_at() -> Iterator[tuple[NDArray, NDArray[np.bool_]]]:
-            for k in sample_indices(len(self.source), config.sample_frames):
-                try:
-                    frame = self.source.frame(int(k))
-                except DataFormatError:
-                    continue
-                bad = self.mask | frame.bad
-                flags = self.geometry.frame_flags(frame.data)
-                yield frame.data, (bad if flags is None else bad | flags)
+        def read(k: int) -> tuple[NDArray, NDArray[np.bool_]] | None:
+            try:
+                frame = self.source.frame(k)
+            except DataFormatError:
+                return None
+            bad = self.mask | frame.bad
+            flags = self.geometry.frame_flags(frame.data)
+            return frame.data, (bad if flags is None else bad | flags)
 
         t0 = time.perf_counter()
-        found = find_hot_pixels(looked_at(), self.source.shape, config=config)
+        found = find_run_hot_pixels(read, len(self.source), self.source.shape, config=config)
         if found.n_frames:
             log.info(
                 "hot pixels: %d masked (standing alone in >= %.0f %% of %d frames looked at, %.1f s)",

@@ -8,6 +8,7 @@ import pytest
 from braggml.classical.hotpixels import (
     HotPixelConfig,
     find_hot_pixels,
+    find_run_hot_pixels,
     lit_pixels,
     pixel_excess,
     sample_indices,
@@ -119,6 +120,25 @@ def test_spot_that_stays_put_is_not_hot():
     # a sharper spot (sigma 0.4 px) in 11 of 16 frames: too rare to count, below min_fraction
     frames = _run(16, counting=True, static_spots=11, static_sigma=0.4)
     assert _hot_set(find_hot_pixels(((f, BAD) for f in frames), SHAPE)) == hot
+
+
+def test_run_search_reads_the_frames_spread_over_the_run_and_skips_unreadable_ones():
+    frames = _run(40, counting=True)
+    asked: list[int] = []
+
+    def read(k: int):
+        asked.append(k)
+        return None if k == 13 else (frames[k], BAD)  # frame 13 cannot be read
+
+    found = find_run_hot_pixels(read, 40, SHAPE)
+    assert asked == sample_indices(40, 16).tolist() and 13 in asked
+    assert found.n_frames == 15 and _hot_set(found) == {(r, c) for r, c, _ in HOT}
+
+    def refuse(k: int):
+        raise AssertionError("a run too short to search was read")
+
+    short = find_run_hot_pixels(refuse, 7, SHAPE)
+    assert len(short) == 0 and short.n_frames == 0
 
 
 def test_sample_indices_spread_over_the_run():

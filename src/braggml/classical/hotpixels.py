@@ -27,7 +27,7 @@ X-ray diffraction data. J. Appl. Cryst. 47, 1118-1131. doi:10.1107/S160057671400
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numba
@@ -36,7 +36,15 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError
 
-__all__ = ["HotPixelConfig", "HotPixels", "sample_indices", "pixel_excess", "lit_pixels", "find_hot_pixels"]
+__all__ = [
+    "HotPixelConfig",
+    "HotPixels",
+    "sample_indices",
+    "pixel_excess",
+    "lit_pixels",
+    "find_hot_pixels",
+    "find_run_hot_pixels",
+]
 
 
 @dataclass(frozen=True)
@@ -256,12 +264,17 @@ def pixel_excess(image: NDArray, bad: NDArray[np.bool_]) -> NDArray[np.float32]:
     >>> pixel_excess(img, np.zeros((3, 3), bool))[1].tolist()
     [-8.0, 7.0, -7.0]
     """
+    return _excess_kernel(*_frame_arrays(image, bad))
+
+
+def _frame_arrays(image: NDArray, bad: NDArray[np.bool_]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """The frame as contiguous float32 and its bad pixels, non-finite values included (shapes checked)."""
     image = np.asarray(image)
     bad = np.asarray(bad, dtype=bool)
     if image.ndim != 2 or bad.shape != image.shape:
         raise ValueError(f"image must be 2-D with a mask of its shape, got {image.shape} and {bad.shape}")
     values = np.ascontiguousarray(image, dtype=np.float32)
-    return _excess_kernel(values, np.ascontiguousarray(bad | ~np.isfinite(values)))
+    return values, np.ascontiguousarray(bad | ~np.isfinite(values))
 
 
 def lit_pixels(
@@ -300,10 +313,9 @@ def lit_pixels(
     >>> np.argwhere(lit_pixels(img, np.zeros((16, 16), bool), tile_px=8)).tolist()
     [[3, 4]]
     """
-    values = np.ascontiguousarray(image, dtype=np.float32)
-    bad = np.ascontiguousarray(np.asarray(bad, dtype=bool) | ~np.isfinite(values))
+    values, bad = _frame_arrays(image, bad)
     return _lit_kernel(
-        values, bad, pixel_excess(values, bad), int(tile_px), float(lit_share), float(max_neighbour_share)
+        values, bad, _excess_kernel(values, bad), int(tile_px), float(lit_share), float(max_neighbour_share)
     )
 
 
@@ -353,3 +365,34 @@ def find_hot_pixels(
     need = int(np.ceil(config.min_fraction * n - 1e-9))
     flat = np.flatnonzero(counts.reshape(-1) >= need).astype(np.int64)
     return HotPixels(shape, flat, counts.reshape(-1)[flat] / n, n)
+
+
+def find_run_hot_pixels(
+    read: Callable[[int], tuple[NDArray, NDArray[np.bool_]] | None],
+    n_frames: int,
+    shape: tuple[int, int],
+    *,
+    config: HotPixelConfig | None = None,
+) -> HotPixels:
+    """Hot pixels of a run of ``n_frames``, from the frames of :func:`sample_indices` read with ``read``.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(k)`` gives frame ``k`` and its bad pixels, or None when the frame cannot be read (it is skipped).
+    n_frames : int
+        Frames in the run; a run shorter than ``config.min_frames`` is not read at all.
+    shape : (int, int)
+        Frame shape (H, W).
+    config : HotPixelConfig, optional
+
+    Returns
+    -------
+    HotPixels
+        As :func:`find_hot_pixels`.
+    """
+    config = HotPixelConfig() if config is None else config
+    if n_frames < config.min_frames:
+        return HotPixels((int(shape[0]), int(shape[1])), np.zeros(0, np.int64), np.zeros(0), 0)
+    looked_at = (read(int(k)) for k in sample_indices(n_frames, config.sample_frames))
+    return find_hot_pixels((pair for pair in looked_at if pair is not None), shape, config=config)

@@ -11,31 +11,34 @@ experiment drawn at random around the preset, :func:`braggml.ml.unet_train.varie
 :func:`braggml.ml.unet_train.crowded_config`), sharp hits (few-photon spots of one or two pixels on an almost
 empty frame, :func:`braggml.ml.unet_train.sharp_config`) and phosphor hits (photon noise shared by neighbouring
 pixels, :func:`braggml.ml.unet_train.phosphor_config`). Frames 0..N-1 train (half of them rescaled by a random gain
-factor in [0.5, 2] plus a pedestal before normalisation), frames 1000.. validate.
+factor in [0.5, 2] plus a pedestal before normalisation, a quarter of them given an unmasked region the X-rays
+do not reach, :func:`braggml.ml.unet_train.cast_shadow`), frames 1000.. validate.
 Random 128 x 128 crops, 40 % centred near a target spot. Targets: cores of radius 1.5 px around observable
 spots with expected SNR >= 3 (:func:`braggml.ml.unet_train.frame_target`).
 Loss: weighted BCE (peak pixels x5) + 0.5 soft Dice; AdamW with a one-cycle schedule; the epoch with the best
 validation peak F1 (2 px matching) is kept. The probability cut is then chosen on whole validation frames
-(:func:`choose_threshold`), not on crops.
+(:func:`choose_threshold`), not on crops, unless ``--cut`` names the one to ship.
 
-The shipped model was made in two runs on 2 CPU cores. First from scratch (28 min; best epoch 26 of 30), with
-compact frames twice in every nine:
+The shipped model was made in two runs on 2 CPU cores, before unlit regions were among the augmentations
+(hence ``--shadow-fraction 0`` below). First from scratch (28 min; best epoch 26 of 30), with compact frames
+twice in every nine:
 
     python benchmarks/train_unet_default.py --out h.safetensors --train-frames 63 --val-frames 9 --epochs 30 \
-        --learning-rate 1e-3 --workers 2 --max-seconds 2700 \
+        --learning-rate 1e-3 --workers 2 --max-seconds 2700 --shadow-fraction 0 \
         --variants hits weak ice blank dense quiet varied compact compact
 
 then fine-tuned from that with crowded frames (spots 2.5-6 px apart) twice in every eleven (13 min; best epoch
 11 of 12, cut 0.95). Its validation frames are those of the first run: crowded frames hold so many spots that
 they would outweigh every other kind of frame in a pooled F1.
 
-    python benchmarks/train_unet_default.py --init h.safetensors --train-frames 77 --val-frames 9 --epochs 12 \
-        --learning-rate 3e-4 --workers 2 --max-seconds 1500 --patience 12 \
-        --variants hits weak ice blank dense quiet varied compact compact crowded crowded \
+    python benchmarks/train_unet_default.py --init h.safetensors --train-frames 77 \
+        --val-frames 9 --epochs 12 --learning-rate 3e-4 --workers 2 --max-seconds 1500 --patience 12 \
+        --shadow-fraction 0 --variants hits weak ice blank dense quiet varied compact compact crowded crowded \
         --val-variants hits weak ice blank dense quiet varied compact compact
 
 Run: ``python benchmarks/train_unet_default.py [--out PATH] [--max-seconds S] [--train-frames N] [--init MODEL]
-[--variants ...] [--val-variants ...] [--val-average pooled|variant] [--patience N] [--convs-per-block N]``.
+[--variants ...] [--val-variants ...] [--val-average pooled|variant] [--patience N] [--convs-per-block N]
+[--shadow-fraction F] [--cut C]``.
 """
 
 from __future__ import annotations
@@ -102,9 +105,16 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=8, help="epochs without a better validation F1 to stop")
     parser.add_argument("--convs-per-block", type=int, default=MODEL.convs_per_block,
                         help="3x3 convolutions in every U-Net block (from scratch only)")
+    parser.add_argument("--shadow-fraction", type=float, default=UNetTrainConfig.shadow_fraction,
+                        help="share of the training frames given an unmasked unlit region")
+    parser.add_argument("--cut", type=float, default=None,
+                        help="probability cut to ship instead of the one with the best F1 on the validation frames "
+                             "(both are recorded in the model's threshold_choice)")
     parser.add_argument("--val-average", choices=VAL_AVERAGES, default="pooled",
                         help="validation F1 over all crops together, or the mean over the variants")
     args = parser.parse_args()
+    if args.cut is not None and not 0 < args.cut < 1:
+        parser.error(f"--cut must lie in (0, 1), got {args.cut}")
     torch.set_num_threads(args.threads)
     cfg = UNetTrainConfig(
         presets=("jungfrau4m", "pilatus6m"),
@@ -121,6 +131,7 @@ def main() -> None:
         device=args.device,
         variants=tuple(args.variants),
         val_average=args.val_average,
+        shadow_fraction=args.shadow_fraction,
     )
     # validation frames may be of other variants: crowded frames hold so many spots that they would outweigh
     # every other kind of frame in a pooled F1
@@ -146,6 +157,9 @@ def main() -> None:
         trained.info["initialised_from"] = initial.info.get("trained_on")
     threshold, scores = choose_threshold(trained, val_cfg, frames=val_frames)
     print("threshold on whole validation frames:", threshold, scores, flush=True)
+    if args.cut is not None:
+        trained.info["threshold_choice"]["best_on_validation"] = threshold
+        trained.threshold = args.cut
     trained.info["trained_on"] = (
         f"simulated frames of presets jungfrau4m and pilatus6m (seed 0; variants {', '.join(cfg.variants)}"
         f"{'' if val_cfg.variants == cfg.variants else '; validation ' + ', '.join(val_cfg.variants)}; "
@@ -153,6 +167,7 @@ def main() -> None:
         "at random around the preset for each frame; 'compact' makes spots of one to three pixels; 'crowded' "
         "puts spots 2.5-6 px apart; 'sharp' puts few-photon spots of one or two pixels on an almost empty frame; "
         "'phosphor' reads the frame out behind a phosphor (photon noise shared by neighbouring pixels); "
+        f"{cfg.shadow_fraction:.0%} of the training frames with an unmasked region the X-rays do not reach; "
         f"train frames 0-{cfg.train_frames_per_preset - 1}, validation frames {val_frames.start}-"
         f"{val_frames.stop - 1}), 128x128 crops, targets = 1.5 px cores of spots with expected SNR >= 3"
     )

@@ -136,6 +136,8 @@ def test_train_config_rejects_bad_values() -> None:
         UNetTrainConfig(gain_range=(2.0, 1.0))
     with pytest.raises(ConfigError, match="crop_size"):
         UNetTrainConfig(crop_size=0)
+    with pytest.raises(ConfigError, match="shadow_fraction must lie in"):
+        UNetTrainConfig(shadow_fraction=1.5)
 
 
 # -- network -------------------------------------------------------------------------------------------
@@ -575,16 +577,19 @@ def test_train_unet_command_writes_a_loadable_model(tmp_path: Path, capsys: pyte
     argv = ["train", "--model", "unet", "-o", str(out), "--preset", "test", "--variant", "hits", "--variant",
             "blank", "--train-frames", "2", "--val-frames", "1", "--crop-size", "64", "--crops-per-frame", "4",
             "--epochs", "2", "--channels", "4", "8", "--downsample", "2", "--device", "cpu", "--val-average",
-            "variant", "-q"]
+            "variant", "--shadow-fraction", "0.5", "-q"]
     assert main(argv) == 0
     back = load_unet(out, device="cpu")
     assert back.config.channels == (4, 8) and back.config.downsample == 2
     assert back.info["train_config"]["val_average"] == "variant"
+    assert back.info["train_config"]["shadow_fraction"] == 0.5
     assert "test" in back.info["trained_on"] and "blank" in back.info["trained_on"]
     assert "threshold_choice" in back.info  # the cut was chosen on whole validation frames
     capsys.readouterr()
     assert main(["train", "--model", "unet", "-o", str(out), "--crop-size", "0"]) == 2
     assert "crop_size" in capsys.readouterr().err
+    assert main(["train", "--model", "unet", "-o", str(out), "--shadow-fraction", "2"]) == 2
+    assert "shadow_fraction must lie in [0, 1]" in capsys.readouterr().err
     assert main(["train", "--model", "unet", "-o", str(out), "frames.h5"]) == 2
     assert "DATA files are for --model cnn/svm" in capsys.readouterr().err
     assert main(["train", "--model", "cnn", "-o", str(out)]) == 2
@@ -746,6 +751,73 @@ def test_faulty_lines_stay_inside_panels_and_keep_counts_whole() -> None:
     np.testing.assert_array_equal(out[~where], counts[~where])
     assert np.all(out == np.rint(out)) and not np.array_equal(out[where], counts[where])
     assert counts.dtype == np.int32  # the input is not modified
+
+
+def test_unlit_regions_take_every_kind_and_a_bounded_share() -> None:
+    from braggml.ml.unet_train import unlit_region
+
+    shape, beam = (240, 260), (110.0, 140.0)
+    rng = np.random.default_rng(3)
+    regions = [unlit_region(shape, beam, rng) for _ in range(60)]
+    shares = np.array([r.mean() for r in regions])
+    assert shares.min() > 0 and shares.max() <= 0.41
+    # circles and edges take 5-40 % of the frame; bands are thin
+    assert (shares >= 0.05).sum() >= 30 and (shares < 0.05).sum() >= 10
+    for region in regions:  # the beam itself is never in the shadow of a circle or an edge taking <= 40 %
+        if region.mean() >= 0.05:
+            assert not region[110, 140]
+    again = unlit_region(shape, beam, np.random.default_rng(3))
+    np.testing.assert_array_equal(again, regions[0])
+
+
+def test_shadow_leaves_the_dark_level_and_keeps_the_rest_of_the_frame() -> None:
+    from braggml.ml.unet_train import cast_shadow
+
+    sim = Simulator(get_preset("pilatus6m"), seed=2)  # photon counting: no offsets, no read noise
+    frame = sim.frame(0)
+    region = np.zeros(frame.image.shape, bool)
+    region[:, :900] = True
+    good = (sim.layout.panel_id >= 0) & ~sim.layout.mask & ~sim.layout.dead
+    cold = good & (sim.layout.hot_photons == 0)
+    out = cast_shadow(sim, frame, region, np.random.default_rng(1), transmission=(0.0, 0.0))
+    assert out.dtype == frame.image.dtype and out.shape == frame.image.shape
+    # no photons reach the shadow: its pixels read zero, where the frame had its background
+    assert np.all(out[region & cold] == 0) and float(np.mean(frame.image[region & cold])) > 0.5
+    # outside it, a new readout of the same expected photons
+    lit = ~region & cold
+    assert abs(float(np.mean(out[lit])) / float(np.mean(frame.image[lit])) - 1.0) < 0.01
+    assert not np.array_equal(out[lit], frame.image[lit])
+    np.testing.assert_array_equal(out[~good & ~sim.layout.dead & (sim.layout.panel_id < 0)], -1)  # gaps stay gaps
+    hot = region & good & (sim.layout.hot_photons > 50)  # hot pixels are the detector's own and stay
+    assert hot.any() and np.all(out[hot] > 20)
+    half = cast_shadow(sim, frame, region, np.random.default_rng(1), transmission=(0.5, 0.5))
+    ratio = float(np.mean(half[region & cold])) / float(np.mean(frame.image[region & cold]))
+    assert 0.48 < ratio < 0.52
+    assert np.array_equal(frame.image, sim.frame(0).image)  # the frame is not modified
+
+
+def test_shadowed_training_frames_have_no_peak_targets_in_the_shadow(monkeypatch: pytest.MonkeyPatch) -> None:
+    import braggml.ml.unet_train as ut
+
+    seen = []
+
+    def left_half(shape, beam_rowcol, rng):
+        region = np.zeros(shape, bool)
+        region[:, : shape[1] // 2] = True
+        seen.append(region)
+        return region
+
+    monkeypatch.setattr(ut, "unlit_region", left_half)
+    cfg = UNetTrainConfig(presets=("test",), variants=("hits",), crop_size=256, crops_per_frame=1,
+                          spot_crop_fraction=0.0, shadow_fraction=1.0)
+    crops = ut.simulate_crops(cfg, frames=[0, 1], augment=True, rng=np.random.default_rng(0))
+    assert len(seen) == 2
+    for target in crops.target:  # the crop is the whole 256-pixel-wide frame
+        h, w = target.shape
+        assert not (target[:, : w // 2] == 1).any() and (target[:, w // 2 :] == 1).any()
+    plain = ut.simulate_crops(dataclasses.replace(cfg, shadow_fraction=0.0), frames=[0], augment=True,
+                              rng=np.random.default_rng(0))
+    assert len(seen) == 2 and (plain.target[0][:, :128] == 1).any()
 
 
 def test_touching_spots_are_split_into_one_peak_each() -> None:

@@ -32,6 +32,7 @@ _TRAIN_FLAGS = {
     "crop_size": "crop_size",
     "crops_per_frame": "crops_per_frame",
     "min_snr": "min_snr",
+    "shadow_fraction": "shadow_fraction",
     "epochs": "epochs",
     "batch_size": "batch_size",
     "learning_rate": "learning_rate",
@@ -66,6 +67,9 @@ def add_train_unet_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--crop-size", type=int, metavar="S", help="side of the training crops")
     g.add_argument("--crops-per-frame", type=int, metavar="N", help="crops taken from each frame")
     g.add_argument("--min-snr", type=float, metavar="SNR", help="spots with this expected SNR or more are targets")
+    g.add_argument("--shadow-fraction", type=float, metavar="F",
+                   help="share of the training frames given an unmasked region the X-rays do not reach "
+                        "(default 0.25)")
     g.add_argument("--convs-per-block", type=int, metavar="N", help="3x3 convolutions in every U-Net block")
     g.add_argument("--downsample", type=int, choices=[1, 2, 4], help="space-to-depth factor of the input")
     g.add_argument("--val-average", choices=["pooled", "variant"],

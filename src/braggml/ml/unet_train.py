@@ -50,6 +50,8 @@ __all__ = [
     "IGNORE",
     "frame_target",
     "faulty_lines",
+    "unlit_region",
+    "cast_shadow",
     "crops_from_frame",
     "simulate_crops",
     "peak_f1",
@@ -312,6 +314,9 @@ class UNetTrainConfig:
     gain_range : tuple of float
         Augmentation: half of the training frames are multiplied by a gain factor drawn log-uniformly from
         this range and get a constant pedestal of up to 5 times that factor before normalisation.
+    shadow_fraction : float
+        Augmentation: this fraction of the training frames get an unmasked region that the X-rays do not
+        reach (:func:`unlit_region`, :func:`cast_shadow`): pixels that read the detector's dark level only.
     epochs, batch_size : int
     learning_rate, weight_decay : float
         AdamW settings (cosine schedule over the epochs).
@@ -341,6 +346,7 @@ class UNetTrainConfig:
     min_snr: float = 3.0
     core_radius_px: float = 1.5
     gain_range: tuple[float, float] = (0.5, 2.0)
+    shadow_fraction: float = 0.25
     epochs: int = 30
     batch_size: int = 16
     learning_rate: float = 3e-3
@@ -359,8 +365,9 @@ class UNetTrainConfig:
         if not self.variants or any(v not in VARIANTS for v in self.variants):
             raise ConfigError(f"variants must be chosen from {', '.join(VARIANTS)}, got {self.variants!r}")
         check_choice("val_average", self.val_average, VAL_AVERAGES)
-        if not 0 <= self.spot_crop_fraction <= 1:
-            raise ConfigError(f"spot_crop_fraction must lie in [0, 1], got {self.spot_crop_fraction!r}")
+        for name in ("spot_crop_fraction", "shadow_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         if not 0.5 <= self.core_radius_px <= 5:
             raise ConfigError(f"core_radius_px must lie in [0.5, 5], got {self.core_radius_px!r}")
         object.__setattr__(self, "gain_range", tuple(float(g) for g in self.gain_range))
@@ -507,7 +514,10 @@ def simulate_crops(
     for _, k, sim, maps, variant in _training_frames(config, frames):
         frame = sim.frame(k)
         image = frame.image
-        lines = None
+        lines = shadow = None
+        if augment and config.shadow_fraction > 0 and rng.random() < config.shadow_fraction:
+            shadow = unlit_region(maps.mask.shape, sim.layout.beam_rowcol, rng)
+            image = cast_shadow(sim, frame, shadow, rng)
         if augment and rng.random() < 0.5:  # half of the frames as recorded, half rescaled
             lo, hi = config.gain_range
             g = float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
@@ -519,6 +529,8 @@ def simulate_crops(
         target[nf.bad & (target == 1)] = IGNORE
         if lines is not None:
             target[lines & (target == 1)] = IGNORE
+        if shadow is not None:  # a spot in the shadow is dimmed to an unknown degree: neither peak nor background
+            target[shadow & (target == 1)] = IGNORE
         crops = crops_from_frame(
             nf.inputs,
             target,
@@ -575,6 +587,59 @@ def faulty_lines(
         where[sel] = True
     where &= ~bad
     return out, where
+
+
+def unlit_region(
+    shape: tuple[int, int], beam_rowcol: tuple[float, float], rng: np.random.Generator
+) -> NDArray[np.bool_]:
+    """A random region of a frame that the X-rays do not reach and that no mask covers.
+
+    One of three kinds, equally often: the pixels outside a circle about the beam (the corners outside a round
+    active area or an exit window), the pixels beyond a straight edge (a detector partly behind a frame or a
+    shielding plate) - each 5-40 % of the frame - or a straight band 4-80 px wide running outwards from near
+    the beam (a beamstop arm, a nozzle or a cable left out of the mask).
+    """
+    h, w = shape
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    beam_r, beam_c = beam_rowcol
+    kind = int(rng.integers(3))
+    share = rng.uniform(0.05, 0.4)
+    if kind == 0:
+        centre_r, centre_c = beam_r + rng.normal(0, 0.05 * h), beam_c + rng.normal(0, 0.05 * w)
+        dist = np.hypot(rows - np.float32(centre_r), cols - np.float32(centre_c))
+        return dist > np.quantile(dist, 1.0 - share)
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    along = (rows - np.float32(beam_r)) * np.float32(math.sin(angle)) + (cols - np.float32(beam_c)) * np.float32(
+        math.cos(angle)
+    )
+    if kind == 1:
+        return along > np.quantile(along, 1.0 - share)
+    across = -(rows - np.float32(beam_r)) * np.float32(math.cos(angle)) + (cols - np.float32(beam_c)) * np.float32(
+        math.sin(angle)
+    )
+    return (along >= rng.uniform(0.0, 100.0)) & (np.abs(across) <= rng.uniform(2.0, 40.0))
+
+
+def cast_shadow(
+    sim: Simulator,
+    frame: SimulatedFrame,
+    region: NDArray[np.bool_],
+    rng: np.random.Generator,
+    transmission: tuple[float, float] = (0.0, 0.2),
+) -> NDArray:
+    """A new readout of ``frame`` in which ``region`` receives a fraction of its X-rays.
+
+    The expected photons in the region (spots and diffuse scatter, not the hot pixels, which are the
+    detector's own) are scaled by a transmission drawn from ``transmission``, and the whole frame is read out
+    again (:meth:`Simulator.detect`: Poisson, gain, read noise, panel offsets, gaps), so that the region holds
+    the detector's dark level and noise, as unlit pixels do, in a frame whose panels keep one offset each.
+    The new readout has no cosmic rays.
+    """
+    t = np.float32(rng.uniform(*transmission))
+    hot = sim.layout.hot_photons
+    expected = frame.expected_photons.copy()
+    expected[region] = (expected[region] - hot[region]) * t + hot[region]
+    return sim.detect(np.maximum(expected, 0.0), rng)
 
 
 #: Variants whose experiment is drawn anew for every training frame.

@@ -601,22 +601,19 @@ def unlit_region(
     """
     h, w = shape
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
-    beam_r, beam_c = beam_rowcol
     kind = int(rng.integers(3))
     share = rng.uniform(0.05, 0.4)
     if kind == 0:
-        centre_r, centre_c = beam_r + rng.normal(0, 0.05 * h), beam_c + rng.normal(0, 0.05 * w)
+        centre_r, centre_c = beam_rowcol[0] + rng.normal(0, 0.05 * h), beam_rowcol[1] + rng.normal(0, 0.05 * w)
         dist = np.hypot(rows - np.float32(centre_r), cols - np.float32(centre_c))
         return dist > np.quantile(dist, 1.0 - share)
     angle = rng.uniform(0.0, 2.0 * math.pi)
-    along = (rows - np.float32(beam_r)) * np.float32(math.sin(angle)) + (cols - np.float32(beam_c)) * np.float32(
-        math.cos(angle)
-    )
+    sin, cos = np.float32(math.sin(angle)), np.float32(math.cos(angle))
+    dr, dc = rows - np.float32(beam_rowcol[0]), cols - np.float32(beam_rowcol[1])
+    along = dr * sin + dc * cos  # distance from the beam along the angle
     if kind == 1:
         return along > np.quantile(along, 1.0 - share)
-    across = -(rows - np.float32(beam_r)) * np.float32(math.cos(angle)) + (cols - np.float32(beam_c)) * np.float32(
-        math.sin(angle)
-    )
+    across = dc * sin - dr * cos
     return (along >= rng.uniform(0.0, 100.0)) & (np.abs(across) <= rng.uniform(2.0, 40.0))
 
 

@@ -33,10 +33,9 @@ import numpy as np
 from braggml.classical.hotpixels import HotPixelConfig, find_run_hot_pixels
 from braggml.evaluate.metrics import evaluate_peaks
 from braggml.finder import make_finder
-from braggml.peaks import PeakList
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unet_vs_peakfinder8 import simulator, truth_of  # noqa: E402
+from unet_vs_peakfinder8 import run, simulator, truth_of  # noqa: E402
 
 PRESETS = ("jungfrau4m", "pilatus6m", "eiger4m")
 CONDITIONS = ("weak", "as-is")
@@ -47,10 +46,6 @@ def search(images, bad, config: HotPixelConfig):
     t0 = time.perf_counter()
     found = find_run_hot_pixels(lambda k: (images[k], bad), len(images), bad.shape, config=config)
     return found, (time.perf_counter() - t0) / max(found.n_frames, 1)
-
-
-def run_finder(finder, images, mask, maps) -> PeakList:
-    return PeakList.concatenate([finder.find(image, mask, maps=maps) for image in images])
 
 
 def simulated(n_frames: int, finder_names: list[str]) -> dict:
@@ -88,8 +83,8 @@ def simulated(n_frames: int, finder_names: list[str]) -> dict:
                     f"search {1000 * search_s:.0f} ms/frame = {row['search_over_peakfinder8']:.2f} x pf8 |")
             with_hot = maps.mask | flagged
             for name, finder in finders.items():
-                before = evaluate_peaks(run_finder(finder, images, maps.mask, maps), truth, optional=weaker)
-                after = evaluate_peaks(run_finder(finder, images, with_hot, maps), truth, optional=weaker)
+                before = evaluate_peaks(run(finder, frames, maps), truth, optional=weaker)
+                after = evaluate_peaks(run(finder, frames, maps, with_hot), truth, optional=weaker)
                 row[name] = {
                     "without": {"precision": round(before.precision, 4), "recall": round(before.recall, 4),
                                 "f1": round(before.f1, 4), "n_found": before.n_found},

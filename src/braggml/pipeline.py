@@ -618,8 +618,7 @@ class PreparedRun:
         from .classical.hotpixels import HotPixels
 
         flat = np.asarray(self.job.hot_pixels or (), dtype=np.int64)
-        shape = self.source.shape
-        return HotPixels((int(shape[0]), int(shape[1])), flat, np.full(flat.size, np.nan), self.job.hot_pixel_frames)
+        return HotPixels(self.source.shape, flat, np.full(flat.size, np.nan), self.job.hot_pixel_frames)
 
     def _search_hot_pixels(self) -> tuple[tuple[int, ...], int]:
         """(flat indices, frames looked at) of the run's hot pixels, from frames spread over the run."""

@@ -123,6 +123,14 @@ class HotPixels:
     lit_fraction: NDArray[np.float64]
     n_frames: int
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", (int(self.shape[0]), int(self.shape[1])))
+
+    @classmethod
+    def none(cls, shape: tuple[int, int]) -> HotPixels:
+        """No hot pixels, no frames looked at: the search was off or the run too short."""
+        return cls(shape, np.zeros(0, np.int64), np.zeros(0), 0)
+
     def __len__(self) -> int:
         return int(self.flat_index.size)
 
@@ -361,7 +369,7 @@ def find_hot_pixels(
         )
         n += 1
     if n < config.min_frames:
-        return HotPixels(shape, np.zeros(0, np.int64), np.zeros(0), 0)
+        return HotPixels.none(shape)
     need = int(np.ceil(config.min_fraction * n - 1e-9))
     flat = np.flatnonzero(counts.reshape(-1) >= need).astype(np.int64)
     return HotPixels(shape, flat, counts.reshape(-1)[flat] / n, n)
@@ -393,6 +401,6 @@ def find_run_hot_pixels(
     """
     config = HotPixelConfig() if config is None else config
     if n_frames < config.min_frames:
-        return HotPixels((int(shape[0]), int(shape[1])), np.zeros(0, np.int64), np.zeros(0), 0)
+        return HotPixels.none(shape)
     looked_at = (read(int(k)) for k in sample_indices(n_frames, config.sample_frames))
     return find_hot_pixels((pair for pair in looked_at if pair is not None), shape, config=config)

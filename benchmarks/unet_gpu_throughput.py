@@ -16,7 +16,8 @@ Measured, in one run on one device:
 - Accuracy: F1 against the simulated truth (2 px matching, spots of SNR >= 3) of the batched device peaks and of
   :meth:`UNetFinder.find` on the CPU, on the same frames, and how many peaks the two share (within 0.5 px).
 
-Run: ``python benchmarks/unet_gpu_throughput.py [--device cuda] [--frames 16] [--stream 256] [--json OUT]``.
+Run: ``python benchmarks/unet_gpu_throughput.py [--device cuda] [--frames 16] [--stream 256] [--flips N]
+[--json OUT]``. ``--flips 1`` runs the network once per frame instead of on the model's flipped copies.
 On a machine without CUDA, ``--device cpu`` runs the same measurements (slowly) as a check of the script.
 """
 
@@ -88,7 +89,7 @@ def measure(preset: str, args, device: torch.device) -> dict:
         "dtype": str(images.dtype),
         "simulate_s": round(time.perf_counter() - t0, 1),
     }
-    finder = UNetFinder(device=str(device))
+    finder = UNetFinder(device=str(device), flips=args.flips)
 
     # the reference: one frame at a time through UNetFinder.find on this device
     n_ref = min(args.frames, 8)
@@ -135,7 +136,7 @@ def measure(preset: str, args, device: torch.device) -> dict:
             print(f"{preset}: batch {batch_size}: {row}", flush=True)
 
     # accuracy: batched device peaks against the truth and against UNetFinder.find on the CPU
-    cpu = UNetFinder(device="cpu")
+    cpu = UNetFinder(device="cpu", flips=args.flips)
     cpu_peaks = [cpu.find(f.image, maps.mask, maps=maps) for f in frames[: args.check]]
     dev_peaks = best_peaks[: args.check]
     sub_truth = truth_of(frames[: args.check])
@@ -162,6 +163,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--workers", type=int, default=2, help="host threads extracting the peaks")
     parser.add_argument("--check", type=int, default=4, help="frames compared with the CPU finder")
+    parser.add_argument("--flips", type=int, choices=[1, 2, 4], default=None,
+                        help="flipped copies the network's logits are averaged over (default: the model's own)")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -170,6 +173,7 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu_cores": os.cpu_count(),
         "workers": args.workers,
+        "flips": args.flips or UNetFinder(device="cpu").model.flips,
         "python": sys.version.split()[0],
     }
     print(info, flush=True)

@@ -18,7 +18,8 @@ probability cut as far as its precision stays at or above grid-searched peakfind
 by SNR bin there.
 
 Speed: seconds per 4.4-Mpixel frame (Jungfrau-4M-like, 2156 x 2060) of the U-Net finder on one and two CPU
-threads, split into normalisation, network and peak extraction, next to default peakfinder8 in the same run.
+threads, split into normalisation, network and peak extraction, next to default peakfinder8 in the same run;
+for a model that averages flipped copies (``--flips``, by default the model's own), also with one copy.
 
 Real frames (``../shared/data/real``, maps from ``benchmarks/classical_data.py``): peak counts of both
 finders, the fraction of peakfinder8's strong peaks (SNR >= 10) the U-Net also finds within 2 px, and
@@ -29,8 +30,8 @@ The scored frames are one run of one detector, so, as ``braggml find`` does for 
 hot pixels found in them (:mod:`braggml.classical.hotpixels`) are masked for every finder, in the grid search
 too; ``--hot-pixels off`` scores each frame with the detector's mask alone.
 
-Run: ``python benchmarks/unet_vs_peakfinder8.py [--frames 4] [--grid-frames 2] [--model PATH] [--hot-pixels off]
-[--weaker-spots false] [--out results.json] [--pictures DIR] [--skip simulated speed real]``.
+Run: ``python benchmarks/unet_vs_peakfinder8.py [--frames 4] [--grid-frames 2] [--model PATH] [--flips N]
+[--hot-pixels off] [--weaker-spots false] [--out results.json] [--pictures DIR] [--skip simulated speed real]``.
 """
 
 from __future__ import annotations
@@ -196,11 +197,22 @@ def speed(unet: UNetFinder, repeats: int = 3) -> dict:
 
     out["precision"] = inference_precision("cpu") if cfg.precision == "auto" else cfg.precision
 
+    flips = unet.model.flips
+    out["flips"] = flips
     for threads in (1, 2):
         torch.set_num_threads(threads)
         out[f"unet_total_s_{threads}_threads"] = round(best(lambda: unet.find(image, maps.mask, maps=maps)), 3)
         out[f"network_s_{threads}_threads"] = round(best(network), 3)
         out[f"peakfinder8_s_{threads}_threads"] = round(best(lambda: pf8.find(image, maps.mask, maps=maps)), 3)
+        if flips > 1:  # the same finder without the flipped copies
+            unet.model.flips = 1
+            model = unet.model.inference_model()
+            out[f"unet_total_s_{threads}_threads_one_copy"] = round(
+                best(lambda: unet.find(image, maps.mask, maps=maps)), 3
+            )
+            out[f"network_s_{threads}_threads_one_copy"] = round(best(network), 3)
+            unet.model.flips = flips
+            model = unet.model.inference_model()
     torch.set_num_threads(1)
     out["normalisation_s"] = round(best(lambda: normalise_frame(image, maps.mask, maps=maps)), 3)
     prob, norm = unet.probability(image, maps.mask, maps=maps)
@@ -282,6 +294,8 @@ def main() -> None:
     parser.add_argument("--grid-frames", type=int, default=2)
     parser.add_argument("--min-peaks", type=int, default=30)
     parser.add_argument("--model", default="")
+    parser.add_argument("--flips", type=int, choices=[1, 2, 4], default=None,
+                        help="flipped copies the network's logits are averaged over (default: the model's own)")
     parser.add_argument("--out", default="")
     parser.add_argument("--pictures", default="")
     parser.add_argument("--skip", nargs="*", default=[], choices=["simulated", "speed", "real"])
@@ -291,9 +305,10 @@ def main() -> None:
                         help="a peak found at a simulated spot below the truth's cut: neither true nor false, or false")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    unet = UNetFinder(model_path=args.model, device="cpu")
+    unet = UNetFinder(model_path=args.model, device="cpu", flips=args.flips)
     n_params = sum(p.numel() for p in unet.model.model.parameters())
     results = {"model": args.model or "shipped", "parameters": n_params, "threshold": unet.model.threshold,
+               "flips": unet.model.flips,
                "trained_on": unet.model.info.get("trained_on"), "cpu_threads_simulated": 2}
     print({k: v for k, v in results.items()}, flush=True)
 

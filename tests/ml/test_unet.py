@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from braggml.errors import ConfigError, DataFormatError, InputNotFoundError  # n
 from braggml.evaluate.matching import match_frame  # noqa: E402
 from braggml.ml.checkpoint import save_arrays  # noqa: E402
 from braggml.ml.unet import (  # noqa: E402
+    FLIPS,
+    FlipAveraged,
     NormConfig,
     TrainedUNet,
     UNet,
@@ -106,6 +109,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train = simulate_crops(cfg, frames=range(3), augment=True, rng=rng)
     val = simulate_crops(cfg, frames=[50], augment=False, rng=rng)
     trained = train_unet(train, val, config=cfg, model_config=TINY)
+    choose_threshold(trained, cfg, frames=[50, 51])  # a cut for 1, 2 and 4 flipped copies
     return trained.save(tmp_path_factory.mktemp("unet") / "tiny.safetensors")
 
 
@@ -124,7 +128,8 @@ def test_unet_config_rejects_bad_values(kwargs: dict, match: str) -> None:
     ("kwargs", "match"),
     [({"probability_threshold": 1.5}, "probability_threshold"), ({"tile_size": 0}, "tile_size"),
      ({"overlap": 2000}, "overlap"), ({"device": "tpu"}, "device"), ({"min_pixel_count": 0}, "min_pixel_count"),
-     ({"grow_px": -1.0}, "grow_px"), ({"precision": "int8"}, "precision"), ({"ice_rings": "maybe"}, "ice_rings")],
+     ({"grow_px": -1.0}, "grow_px"), ({"precision": "int8"}, "precision"), ({"ice_rings": "maybe"}, "ice_rings"),
+     ({"flips": 3}, "flips must be one of 1, 2, 4"), ({"flips": True}, "flips must be one of 1, 2, 4")],
 )
 def test_finder_config_rejects_bad_values(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -138,6 +143,10 @@ def test_train_config_rejects_bad_values() -> None:
         UNetTrainConfig(crop_size=0)
     with pytest.raises(ConfigError, match="shadow_fraction must lie in"):
         UNetTrainConfig(shadow_fraction=1.5)
+    with pytest.raises(ConfigError, match="flips must be one of 1, 2, 4, got 8"):
+        UNetTrainConfig(flips=8)
+    with pytest.raises(ConfigError, match="cut_tolerance must lie in"):
+        UNetTrainConfig(cut_tolerance=-0.01)
 
 
 # -- network -------------------------------------------------------------------------------------------
@@ -178,6 +187,74 @@ def test_inference_copy_gives_the_same_logits() -> None:
         np.testing.assert_allclose(fast(x.contiguous(memory_format=torch.channels_last)).numpy(), model(x).numpy(),
                                    atol=1e-4)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+
+
+def _flip_mean(net: torch.nn.Module, x: torch.Tensor, flips: int) -> torch.Tensor:
+    """The logits of ``net`` on each flipped copy of ``x``, flipped back and averaged."""
+    outs = [torch.flip(net(torch.flip(x, dims)), dims) if dims else net(x) for dims in FLIPS[flips]]
+    return torch.stack(outs).mean(0)
+
+
+@pytest.mark.parametrize("flips", [1, 2, 4])
+def test_flip_averaged_logits_are_the_mean_over_flipped_copies(flips: int) -> None:
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(channels=(8, 16, 32), downsample=2)).eval()
+    averaged = FlipAveraged(net, flips)
+    x = torch.randn(2, 2, 48, 64)
+    with torch.no_grad():
+        out = averaged(x)
+        np.testing.assert_allclose(out.numpy(), _flip_mean(net, x, flips).numpy(), atol=1e-5)
+        if flips == 1:
+            np.testing.assert_array_equal(out.numpy(), net(x).numpy())
+            return
+        assert (out - net(x)).abs().max() > 1e-3  # the network alone is not symmetric...
+        for dims in FLIPS[flips][1:]:  # ...the average is: a flipped frame gives the flipped logits
+            np.testing.assert_allclose(averaged(torch.flip(x, dims)).numpy(), torch.flip(out, dims).numpy(),
+                                       atol=1e-5)
+        # a frame that is not a multiple of the blocks is padded before it is flipped, so the copies stay aligned
+        odd = x[:, :, :37, :53]
+        assert net.config.multiple == 8
+        padded = torch.nn.functional.pad(odd, (0, 56 - 53, 0, 40 - 37))
+        np.testing.assert_allclose(averaged(odd).numpy(), _flip_mean(net, padded, flips)[..., :37, :53].numpy(),
+                                   atol=1e-5)
+    with pytest.raises(ConfigError, match="flips must be one of 1, 2, 4, got 3"):
+        FlipAveraged(net, 3)
+
+
+def _rewritten(path: Path, arrays: dict, settings: dict) -> Path:
+    """A model file of these arrays with these settings as its metadata."""
+    from safetensors.numpy import save_file
+
+    save_file(arrays, str(path), metadata={"braggml": json.dumps(settings)})
+    return path
+
+
+def test_model_file_keeps_its_flips_and_cuts_and_older_files_run_one_copy(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    trained = TrainedUNet(model=UNet(TINY).eval(), threshold=0.4, flips=4, cuts={1: 0.7, 4: 0.4})
+    back = load_unet(trained.save(tmp_path / "m.safetensors"), device="cpu")
+    assert back.flips == 4 and back.cuts == {1: 0.7, 4: 0.4} and back.threshold == 0.4
+    assert isinstance(back.inference_model(), FlipAveraged)
+    back.use_flips(1)  # the cut and the inference network follow
+    assert back.threshold == 0.7 and isinstance(back.inference_model(), UNet)
+    back.use_flips(2)  # no cut chosen for two copies: the cut stays
+    assert back.threshold == 0.7 and back.inference_model().flips == 2
+    with pytest.raises(ConfigError, match="flips must be one of 1, 2, 4, got 3"):
+        back.use_flips(3)
+    with safe_open(str(tmp_path / "m.safetensors"), "np") as fh:
+        meta, arrays = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    settings = json.loads(meta["braggml"])
+    del settings["flips"]  # a model file written before the copies existed
+    del settings["cuts"]
+    old = load_unet(_rewritten(tmp_path / "old.safetensors", arrays, settings), device="cpu")
+    assert old.flips == 1 and old.cuts == {} and old.threshold == 0.4
+    for key, value, message in [("flips", 3, "flips must be one of"), ("cuts", {"4": 1.5}, "the cut for 4 copies"),
+                                ("cuts", {"3": 0.5}, "flips must be one of"), ("cuts", [0.5], "cuts must map")]:
+        bad = _rewritten(tmp_path / "bad.safetensors", arrays, {**settings, key: value})
+        with pytest.raises(DataFormatError, match=rf"bad.safetensors: invalid model settings \({message}"):
+            load_unet(bad, device="cpu")
 
 
 def test_default_model_is_compact() -> None:
@@ -481,6 +558,25 @@ def test_finder_threshold_and_input_checks(tiny_model: Path) -> None:
     assert len(empty) == 0 and empty.n_frames == 1
 
 
+def test_finder_runs_the_models_flipped_copies_unless_told_otherwise(tiny_model: Path) -> None:
+    frame, maps = _test_frame(k=7, seed=21)
+    one = UNetFinder(model_path=str(tiny_model), device="cpu", precision="float32")
+    four = UNetFinder(model_path=str(tiny_model), device="cpu", precision="float32", flips=4)
+    assert one.model.flips == 1 and four.model.flips == 4  # one copy unless told otherwise
+    assert set(one.model.cuts) == {1, 2, 4}  # training chose a cut for every count
+    assert one.model.threshold == one.model.cuts[1] and four.model.threshold == four.model.cuts[4]
+    p4, norm = four.probability(frame.image, maps.mask, maps=maps)
+    p1, _ = one.probability(frame.image, maps.mask, maps=maps)
+    inputs = torch.from_numpy(norm.inputs[None])
+    with torch.no_grad():  # the tiles of this small frame are the whole frame
+        expected = torch.sigmoid(_flip_mean(one.model.model, inputs, 4))[0, 0].numpy()
+    good = ~norm.bad
+    np.testing.assert_allclose(p4[good], expected[good], atol=1e-5)
+    assert np.abs(p4 - p1).max() > 0.05
+    peaks = four.find(frame.image, maps.mask, maps=maps)
+    assert len(peaks) and np.all(peaks.score > four.model.threshold)
+
+
 def test_regions_respect_panels_and_size() -> None:
     prob = np.zeros((5, 8), np.float32)
     prob[2, 2:6] = 0.9
@@ -517,6 +613,31 @@ def test_cut_chosen_on_whole_frames_averages_over_variants_when_asked(tiny_model
     np.testing.assert_allclose(scores(("hits", "weak", "blank"), [0, 1, 2], "variant"), (hits + weak) / 2)
     pooled = scores(("hits", "weak"), [0, 1], "pooled")
     assert not np.allclose(pooled, (hits + weak) / 2)
+
+
+def test_cut_is_the_highest_within_the_tolerance_of_the_best_f1(tiny_model: Path) -> None:
+    model = load_unet(tiny_model, device="cpu")
+    cuts = (0.2, 0.4, 0.6, 0.8, 0.95)
+
+    def choose(tolerance: float) -> tuple[float, np.ndarray]:
+        cfg = UNetTrainConfig(presets=("test",), variants=("hits", "weak"), cut_tolerance=tolerance, device="cpu")
+        cut, rows = choose_threshold(model, cfg, frames=[0, 1], thresholds=cuts)
+        assert model.threshold == cut and model.info["threshold_choice"]["cut_tolerance"] == tolerance
+        return cut, np.array([r["f1"] for r in rows])
+
+    best, f1 = choose(0.0)
+    assert best == cuts[int(np.argmax(f1))] == model.info["threshold_choice"]["best_f1_cut"]
+    assert len(set(np.round(f1, 6))) > 1  # the cuts differ, so the tolerance has something to choose from
+    for tolerance in (0.01, 0.05, 1.0 - 1e-9):
+        cut, again = choose(tolerance)
+        np.testing.assert_array_equal(again, f1)
+        within = [c for c, f in zip(cuts, f1) if f >= f1.max() - tolerance]
+        assert cut == max(within) >= best
+        assert model.info["threshold_choice"]["best_f1_cut"] == best
+    assert choose(1.0 - 1e-9)[0] == cuts[-1]
+    assert set(model.cuts) == {1, 2, 4} and model.threshold == model.cuts[model.flips]
+    with pytest.raises(ConfigError, match=r"flips must include the model's own number of copies \(1\)"):
+        choose_threshold(model, UNetTrainConfig(presets=("test",), device="cpu"), frames=[0], flips=(2, 4))
 
 
 def test_cut_choice_does_not_count_peaks_at_weaker_reflections_as_false() -> None:
@@ -577,10 +698,13 @@ def test_train_unet_command_writes_a_loadable_model(tmp_path: Path, capsys: pyte
     argv = ["train", "--model", "unet", "-o", str(out), "--preset", "test", "--variant", "hits", "--variant",
             "blank", "--train-frames", "2", "--val-frames", "1", "--crop-size", "64", "--crops-per-frame", "4",
             "--epochs", "2", "--channels", "4", "8", "--downsample", "2", "--device", "cpu", "--val-average",
-            "variant", "--shadow-fraction", "0.5", "-q"]
+            "variant", "--shadow-fraction", "0.5", "--flips", "2", "--cut-tolerance", "0.01", "-q"]
     assert main(argv) == 0
     back = load_unet(out, device="cpu")
     assert back.config.channels == (4, 8) and back.config.downsample == 2
+    assert back.flips == 2 and back.info["threshold_choice"]["flips"] == 2  # it runs two copies
+    assert set(back.cuts) == {1, 2, 4} and back.threshold == back.cuts[2]
+    assert back.info["threshold_choice"]["cut_tolerance"] == 0.01
     assert back.info["train_config"]["val_average"] == "variant"
     assert back.info["train_config"]["shadow_fraction"] == 0.5
     assert "test" in back.info["trained_on"] and "blank" in back.info["trained_on"]
@@ -590,6 +714,8 @@ def test_train_unet_command_writes_a_loadable_model(tmp_path: Path, capsys: pyte
     assert "crop_size" in capsys.readouterr().err
     assert main(["train", "--model", "unet", "-o", str(out), "--shadow-fraction", "2"]) == 2
     assert "shadow_fraction must lie in [0, 1]" in capsys.readouterr().err
+    assert main(["train", "--model", "unet", "-o", str(out), "--cut-tolerance", "-1"]) == 2
+    assert "cut_tolerance must lie in [0, 1)" in capsys.readouterr().err
     assert main(["train", "--model", "unet", "-o", str(out), "frames.h5"]) == 2
     assert "DATA files are for --model cnn/svm" in capsys.readouterr().err
     assert main(["train", "--model", "cnn", "-o", str(out)]) == 2
@@ -601,15 +727,18 @@ def test_torchscript_export_gives_the_same_peaks(tiny_model: Path, tmp_path: Pat
     from braggml.ml.unet import export_torchscript
 
     trained = load_unet(tiny_model, device="cpu")
+    trained.use_flips(4)  # the exported network averages the four flipped copies
+    assert trained.threshold == trained.cuts[4]
     path = export_torchscript(trained, tmp_path / "unet.pt", tile_size=64)
     extra = {"braggml.json": ""}
     scripted = torch.jit.load(str(path), _extra_files=extra)
-    assert b'"threshold"' in extra["braggml.json"]
+    assert json.loads(extra["braggml.json"])["flips"] == 4
+    assert json.loads(extra["braggml.json"])["threshold"] == trained.threshold
     frame, maps = _test_frame(k=7, seed=21)
     norm = normalise_frame(frame.image, maps.mask, maps=maps)
     tiles = torch.from_numpy(np.stack([norm.inputs[:, :64, :64], norm.inputs[:, 100:164, 30:94]]))
     with torch.no_grad():
-        ref = trained.model(tiles)
+        ref = _flip_mean(trained.model, tiles, 4)
         out = scripted(tiles)
     np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-5)
     for r, o in zip(torch.sigmoid(ref).numpy()[:, 0], torch.sigmoid(out).numpy()[:, 0]):

@@ -14,12 +14,12 @@ pytest.importorskip("safetensors")
 from braggml.cli import main  # noqa: E402
 from braggml.errors import ConfigError  # noqa: E402
 from braggml.ml.checkpoint import save_arrays  # noqa: E402
-from braggml.ml.unet import NormConfig, TrainedUNet, UNet, UNetConfig, export_onnx  # noqa: E402
+from braggml.ml.unet import FLIPS, NormConfig, TrainedUNet, UNet, UNetConfig, export_onnx  # noqa: E402
 
 SMALL = UNetConfig(channels=(8, 16), convs_per_block=1, downsample=2)
 
 
-def _trained(config: UNetConfig = SMALL, seed: int = 0) -> TrainedUNet:
+def _trained(config: UNetConfig = SMALL, seed: int = 0, flips: int = 1) -> TrainedUNet:
     """A network with random weights and non-trivial batch-norm statistics (so folding them matters)."""
     torch.manual_seed(seed)
     model = UNet(config)
@@ -30,12 +30,20 @@ def _trained(config: UNetConfig = SMALL, seed: int = 0) -> TrainedUNet:
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
-    return TrainedUNet(model=model.eval(), norm=NormConfig(asinh_scale=2.0), threshold=0.42)
+    return TrainedUNet(
+        model=model.eval(), norm=NormConfig(asinh_scale=2.0), threshold=0.42, flips=flips, cuts={1: 0.42, 4: 0.3}
+    )
 
 
 def _reference(trained: TrainedUNet, x: np.ndarray) -> np.ndarray:
+    """The eval-mode network's logits, averaged over the model's flipped copies of the padded input."""
+    net = trained.model.eval()
+    h, w = x.shape[-2:]
+    m = trained.config.multiple
+    padded = torch.nn.functional.pad(torch.from_numpy(x), (0, (-w) % m, 0, (-h) % m))
     with torch.no_grad():
-        return trained.model.eval()(torch.from_numpy(x)).numpy()
+        outs = [torch.flip(net(torch.flip(padded, d)), d) if d else net(padded) for d in FLIPS[trained.flips]]
+        return torch.stack(outs).mean(0)[..., :h, :w].numpy()
 
 
 def _session(path: Path):
@@ -48,10 +56,13 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _trained().save(tmp_path_factory.mktemp("export") / "unet.safetensors")
 
 
-@pytest.mark.parametrize("config", [SMALL, UNetConfig(channels=(8, 16, 16), convs_per_block=2, downsample=1)])
-def test_onnx_gives_the_torch_logits(config: UNetConfig, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("config", "flips"),
+    [(SMALL, 1), (UNetConfig(channels=(8, 16, 16), convs_per_block=2, downsample=1), 1), (SMALL, 4)],
+)
+def test_onnx_gives_the_torch_logits(config: UNetConfig, flips: int, tmp_path: Path) -> None:
     pytest.importorskip("onnx")
-    trained = _trained(config)
+    trained = _trained(config, flips=flips)
     path = export_onnx(trained, tmp_path / "unet.onnx", tile_size=64)
     session = _session(path)
     assert [i.name for i in session.get_inputs()] == ["inputs"]
@@ -124,6 +135,17 @@ def test_cli_exports_torchscript_and_onnx(model_file: Path, tmp_path: Path, caps
     default = tmp_path / "unet.onnx"
     assert main(["export", str(model_file), "-o", str(default)]) == 0
     assert json.loads(capsys.readouterr().out)["tile_size"] == 512
+
+    # four flipped copies, with the model's cut for them
+    four = tmp_path / "four.pt"
+    assert main(["export", str(model_file), "-o", str(four), "--tile-size", "64", "--flips", "4"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["flips"] == 4 and summary["threshold"] == pytest.approx(0.3)
+    module = torch.jit.load(str(four), _extra_files=extra)
+    assert json.loads(extra["braggml.json"])["flips"] == 4
+    trained.use_flips(4)
+    with torch.no_grad():
+        np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), _reference(trained, x), atol=1e-4, rtol=0)
 
 
 def _error(argv: list[str], capsys) -> str:

@@ -39,6 +39,8 @@ _TRAIN_FLAGS = {
     "patience": "patience",
     "val_average": "val_average",
     "max_seconds": "max_seconds",
+    "flips": "flips",
+    "cut_tolerance": "cut_tolerance",
     "seed": "seed",
     "device": "device",
 }
@@ -77,6 +79,12 @@ def add_train_unet_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default), or the mean over the variants, so that frames with many spots do not "
                         "outweigh the rest")
     g.add_argument("--max-seconds", type=float, help="wall-clock budget of the training loop")
+    g.add_argument("--flips", type=int, choices=[1, 2, 4],
+                   help="flipped copies of a frame whose logits the model averages when it finds peaks; its "
+                        "cut is chosen so (default 4)")
+    g.add_argument("--cut-tolerance", type=float, metavar="DF1",
+                   help="take the highest probability cut whose F1 on the validation frames is within this of "
+                        "the best (default 0.005)")
 
 
 def run_train_unet(args: argparse.Namespace) -> int:
@@ -133,7 +141,8 @@ def run_train_unet(args: argparse.Namespace) -> int:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of ``braggml export MODEL -o OUT [--format torchscript|onnx] [--tile-size S]``."""
+    """Add the arguments of ``braggml export MODEL -o OUT [--format torchscript|onnx] [--tile-size S]
+    [--flips N]``."""
     parser.add_argument("model", metavar="MODEL",
                         help="U-Net model file (.safetensors, written by braggml train --model unet)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="exported file (.pt or .onnx)")
@@ -141,6 +150,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="export format (default: from OUT's suffix, .pt = torchscript, .onnx = onnx)")
     parser.add_argument("--tile-size", type=int, default=512, metavar="S",
                         help="tile side the network is traced for (a multiple of the network's padding multiple)")
+    parser.add_argument("--flips", type=int, choices=[1, 2, 4],
+                        help="flipped copies the exported network averages, with the model's cut for them "
+                             "(default: the model's own)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
@@ -160,11 +172,14 @@ def run_export(args: argparse.Namespace) -> int:
     from .unet import export_onnx, export_torchscript, load_unet
 
     trained = load_unet(args.model, device="cpu")
+    if getattr(args, "flips", None) is not None:
+        trained.use_flips(args.flips)
     exporter = export_onnx if fmt == "onnx" else export_torchscript
     start = time.perf_counter()
     path = exporter(trained, out, tile_size=args.tile_size)
     seconds = time.perf_counter() - start
     if not getattr(args, "quiet", False):
-        print(json.dumps({"output": str(path), "format": fmt, "tile_size": args.tile_size,
-                          "bytes": path.stat().st_size, "seconds": round(seconds, 3)}))
+        print(json.dumps({"output": str(path), "format": fmt, "tile_size": args.tile_size, "flips": trained.flips,
+                          "threshold": trained.threshold, "bytes": path.stat().st_size,
+                          "seconds": round(seconds, 3)}))
     return 0

@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # torch is imported only when a model is loaded, not when the
 
 __all__ = ["UNetFinderConfig", "UNetFinder", "finish_peaks", "needs_ring_evidence"]
 
+#: The allowed ``flips`` (the keys of :data:`braggml.ml.unet.FLIPS`; kept here so that the finder is looked up
+#: without importing torch).
+_FLIP_COUNTS = (1, 2, 4)
+
 
 @dataclass(frozen=True)
 class UNetFinderConfig:
@@ -37,6 +41,11 @@ class UNetFinderConfig:
         U-Net model file; empty for the model shipped with braggml.
     probability_threshold : float or None
         Pixels above this probability form peaks; None uses the model's own cut (chosen on validation frames).
+    flips : {1, 2, 4} or None
+        The network's logits are averaged over this many flipped copies of the frame
+        (:class:`~braggml.ml.unet.FlipAveraged`): a little more found near the cut, for one pass of the
+        network per copy. The model's cut for that many copies is used when it has one (the shipped model
+        has cuts for 1, 2 and 4). None uses the model's own count (1 for the shipped model).
     min_pixel_count : int
         Smallest region kept.
     grow_px : float
@@ -80,6 +89,7 @@ class UNetFinderConfig:
 
     model_path: str = ""
     probability_threshold: float | None = None
+    flips: int | None = None
     min_pixel_count: int = 1
     grow_px: float = 2.0
     split_regions: bool = True
@@ -99,6 +109,8 @@ class UNetFinderConfig:
     def __post_init__(self) -> None:
         if self.probability_threshold is not None and not 0 < self.probability_threshold < 1:
             raise ConfigError(f"probability_threshold must lie in (0, 1), got {self.probability_threshold!r}")
+        if self.flips is not None and (isinstance(self.flips, bool) or self.flips not in _FLIP_COUNTS):
+            raise ConfigError(f"flips must be one of {', '.join(map(str, _FLIP_COUNTS))}, got {self.flips!r}")
         if self.min_pixel_count < 1:
             raise ConfigError(f"min_pixel_count must be >= 1, got {self.min_pixel_count!r}")
         if not np.isfinite(self.grow_px) or not 0 <= self.grow_px <= 10:
@@ -151,6 +163,8 @@ class UNetFinder(PeakFinder):
 
             path = self.config.model_path or DEFAULT_MODEL_PATH
             self._model = load_unet(path, device=self.config.device)
+            if self.config.flips is not None:
+                self._model.use_flips(self.config.flips)
         return self._model
 
     def probability(

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from ..simulate import Simulator, get_preset
 from ..simulate.config import BackgroundConfig, CrystalConfig, SimulationConfig, apply_overrides
 from ..simulate.frame import FOOTPRINT_SPOT, SimulatedFrame
 from .cnn import resolve_device
-from .unet import NormConfig, TrainedUNet, UNet, UNetConfig, normalise_frame
+from .unet import FLIPS, NormConfig, TrainedUNet, UNet, UNetConfig, check_flips, normalise_frame
 from .unet_extract import candidate_reach, extract_peaks, gather_candidates
 
 __all__ = [
@@ -331,6 +332,14 @@ class UNetTrainConfig:
         frames (:func:`peak_f1`): pooled counts are ruled by the frames with the most spots.
     max_seconds : float or None
         Wall-clock budget of the training loop.
+    flips : {1, 2, 4}
+        The trained model averages its logits over this many flipped copies of a frame unless told otherwise
+        (:attr:`TrainedUNet.flips`, :class:`~braggml.ml.unet.FlipAveraged`); :func:`choose_threshold` chooses
+        a cut for every number of copies.
+    cut_tolerance : float
+        :func:`choose_threshold` takes the highest cut whose F1 is within this of the best. The F1 of whole
+        validation frames changes little over a wide range of cuts, and the higher cut gives fewer false
+        peaks on frames unlike the simulated ones (powder rings, blank real frames).
     seed : int
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -356,10 +365,15 @@ class UNetTrainConfig:
     patience: int = 6
     val_average: str = "pooled"
     max_seconds: float | None = None
+    flips: int = 1
+    cut_tolerance: float = 0.005
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_flips(self.flips)
+        if not 0 <= self.cut_tolerance < 1:
+            raise ConfigError(f"cut_tolerance must lie in [0, 1), got {self.cut_tolerance!r}")
         object.__setattr__(self, "presets", tuple(self.presets))
         object.__setattr__(self, "variants", tuple(self.variants))
         if not self.variants or any(v not in VARIANTS for v in self.variants):
@@ -905,7 +919,7 @@ def train_unet(
         "n_val_crops": len(val),
         "target": f"footprints of observable spots with expected snr >= {cfg.min_snr}",
     }
-    return TrainedUNet(model=model, norm=norm or NormConfig(), threshold=float(best_thr), info=info)
+    return TrainedUNet(model=model, norm=norm or NormConfig(), threshold=float(best_thr), info=info, flips=cfg.flips)
 
 
 def choose_threshold(
@@ -914,50 +928,85 @@ def choose_threshold(
     *,
     frames: Sequence[int],
     thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98),
+    flips: Sequence[int] = tuple(FLIPS),
     radius_px: float = 2.0,
     grow_px: float = 2.0,
 ) -> tuple[float, list[dict[str, float]]]:
-    """Probability cut with the best peak F1 on whole simulated frames (sets ``trained.threshold``).
+    """Probability cuts for the best peak F1 on whole simulated frames, one for each number of flipped copies
+    (sets ``trained.cuts``, and ``trained.threshold`` to the cut for ``trained.flips`` copies).
 
     Crops centred near spots over-represent peaks, so a cut chosen on them is too lax for whole frames; this
-    runs the finder's full path (normalisation, tiled inference, regions within panels widened by
-    ``grow_px``, centroids) on frames ``frames`` of every preset and variant of ``config`` and scores each
-    cut against the spots with ``snr >= config.min_snr``. A peak found at any other simulated spot (weaker, or
-    centred on a bad pixel: a real reflection, left out of the training target too) counts as neither a true nor
-    a false positive, as in :func:`braggml.evaluate.metrics.evaluate_peaks` with ``optional``. The F1 is that of
-    all frames' peaks together, or the mean over the variants, as ``config.val_average`` says
-    (:func:`peak_f1`).
+    runs the finder's full path (normalisation, tiled inference on ``n`` flipped copies for each ``n`` of
+    ``flips``, regions within panels widened by ``grow_px``, centroids) on frames ``frames`` of every preset
+    and variant of ``config`` and scores each cut against the spots with ``snr >= config.min_snr``. A peak
+    found at any other simulated spot (weaker, or centred on a bad pixel: a real reflection, left out of the
+    training target too) counts as neither a true nor a false positive, as in
+    :func:`braggml.evaluate.metrics.evaluate_peaks` with ``optional``. The F1 is that of all frames' peaks
+    together, or the mean over the variants, as ``config.val_average`` says (:func:`peak_f1`). The cut taken
+    is the highest whose F1 is within ``config.cut_tolerance`` of the best; the one with the best F1 is
+    recorded too (``trained.info["threshold_choice"]``).
 
     Returns
     -------
     threshold : float
+        The cut for ``trained.flips`` copies (which must be among ``flips``).
     scores : list of dict
-        Precision, recall and F1 of each cut.
+        Precision, recall and F1 of each cut, for ``trained.flips`` copies (every count's are in
+        ``trained.info["threshold_choice"]["by_flips"]``).
     """
-    counts: dict[str, NDArray[np.int64]] = {}  # variant -> (cuts, 3) true positives, found, true
-    for _, k, sim, maps, variant in _training_frames(config, frames):
-        frame = sim.frame(k)
-        prob, norm = trained.probability(frame.image, maps.mask, maps=maps)
-        _, truth = frame_target(frame, config.min_snr, config.core_radius_px)
-        s = frame.spots
-        weaker = ~(s["observable"] & (s["snr"] >= config.min_snr))
-        weaker_rc = np.column_stack([s["row"][weaker], s["col"][weaker]]).astype(np.float64)
-        c = counts.setdefault(variant, np.zeros((len(thresholds), 3), np.int64))
+    own = int(getattr(trained, "flips", 1))
+    counts_of = [check_flips(n) for n in flips]
+    if own not in counts_of:
+        raise ConfigError(f"flips must include the model's own number of copies ({own}), got {tuple(flips)!r}")
+    # (copies, variant) -> (cuts, 3) true positives, found, true
+    counts: dict[tuple[int, str], NDArray[np.int64]] = {}
+    try:
+        for _, k, sim, maps, variant in _training_frames(config, frames):
+            frame = sim.frame(k)
+            _, truth = frame_target(frame, config.min_snr, config.core_radius_px)
+            s = frame.spots
+            weaker = ~(s["observable"] & (s["snr"] >= config.min_snr))
+            weaker_rc = np.column_stack([s["row"][weaker], s["col"][weaker]]).astype(np.float64)
+            for n in counts_of:
+                trained.flips = n
+                prob, norm = trained.probability(frame.image, maps.mask, maps=maps)
+                c = counts.setdefault((n, variant), np.zeros((len(thresholds), 3), np.int64))
+                for i, thr in enumerate(thresholds):
+                    rc = _region_centroids(
+                        prob, norm.residual, norm.background, norm.noise, norm.bad, norm.panel_id, thr, grow_px
+                    )
+                    fi, _ = match_frame(rc, truth, radius_px)
+                    left = np.setdiff1d(np.arange(len(rc)), fi)
+                    at_weaker, _ = match_frame(rc[left], weaker_rc, radius_px)
+                    c[i] += len(fi), len(rc) - len(at_weaker), len(truth)
+    finally:
+        trained.flips = own
+    by_flips: dict[str, dict[str, Any]] = {}
+    cuts: dict[int, float] = {}
+    for n in counts_of:
+        scores = []
         for i, thr in enumerate(thresholds):
-            rc = _region_centroids(
-                prob, norm.residual, norm.background, norm.noise, norm.bad, norm.panel_id, thr, grow_px
+            precision, recall, f1 = _averaged_f1(
+                {v: c[i] for (m, v), c in counts.items() if m == n}, config.val_average
             )
-            fi, _ = match_frame(rc, truth, radius_px)
-            left = np.setdiff1d(np.arange(len(rc)), fi)
-            at_weaker, _ = match_frame(rc[left], weaker_rc, radius_px)
-            c[i] += len(fi), len(rc) - len(at_weaker), len(truth)
-    scores = []
-    for i, thr in enumerate(thresholds):
-        precision, recall, f1 = _averaged_f1({v: c[i] for v, c in counts.items()}, config.val_average)
-        scores.append(
-            {"threshold": float(thr), "precision": float(precision), "recall": float(recall), "f1": float(f1)}
+            scores.append(
+                {"threshold": float(thr), "precision": float(precision), "recall": float(recall), "f1": float(f1)}
+            )
+        best = max(scores, key=lambda r: r["f1"])
+        chosen = max(
+            (r for r in scores if r["f1"] >= best["f1"] - config.cut_tolerance), key=lambda r: r["threshold"]
         )
-    best = max(scores, key=lambda r: r["f1"])
-    trained.threshold = best["threshold"]
-    trained.info["threshold_choice"] = {"frames": [int(k) for k in frames], "scores": scores}
-    return best["threshold"], scores
+        cuts[n] = chosen["threshold"]
+        by_flips[str(n)] = {"scores": scores, "cut": chosen["threshold"], "best_f1_cut": best["threshold"]}
+    trained.cuts = cuts
+    trained.threshold = cuts[own]
+    mine = by_flips[str(own)]
+    trained.info["threshold_choice"] = {
+        "frames": [int(k) for k in frames],
+        "scores": mine["scores"],
+        "best_f1_cut": mine["best_f1_cut"],
+        "flips": own,
+        "cut_tolerance": config.cut_tolerance,
+        "by_flips": by_flips,
+    }
+    return cuts[own], mine["scores"]

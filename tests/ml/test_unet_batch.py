@@ -35,8 +35,12 @@ def _shared(a: PeakList, b: PeakList, radius: float) -> int:
     return match_frame(_rc(a), _rc(b), radius)[0].size if len(a) and len(b) else 0
 
 
-def test_batched_peaks_match_the_one_frame_finder(run) -> None:
+@pytest.mark.parametrize("flips", [1, 4])
+def test_batched_peaks_match_the_one_frame_finder(run, flips: int) -> None:
     frames, maps, finder = run
+    if flips != 1:  # the whole frames and the tiles are flipped alike
+        finder = UNetFinder(device="cpu", precision="float32", flips=flips)
+        assert finder.model.flips == flips
     single = [finder.find(f.image, maps.mask, maps=maps) for f in frames]
     with BatchedUNetFinder(finder, frames[0].image.shape, maps=maps, mask=maps.mask, batch_size=3) as batched:
         streamed = list(batched.find_stream(f.image for f in frames))

@@ -95,6 +95,29 @@ def crops_in_parallel(cfg: UNetTrainConfig, frames: range, augment: bool, norm: 
         return CropSet.concatenate(pool.map(_crops, jobs))
 
 
+def train_config(args: argparse.Namespace) -> UNetTrainConfig:
+    """The training settings of the command line (presets jungfrau4m and pilatus6m, seed 0)."""
+    return UNetTrainConfig(
+        presets=("jungfrau4m", "pilatus6m"),
+        train_frames_per_preset=args.train_frames,
+        val_frames_per_preset=args.val_frames,
+        crop_size=128,
+        crops_per_frame=args.crops_per_frame,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        max_seconds=args.max_seconds,
+        seed=0,
+        device=args.device,
+        variants=tuple(args.variants),
+        val_average=args.val_average,
+        shadow_fraction=args.shadow_fraction,
+        flips=args.flips,
+        cut_tolerance=args.cut_tolerance,
+    )
+
+
 def recut(args: argparse.Namespace) -> None:
     """Choose the cuts of an existing model again (for 1, 2 and 4 flipped copies; it runs ``args.flips``), and
     write the model to ``args.out`` with its weights unchanged (the earlier choice is kept in its info as
@@ -104,16 +127,7 @@ def recut(args: argparse.Namespace) -> None:
     before = {"threshold": trained.threshold, "flips": trained.flips,
               "threshold_choice": trained.info.get("threshold_choice")}
     trained.flips = args.flips
-    cfg = UNetTrainConfig(
-        presets=("jungfrau4m", "pilatus6m"),
-        variants=tuple(args.val_variants or args.variants),
-        val_frames_per_preset=args.val_frames,
-        val_average=args.val_average,
-        flips=args.flips,
-        cut_tolerance=args.cut_tolerance,
-        seed=0,
-        device=args.device,
-    )
+    cfg = dataclasses.replace(train_config(args), variants=tuple(args.val_variants or args.variants))
     frames = range(FIRST_VAL, FIRST_VAL + args.val_frames)
     threshold, scores = choose_threshold(trained, cfg, frames=frames)
     for n, choice in trained.info["threshold_choice"]["by_flips"].items():
@@ -171,25 +185,7 @@ def main() -> None:
     if args.recut:
         recut(args)
         return
-    cfg = UNetTrainConfig(
-        presets=("jungfrau4m", "pilatus6m"),
-        train_frames_per_preset=args.train_frames,
-        val_frames_per_preset=args.val_frames,
-        crop_size=128,
-        crops_per_frame=args.crops_per_frame,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        patience=args.patience,
-        max_seconds=args.max_seconds,
-        seed=0,
-        device=args.device,
-        variants=tuple(args.variants),
-        val_average=args.val_average,
-        shadow_fraction=args.shadow_fraction,
-        flips=args.flips,
-        cut_tolerance=args.cut_tolerance,
-    )
+    cfg = train_config(args)
     # validation frames may be of other variants: crowded frames hold so many spots that they would outweigh
     # every other kind of frame in a pooled F1
     val_cfg = dataclasses.replace(cfg, variants=tuple(args.val_variants or args.variants))

@@ -19,36 +19,48 @@ Loss: weighted BCE (peak pixels x5) + 0.5 soft Dice; AdamW with a one-cycle sche
 validation peak F1 (2 px matching) is kept. The probability cut is then chosen on whole validation frames
 (:func:`choose_threshold`), not on crops, unless ``--cut`` names the one to ship.
 
-The shipped model was made in two runs on 2 CPU cores, before unlit regions were among the augmentations
-(hence ``--shadow-fraction 0`` below). First from scratch (28 min; best epoch 26 of 30), with compact frames
-twice in every nine:
+The shipped model is the average of the weights of four networks, made on 2 CPU cores. First a network from
+scratch (28 min; best epoch 26 of 30), with compact frames twice in every nine, before unlit regions were among
+the augmentations (hence ``--shadow-fraction 0``):
 
     python benchmarks/train_unet_default.py --out h.safetensors --train-frames 63 --val-frames 9 --epochs 30 \
         --learning-rate 1e-3 --workers 2 --max-seconds 2700 --shadow-fraction 0 \
         --variants hits weak ice blank dense quiet varied compact compact
 
 then fine-tuned from that with crowded frames (spots 2.5-6 px apart) twice in every eleven (13 min; best epoch
-11 of 12, cut 0.95). Its validation frames are those of the first run: crowded frames hold so many spots that
-they would outweigh every other kind of frame in a pooled F1.
+11 of 12). Its validation frames are those of the first run: crowded frames hold so many spots that they would
+outweigh every other kind of frame in a pooled F1. This network, ``h2``, was the shipped model before the
+average.
 
     python benchmarks/train_unet_default.py --init h.safetensors --out h2.safetensors --train-frames 77 \
         --val-frames 9 --epochs 12 --learning-rate 3e-4 --workers 2 --max-seconds 1500 --patience 12 \
         --shadow-fraction 0 --variants hits weak ice blank dense quiet varied compact compact crowded crowded \
         --val-variants hits weak ice blank dense quiet varied compact compact
 
-Its cuts were then chosen again, with the weights unchanged, for one, two and four flipped copies
-(:class:`braggml.ml.unet.FlipAveraged`; 2 min): each the highest within 0.005 of the best F1 on the same
-validation frames, 0.95, 0.95 and 0.9 (the best F1 at 0.8, 0.9 and 0.8). It runs one copy unless told
-otherwise.
+Then ``h2`` was fine-tuned three times for up to 14 more epochs on twice the frames (27-31 min each): ``f1``
+without unlit regions, ``f2`` with them (``--shadow-fraction 0.25``, the default), and ``f3`` with them and
+with sharp frames once in twelve (``--variants ... crowded crowded sharp``, ``--max-seconds 2400``):
 
-    python benchmarks/train_unet_default.py --recut h2.safetensors --val-frames 9 \
-        --variants hits weak ice blank dense quiet varied compact compact
+    python benchmarks/train_unet_default.py --init h2.safetensors --out f1.safetensors --train-frames 154 \
+        --val-frames 9 --epochs 14 --learning-rate 3e-4 --workers 2 --max-seconds 2700 --patience 14 \
+        --shadow-fraction 0 --variants hits weak ice blank dense quiet varied compact compact crowded crowded \
+        --val-variants hits weak ice blank dense quiet varied compact compact
 
-(Every training run now chooses the cuts so, so the fine-tune above, run today, makes this choice itself.)
+Each alone did better than ``h2`` on some simulated frames and worse on some real ones (``docs/unet.md``).
+The shipped model averages the weights and batch-norm statistics of ``h2``, ``f1``, ``f2`` and ``f3``
+(:func:`braggml.ml.unet_train.average_weights`), and its cuts for one, two and four flipped copies
+(:class:`braggml.ml.unet.FlipAveraged`) were chosen on the validation frames of the first run (1 min): each
+the highest within 0.005 of the best F1, 0.9, 0.9 and 0.8 (the best F1 at 0.7, 0.6 and 0.5). It runs one copy
+unless told otherwise.
+
+    python benchmarks/train_unet_default.py --average h2.safetensors f1.safetensors f2.safetensors \
+        f3.safetensors --val-frames 9 --variants hits weak ice blank dense quiet varied compact compact
+
+``--recut MODEL`` chooses the cuts of one model again in the same way (for ``h2``: 0.95, 0.95 and 0.9).
 
 Run: ``python benchmarks/train_unet_default.py [--out PATH] [--max-seconds S] [--train-frames N] [--init MODEL]
 [--variants ...] [--val-variants ...] [--val-average pooled|variant] [--patience N] [--convs-per-block N]
-[--shadow-fraction F] [--cut C] [--flips N] [--cut-tolerance DF1] [--recut MODEL]``.
+[--shadow-fraction F] [--cut C] [--flips N] [--cut-tolerance DF1] [--recut MODEL] [--average MODEL ...]``.
 """
 
 from __future__ import annotations
@@ -63,13 +75,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from braggml.ml.unet import DEFAULT_MODEL_PATH, NormConfig, UNetConfig, load_unet
+from braggml.ml.unet import DEFAULT_MODEL_PATH, NormConfig, TrainedUNet, UNetConfig, load_unet
 from braggml.ml.unet_train import (
     DEFAULT_VARIANTS,
     VAL_AVERAGES,
     VARIANTS,
     CropSet,
     UNetTrainConfig,
+    average_weights,
     choose_threshold,
     simulate_crops,
     train_unet,
@@ -118,12 +131,11 @@ def train_config(args: argparse.Namespace) -> UNetTrainConfig:
     )
 
 
-def recut(args: argparse.Namespace) -> None:
-    """Choose the cuts of an existing model again (for 1, 2 and 4 flipped copies; it runs ``args.flips``), and
-    write the model to ``args.out`` with its weights unchanged (the earlier choice is kept in its info as
+def recut(args: argparse.Namespace, trained: TrainedUNet) -> None:
+    """Choose the cuts of a model again (for 1, 2 and 4 flipped copies; it runs ``args.flips``), and write it to
+    ``args.out`` with its weights unchanged (the earlier choice is kept in its info as
     ``earlier_threshold_choice``)."""
     t0 = time.monotonic()
-    trained = load_unet(args.recut, device=args.device)
     before = {"threshold": trained.threshold, "flips": trained.flips,
               "threshold_choice": trained.info.get("threshold_choice")}
     trained.flips = args.flips
@@ -178,12 +190,24 @@ def main() -> None:
                         help="train nothing: choose the cuts of this model again (on the validation frames of "
                              "--val-frames and --val-variants or --variants; it runs --flips copies) and write it "
                              "to --out")
+    parser.add_argument("--average", nargs="+", default=[], metavar="MODEL",
+                        help="train nothing: average the weights of these models (fine-tuned from one model), "
+                             "choose the cuts as --recut does and write the result to --out")
     args = parser.parse_args()
     if args.cut is not None and not 0 < args.cut < 1:
         parser.error(f"--cut must lie in (0, 1), got {args.cut}")
     torch.set_num_threads(args.threads)
     if args.recut:
-        recut(args)
+        recut(args, load_unet(args.recut, device=args.device))
+        return
+    if args.average:
+        averaged = average_weights([load_unet(p, device=args.device) for p in args.average])
+        averaged.info["trained_on"] = (
+            f"the weights of {len(args.average)} models averaged: " + "; ".join(
+                f"({i + 1}) {t}" for i, t in enumerate(averaged.info["averaged_from"])
+            )
+        )
+        recut(args, averaged)
         return
     cfg = train_config(args)
     # validation frames may be of other variants: crowded frames hold so many spots that they would outweigh

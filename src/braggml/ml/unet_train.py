@@ -58,6 +58,7 @@ __all__ = [
     "peak_f1",
     "train_unet",
     "choose_threshold",
+    "average_weights",
 ]
 
 log = logging.getLogger(__name__)
@@ -1010,3 +1011,42 @@ def choose_threshold(
         "by_flips": by_flips,
     }
     return cuts[own], mine["scores"]
+
+
+def average_weights(models: Sequence[TrainedUNet]) -> TrainedUNet:
+    """One network whose weights and batch-norm statistics are the mean of those of ``models``.
+
+    Networks fine-tuned from one trained network lie close together in weight space, and their average
+    usually does better than each of them, at the cost of one network. The models must share the
+    architecture and the input normalisation. The average runs one flipped copy and keeps the first model's
+    cut, with no other cuts: choose them again on validation frames (:func:`choose_threshold`). Its ``info``
+    lists what each model was trained on, under ``"averaged_from"``.
+
+    Raises
+    ------
+    ConfigError
+        When ``models`` is empty, or the models differ in architecture or normalisation.
+    """
+    models = list(models)
+    if not models:
+        raise ConfigError("average_weights needs at least one model")
+    first = models[0]
+    for m in models[1:]:
+        if m.config != first.config or m.norm != first.norm:
+            raise ConfigError(
+                f"cannot average models of different architectures or normalisations: {first.config}, "
+                f"{first.norm} against {m.config}, {m.norm}"
+            )
+    states = [{k: v.detach().cpu() for k, v in m.model.state_dict().items()} for m in models]
+    averaged = {}
+    for name, value in states[0].items():
+        if value.is_floating_point():
+            total = sum(state[name].to(torch.float64) for state in states)
+            averaged[name] = (total / len(states)).to(value.dtype)
+        else:  # counters (batches seen by batch normalisation)
+            averaged[name] = value.clone()
+    model = UNet(first.config)
+    model.load_state_dict(averaged)
+    model.eval()
+    info = {"averaged_from": [m.info.get("trained_on") for m in models]}
+    return TrainedUNet(model=model, norm=first.norm, threshold=first.threshold, info=info).to(first.device)

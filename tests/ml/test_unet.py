@@ -137,6 +137,12 @@ def test_finder_config_rejects_bad_values(kwargs: dict, match: str) -> None:
         UNetFinderConfig(**kwargs)
 
 
+def test_finder_knows_the_flip_counts_without_torch() -> None:
+    from braggml.ml.unet_finder import _FLIP_COUNTS
+
+    assert _FLIP_COUNTS == tuple(FLIPS)
+
+
 def test_train_config_rejects_bad_values() -> None:
     with pytest.raises(ConfigError, match="gain_range"):
         UNetTrainConfig(gain_range=(2.0, 1.0))
@@ -602,6 +608,9 @@ def test_finder_runs_the_models_flipped_copies_unless_told_otherwise(tiny_model:
     assert one.model.threshold == one.model.cuts[1] and four.model.threshold == four.model.cuts[4]
     p4, norm = four.probability(frame.image, maps.mask, maps=maps)
     p1, _ = one.probability(frame.image, maps.mask, maps=maps)
+    again, same = four.model.probability(frame.image, maps.mask, maps=maps, precision="float32", normalised=norm)
+    assert same is norm  # a frame normalised once serves every count of copies
+    np.testing.assert_array_equal(again, p4)
     inputs = torch.from_numpy(norm.inputs[None])
     with torch.no_grad():  # the tiles of this small frame are the whole frame
         expected = torch.sigmoid(_flip_mean(one.model.model, inputs, 4))[0, 0].numpy()
@@ -687,12 +696,12 @@ def test_cut_choice_does_not_count_peaks_at_weaker_reflections_as_false() -> Non
 
         threshold, info = 0.5, {}
 
-        def probability(self, image, mask, *, maps):
+        def probability(self, image, mask, *, maps, normalised=None):
             prob = np.zeros(image.shape, np.float32)
             r = np.clip(np.rint(spots["row"]).astype(int), 0, image.shape[0] - 1)
             c = np.clip(np.rint(spots["col"]).astype(int), 0, image.shape[1] - 1)
             prob[r, c] = 1.0
-            return prob, normalise_frame(image, mask, maps=maps)
+            return prob, normalise_frame(image, mask, maps=maps) if normalised is None else normalised
 
     _, rows = choose_threshold(EverySpot(), cfg, frames=[0], thresholds=(0.5,))
     assert rows[0]["precision"] > 0.97  # before, every weaker reflection found was a false peak

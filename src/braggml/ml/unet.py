@@ -746,10 +746,12 @@ class TrainedUNet:
         overlap: int = 64,
         batch_size: int = 4,
         precision: str = "auto",
+        normalised: NormalisedFrame | None = None,
     ) -> tuple[NDArray[np.float32], NormalisedFrame]:
         """Peak probability of every pixel of a raw frame, and the normalised frame (``precision`` as in
-        :func:`predict_tiled`)."""
-        norm = normalise_frame(image, mask, maps=maps, config=self.norm)
+        :func:`predict_tiled`; ``normalised``, when given, is this frame already normalised with this model's
+        settings, and ``image``, ``mask`` and ``maps`` are then not looked at)."""
+        norm = normalise_frame(image, mask, maps=maps, config=self.norm) if normalised is None else normalised
         prob = predict_tiled(
             self.inference_model(),
             norm.inputs,

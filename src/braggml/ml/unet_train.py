@@ -968,9 +968,10 @@ def choose_threshold(
             s = frame.spots
             weaker = ~(s["observable"] & (s["snr"] >= config.min_snr))
             weaker_rc = np.column_stack([s["row"][weaker], s["col"][weaker]]).astype(np.float64)
+            norm = None  # normalised once, for every count of copies
             for n in counts_of:
                 trained.flips = n
-                prob, norm = trained.probability(frame.image, maps.mask, maps=maps)
+                prob, norm = trained.probability(frame.image, maps.mask, maps=maps, normalised=norm)
                 c = counts.setdefault((n, variant), np.zeros((len(thresholds), 3), np.int64))
                 for i, thr in enumerate(thresholds):
                     rc = _region_centroids(

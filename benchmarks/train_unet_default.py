@@ -109,7 +109,7 @@ def crops_in_parallel(cfg: UNetTrainConfig, frames: range, augment: bool, norm: 
 
 
 def train_config(args: argparse.Namespace) -> UNetTrainConfig:
-    """The training settings of the command line (presets jungfrau4m and pilatus6m, seed 0)."""
+    """The training settings of the command line (presets jungfrau4m and pilatus6m)."""
     return UNetTrainConfig(
         presets=("jungfrau4m", "pilatus6m"),
         train_frames_per_preset=args.train_frames,
@@ -121,7 +121,7 @@ def train_config(args: argparse.Namespace) -> UNetTrainConfig:
         batch_size=args.batch_size,
         patience=args.patience,
         max_seconds=args.max_seconds,
-        seed=0,
+        seed=args.seed,
         device=args.device,
         variants=tuple(args.variants),
         val_average=args.val_average,
@@ -182,6 +182,8 @@ def main() -> None:
                              "(both are recorded in the model's threshold_choice)")
     parser.add_argument("--val-average", choices=VAL_AVERAGES, default="pooled",
                         help="validation F1 over all crops together, or the mean over the variants")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="run seed of the simulated training and validation frames, and of the training")
     parser.add_argument("--flips", type=int, choices=(1, 2, 4), default=UNetTrainConfig.flips,
                         help="flipped copies whose logits the model averages unless told otherwise")
     parser.add_argument("--cut-tolerance", type=float, default=UNetTrainConfig.cut_tolerance,
@@ -238,7 +240,7 @@ def main() -> None:
         trained.info["threshold_choice"]["best_on_validation"] = threshold
         trained.threshold = args.cut
     trained.info["trained_on"] = (
-        f"simulated frames of presets jungfrau4m and pilatus6m (seed 0; variants {', '.join(cfg.variants)}"
+        f"simulated frames of presets jungfrau4m and pilatus6m (seed {cfg.seed}; variants {', '.join(cfg.variants)}"
         f"{'' if val_cfg.variants == cfg.variants else '; validation ' + ', '.join(val_cfg.variants)}; "
         "'varied' draws pixel size, distance, point spread, divergence, mosaicity, cell, strength and background "
         "at random around the preset for each frame; 'compact' makes spots of one to three pixels; 'crowded' "

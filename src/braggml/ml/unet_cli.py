@@ -80,8 +80,8 @@ def add_train_unet_arguments(parser: argparse.ArgumentParser) -> None:
                         "outweigh the rest")
     g.add_argument("--max-seconds", type=float, help="wall-clock budget of the training loop")
     g.add_argument("--flips", type=int, choices=[1, 2, 4],
-                   help="flipped copies of a frame whose logits the model averages when it finds peaks; its "
-                        "cut is chosen so (default 4)")
+                   help="flipped copies of a frame whose logits the model averages when it finds peaks, unless "
+                        "told otherwise (default 1); a cut is chosen for 1, 2 and 4 copies")
     g.add_argument("--cut-tolerance", type=float, metavar="DF1",
                    help="take the highest probability cut whose F1 on the validation frames is within this of "
                         "the best (default 0.005)")

@@ -90,6 +90,7 @@ def measure(preset: str, args, device: torch.device) -> dict:
         "simulate_s": round(time.perf_counter() - t0, 1),
     }
     finder = UNetFinder(device=str(device), flips=args.flips)
+    out["flips"] = finder.model.flips
 
     # the reference: one frame at a time through UNetFinder.find on this device
     n_ref = min(args.frames, 8)
@@ -173,7 +174,6 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu_cores": os.cpu_count(),
         "workers": args.workers,
-        "flips": args.flips or UNetFinder(device="cpu").model.flips,
         "python": sys.version.split()[0],
     }
     print(info, flush=True)

@@ -694,7 +694,7 @@ def test_cut_choice_does_not_count_peaks_at_weaker_reflections_as_false() -> Non
     class EverySpot:
         """A stand-in network marking every simulated spot on the detector, scored or not."""
 
-        threshold, info = 0.5, {}
+        threshold, info, flips = 0.5, {}, 1
 
         def probability(self, image, mask, *, maps, normalised=None):
             prob = np.zeros(image.shape, np.float32)

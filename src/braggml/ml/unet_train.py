@@ -955,7 +955,7 @@ def choose_threshold(
         Precision, recall and F1 of each cut, for ``trained.flips`` copies (every count's are in
         ``trained.info["threshold_choice"]["by_flips"]``).
     """
-    own = int(getattr(trained, "flips", 1))
+    own = trained.flips
     counts_of = [check_flips(n) for n in flips]
     if own not in counts_of:
         raise ConfigError(f"flips must include the model's own number of copies ({own}), got {tuple(flips)!r}")

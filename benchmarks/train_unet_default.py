@@ -126,6 +126,7 @@ def train_config(args: argparse.Namespace) -> UNetTrainConfig:
         variants=tuple(args.variants),
         val_average=args.val_average,
         shadow_fraction=args.shadow_fraction,
+        hot_mask_fraction=args.hot_mask_fraction,
         flips=args.flips,
         cut_tolerance=args.cut_tolerance,
     )
@@ -177,6 +178,8 @@ def main() -> None:
                         help="3x3 convolutions in every U-Net block (from scratch only)")
     parser.add_argument("--shadow-fraction", type=float, default=UNetTrainConfig.shadow_fraction,
                         help="share of the training frames given an unmasked unlit region")
+    parser.add_argument("--hot-mask-fraction", type=float, default=UNetTrainConfig.hot_mask_fraction,
+                        help="share of the training frames whose hot pixels are in the mask")
     parser.add_argument("--cut", type=float, default=None,
                         help="probability cut to ship instead of the one with the best F1 on the validation frames "
                              "(both are recorded in the model's threshold_choice)")
@@ -247,6 +250,7 @@ def main() -> None:
         "puts spots 2.5-6 px apart; 'sharp' puts few-photon spots of one or two pixels on an almost empty frame; "
         "'phosphor' reads the frame out behind a phosphor (photon noise shared by neighbouring pixels); "
         f"{cfg.shadow_fraction:.0%} of the training frames with an unmasked region the X-rays do not reach; "
+        f"{cfg.hot_mask_fraction:.0%} with their hot pixels masked; "
         f"train frames 0-{cfg.train_frames_per_preset - 1}, validation frames {val_frames.start}-"
         f"{val_frames.stop - 1}), 128x128 crops, targets = 1.5 px cores of spots with expected SNR >= 3"
     )

@@ -150,6 +150,8 @@ def test_train_config_rejects_bad_values() -> None:
         UNetTrainConfig(crop_size=0)
     with pytest.raises(ConfigError, match="shadow_fraction must lie in"):
         UNetTrainConfig(shadow_fraction=1.5)
+    with pytest.raises(ConfigError, match="hot_mask_fraction must lie in"):
+        UNetTrainConfig(hot_mask_fraction=-0.1)
     with pytest.raises(ConfigError, match="flips must be one of 1, 2, 4, got 8"):
         UNetTrainConfig(flips=8)
     with pytest.raises(ConfigError, match="cut_tolerance must lie in"):
@@ -498,6 +500,35 @@ def test_phosphor_frames_share_the_photon_noise_on_an_integrating_readout() -> N
     assert len(crops) == 2 and set(crops.variant) == {"phosphor"} and (crops.target == 1).any()
 
 
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_training_frames_have_their_hot_pixels_masked_at_the_chosen_rate(monkeypatch, fraction) -> None:
+    import braggml.ml.unet_train as unet_train
+
+    masks = []
+
+    def recording(image, mask=None, **kwargs):
+        masks.append(mask.copy())
+        return normalise_frame(image, mask, **kwargs)
+
+    monkeypatch.setattr(unet_train, "normalise_frame", recording)
+    cfg = UNetTrainConfig(
+        presets=("test",), variants=("hits",), crop_size=64, crops_per_frame=2, hot_mask_fraction=fraction,
+        shadow_fraction=0.0, device="cpu",
+    )
+    sim = Simulator(variant_config(get_preset("test"), "hits"), seed=cfg.seed)
+    hot = sim.layout.hot_photons > 0
+    geometry = sim.layout.pixel_maps(sim.wavelength_a).mask
+    assert hot.any() and not geometry[hot].any()
+    simulate_crops(cfg, frames=[0, 1, 2], augment=True, rng=np.random.default_rng(0))
+    assert len(masks) == 3
+    for mask in masks:
+        assert mask[hot].all() if fraction == 1.0 else not mask[hot].any()
+        assert np.array_equal(mask & ~hot, geometry & ~hot)  # nothing else changes
+    masks.clear()
+    simulate_crops(cfg, frames=[50], augment=False, rng=np.random.default_rng(0))  # validation: as recorded
+    assert not masks[0][hot].any()
+
+
 def test_overfits_a_tiny_crop_set() -> None:
     cfg = UNetTrainConfig(
         presets=("test",), train_frames_per_preset=1, crop_size=64, crops_per_frame=4, epochs=40, batch_size=4,
@@ -742,7 +773,8 @@ def test_train_unet_command_writes_a_loadable_model(tmp_path: Path, capsys: pyte
     argv = ["train", "--model", "unet", "-o", str(out), "--preset", "test", "--variant", "hits", "--variant",
             "blank", "--train-frames", "2", "--val-frames", "1", "--crop-size", "64", "--crops-per-frame", "4",
             "--epochs", "2", "--channels", "4", "8", "--downsample", "2", "--device", "cpu", "--val-average",
-            "variant", "--shadow-fraction", "0.5", "--flips", "2", "--cut-tolerance", "0.01", "-q"]
+            "variant", "--shadow-fraction", "0.5", "--hot-mask-fraction", "0.75", "--flips", "2", "--cut-tolerance",
+            "0.01", "-q"]
     assert main(argv) == 0
     back = load_unet(out, device="cpu")
     assert back.config.channels == (4, 8) and back.config.downsample == 2
@@ -751,6 +783,7 @@ def test_train_unet_command_writes_a_loadable_model(tmp_path: Path, capsys: pyte
     assert back.info["threshold_choice"]["cut_tolerance"] == 0.01
     assert back.info["train_config"]["val_average"] == "variant"
     assert back.info["train_config"]["shadow_fraction"] == 0.5
+    assert back.info["train_config"]["hot_mask_fraction"] == 0.75
     assert "test" in back.info["trained_on"] and "blank" in back.info["trained_on"]
     assert "threshold_choice" in back.info  # the cut was chosen on whole validation frames
     capsys.readouterr()

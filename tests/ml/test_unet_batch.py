@@ -143,13 +143,18 @@ def test_without_ring_rules_no_ring_evidence_is_needed(run) -> None:
 
 
 def test_batches_shrink_to_the_free_device_memory() -> None:
-    from braggml.ml.unet_batch import DEVICE_BYTES_PER_PIXEL, batch_that_fits
+    from braggml.ml.unet_batch import DEVICE_BYTES_PER_PIXEL, FLIP_BYTES_PER_PIXEL, batch_that_fits
 
     pixels = 18_000_000  # an Eiger 16M frame
     assert batch_that_fits(8, pixels, 200 * 2**30) == 8
     free = int(3.5 * DEVICE_BYTES_PER_PIXEL * pixels / 0.8)
     assert batch_that_fits(8, pixels, free) == 3
     assert batch_that_fits(8, pixels, 1) == 1
+    exactly_three = int(np.ceil(3 * DEVICE_BYTES_PER_PIXEL * pixels / 0.8))
+    assert batch_that_fits(8, pixels, exactly_three) == 3
+    assert batch_that_fits(8, pixels, exactly_three, flips=4) == 2  # the flipped copies' buffers count too
+    with_copies = int(np.ceil(3 * (DEVICE_BYTES_PER_PIXEL + FLIP_BYTES_PER_PIXEL) * pixels / 0.8))
+    assert batch_that_fits(8, pixels, with_copies, flips=2) == 3
 
 
 def test_elliptical_powder_ring_rejected_on_both_paths() -> None:

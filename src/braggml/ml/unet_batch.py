@@ -38,18 +38,31 @@ from .unet_extract import CandidatePixels, candidate_reach, extract_peaks
 from .unet_finder import UNetFinder, UNetFinderConfig, finish_peaks, needs_ring_evidence
 from .unet_norm_torch import TorchNormaliser
 
-__all__ = ["BatchedUNetFinder", "FramePixels", "peaks_from_pixels", "batch_that_fits", "DEVICE_BYTES_PER_PIXEL"]
+__all__ = [
+    "BatchedUNetFinder",
+    "FramePixels",
+    "peaks_from_pixels",
+    "batch_that_fits",
+    "DEVICE_BYTES_PER_PIXEL",
+    "FLIP_BYTES_PER_PIXEL",
+]
 
 log = logging.getLogger(__name__)
 
 #: Device memory a batch takes per frame pixel (normalisation, float16 network and extraction together): the
 #: most seen on an H200 was 134-153 bytes for 4.4 Mpixel frames in batches of 8 and 16.
 DEVICE_BYTES_PER_PIXEL = 160
+#: What flipped copies (:class:`~braggml.ml.unet.FlipAveraged`) add per frame pixel: the flipped two-channel
+#: float32 input, the copy's logits and their running sum. The copies run one after the other, so the
+#: network's own buffers are not multiplied.
+FLIP_BYTES_PER_PIXEL = 16
 
 
-def batch_that_fits(requested: int, frame_pixels: int, free_bytes: int, *, share: float = 0.8) -> int:
+def batch_that_fits(
+    requested: int, frame_pixels: int, free_bytes: int, *, share: float = 0.8, flips: int = 1
+) -> int:
     """The largest batch, at most ``requested``, whose frames take no more than ``share`` of the free device
-    memory (at least 1).
+    memory (at least 1); with ``flips`` > 1 each pixel also needs :data:`FLIP_BYTES_PER_PIXEL`.
 
     Examples
     --------
@@ -58,7 +71,8 @@ def batch_that_fits(requested: int, frame_pixels: int, free_bytes: int, *, share
     >>> batch_that_fits(8, 18_000_000, 16 * 2**30)
     4
     """
-    fits = int(share * free_bytes // (DEVICE_BYTES_PER_PIXEL * max(frame_pixels, 1)))
+    per_pixel = DEVICE_BYTES_PER_PIXEL + (FLIP_BYTES_PER_PIXEL if flips > 1 else 0)
+    fits = int(share * free_bytes // (per_pixel * max(frame_pixels, 1)))
     return max(1, min(int(requested), fits))
 
 
@@ -144,7 +158,7 @@ class BatchedUNetFinder:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every batch has the same shape: the fastest kernels pay off
             free, _ = torch.cuda.mem_get_info(self.device)
-            fitted = batch_that_fits(self.batch_size, self.shape[0] * self.shape[1], free)
+            fitted = batch_that_fits(self.batch_size, self.shape[0] * self.shape[1], free, flips=trained.flips)
             if fitted < self.batch_size:
                 log.warning(
                     "frame batch %d of %d x %d frames does not fit in %.1f GiB free on %s: batches of %d",

@@ -33,6 +33,7 @@ _TRAIN_FLAGS = {
     "crops_per_frame": "crops_per_frame",
     "min_snr": "min_snr",
     "shadow_fraction": "shadow_fraction",
+    "hot_mask_fraction": "hot_mask_fraction",
     "epochs": "epochs",
     "batch_size": "batch_size",
     "learning_rate": "learning_rate",
@@ -72,6 +73,9 @@ def add_train_unet_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--shadow-fraction", type=float, metavar="F",
                    help="share of the training frames given an unmasked region the X-rays do not reach "
                         "(default 0.25)")
+    g.add_argument("--hot-mask-fraction", type=float, metavar="F",
+                   help="share of the training frames whose hot pixels are in the mask, as a detector mask or "
+                        "--hot-pixels auto would put them (default 0)")
     g.add_argument("--convs-per-block", type=int, metavar="N", help="3x3 convolutions in every U-Net block")
     g.add_argument("--downsample", type=int, choices=[1, 2, 4], help="space-to-depth factor of the input")
     g.add_argument("--val-average", choices=["pooled", "variant"],

@@ -319,6 +319,11 @@ class UNetTrainConfig:
     shadow_fraction : float
         Augmentation: this fraction of the training frames get an unmasked region that the X-rays do not
         reach (:func:`unlit_region`, :func:`cast_shadow`): pixels that read the detector's dark level only.
+    hot_mask_fraction : float
+        Augmentation: this fraction of the training frames have their hot pixels in the mask, as a detector's
+        own mask or ``braggml find --hot-pixels auto`` put them there; on the others the network must tell
+        them from one-pixel spots unaided. Masking them on most frames keeps the network from learning to
+        doubt every sharp spot of a few photons for a hot pixel.
     epochs, batch_size : int
     learning_rate, weight_decay : float
         AdamW settings (cosine schedule over the epochs).
@@ -357,6 +362,7 @@ class UNetTrainConfig:
     core_radius_px: float = 1.5
     gain_range: tuple[float, float] = (0.5, 2.0)
     shadow_fraction: float = 0.25
+    hot_mask_fraction: float = 0.0
     epochs: int = 30
     batch_size: int = 16
     learning_rate: float = 3e-3
@@ -380,7 +386,7 @@ class UNetTrainConfig:
         if not self.variants or any(v not in VARIANTS for v in self.variants):
             raise ConfigError(f"variants must be chosen from {', '.join(VARIANTS)}, got {self.variants!r}")
         check_choice("val_average", self.val_average, VAL_AVERAGES)
-        for name in ("spot_crop_fraction", "shadow_fraction"):
+        for name in ("spot_crop_fraction", "shadow_fraction", "hot_mask_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         if not 0.5 <= self.core_radius_px <= 5:
@@ -539,7 +545,10 @@ def simulate_crops(
             image = image.astype(np.float32) * np.float32(g) + np.float32(rng.uniform(0, 5) * g)
         if augment and rng.random() < 0.5:
             image, lines = faulty_lines(image, maps.panel_id, maps.mask, rng)
-        nf = normalise_frame(image, maps.mask, maps=maps, config=norm)
+        mask = maps.mask
+        if augment and config.hot_mask_fraction > 0 and rng.random() < config.hot_mask_fraction:
+            mask = mask | (sim.layout.hot_photons > 0)
+        nf = normalise_frame(image, mask, maps=maps, config=norm)
         target, rc = frame_target(frame, config.min_snr, config.core_radius_px)
         target[nf.bad & (target == 1)] = IGNORE
         if lines is not None:

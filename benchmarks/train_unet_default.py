@@ -47,20 +47,46 @@ with sharp frames once in twelve (``--variants ... crowded crowded sharp``, ``--
         --val-variants hits weak ice blank dense quiet varied compact compact
 
 Each alone did better than ``h2`` on some simulated frames and worse on some real ones (``docs/unet.md``).
-The shipped model averages the weights and batch-norm statistics of ``h2``, ``f1``, ``f2`` and ``f3``
-(:func:`braggml.ml.unet_train.average_weights`), and its cuts for one, two and four flipped copies
-(:class:`braggml.ml.unet.FlipAveraged`) were chosen on the validation frames of the first run (1 min): each
-the highest within 0.005 of the best F1, 0.9, 0.9 and 0.8 (the best F1 at 0.7, 0.6 and 0.5). It runs one copy
-unless told otherwise.
+Their average, ``a4``, was the shipped model before this one: the mean of the weights and batch-norm
+statistics of ``h2``, ``f1``, ``f2`` and ``f3`` (:func:`braggml.ml.unet_train.average_weights`), with cuts for
+one, two and four flipped copies (:class:`braggml.ml.unet.FlipAveraged`) chosen on the validation frames of the
+first run (1 min): each the highest within 0.005 of the best F1.
 
     python benchmarks/train_unet_default.py --average h2.safetensors f1.safetensors f2.safetensors \
-        f3.safetensors --val-frames 9 --variants hits weak ice blank dense quiet varied compact compact
+        f3.safetensors --out a4.safetensors --val-frames 9 \
+        --variants hits weak ice blank dense quiet varied compact compact
+
+``a4`` was then fine-tuned three times more (22-30 min each): ``g1`` with ``phosphor`` frames among the
+variants and the hot pixels of three training frames in four masked (``--hot-mask-fraction 0.75``), ``g2``
+with the hot pixels masked as often and ``sharp`` frames three times, ``quiet`` and ``compact`` twice in every
+fifteen, and ``g3`` with ``phosphor`` frames and no hot pixels masked:
+
+    python benchmarks/train_unet_default.py --init a4.safetensors --out g1.safetensors --train-frames 132 \
+        --val-frames 9 --epochs 12 --learning-rate 3e-4 --workers 2 --max-seconds 2100 --patience 12 \
+        --hot-mask-fraction 0.75 --variants hits weak ice blank dense quiet varied compact compact crowded \
+        crowded sharp phosphor --val-variants hits weak ice blank dense quiet varied compact compact
+    python benchmarks/train_unet_default.py --init a4.safetensors --out g2.safetensors --train-frames 132 \
+        --val-frames 9 --epochs 12 --learning-rate 3e-4 --workers 2 --max-seconds 2100 --patience 12 \
+        --hot-mask-fraction 0.75 --variants hits weak compact compact sharp sharp sharp quiet quiet crowded \
+        varied blank ice dense phosphor --val-variants hits weak ice blank dense quiet varied compact compact
+    python benchmarks/train_unet_default.py --init a4.safetensors --out g3.safetensors --train-frames 120 \
+        --val-frames 9 --epochs 11 --learning-rate 3e-4 --workers 2 --max-seconds 1500 --patience 11 \
+        --variants hits weak ice blank dense quiet varied compact compact crowded crowded sharp phosphor \
+        --val-variants hits weak ice blank dense quiet varied compact compact
+
+The shipped model is the average of ``a4``, ``g3``, ``g1`` and ``g2`` (so ``h2``, ``f1``, ``f2`` and ``f3``
+weigh a sixteenth each), with cuts 0.9, 0.9 and 0.8 chosen as above (the best F1 at 0.6, 0.6 and 0.5). It runs
+one copy unless told otherwise.
+
+    python benchmarks/train_unet_default.py --average a4.safetensors g3.safetensors g1.safetensors \
+        g2.safetensors --val-frames 9 --variants hits weak ice blank dense quiet varied compact compact
 
 ``--recut MODEL`` chooses the cuts of one model again in the same way (for ``h2``: 0.95, 0.95 and 0.9).
 
 Run: ``python benchmarks/train_unet_default.py [--out PATH] [--max-seconds S] [--train-frames N] [--init MODEL]
 [--variants ...] [--val-variants ...] [--val-average pooled|variant] [--patience N] [--convs-per-block N]
-[--shadow-fraction F] [--cut C] [--flips N] [--cut-tolerance DF1] [--recut MODEL] [--average MODEL ...]``.
+[--shadow-fraction F] [--hot-mask-fraction F] [--cut C] [--flips N] [--cut-tolerance DF1] [--recut MODEL]
+[--average MODEL ...]``.
 """
 
 from __future__ import annotations

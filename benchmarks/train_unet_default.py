@@ -101,6 +101,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from braggml.errors import ConfigError
 from braggml.ml.unet import DEFAULT_MODEL_PATH, NormConfig, TrainedUNet, UNetConfig, load_unet
 from braggml.ml.unet_train import (
     DEFAULT_VARIANTS,
@@ -227,6 +228,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.cut is not None and not 0 < args.cut < 1:
         parser.error(f"--cut must lie in (0, 1), got {args.cut}")
+    try:  # every path (training, --recut, --average) takes its settings from here: refuse bad ones in one line
+        train_config(args)
+    except ConfigError as err:
+        parser.error(str(err))
     torch.set_num_threads(args.threads)
     if args.recut:
         recut(args, load_unet(args.recut, device=args.device))

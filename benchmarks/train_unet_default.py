@@ -131,6 +131,8 @@ def crops_in_parallel(cfg: UNetTrainConfig, frames: range, augment: bool, norm: 
     augmentation from seed ``(cfg.seed, i)``)."""
     chunks = [list(frames)[i::workers] for i in range(workers)]
     jobs = [(cfg, chunk, augment, norm, [cfg.seed, i]) for i, chunk in enumerate(chunks) if chunk]
+    if not jobs:  # no frames (--val-frames 0): an empty set
+        return _crops((cfg, [], augment, norm, cfg.seed))
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         return CropSet.concatenate(pool.map(_crops, jobs))
 
@@ -268,8 +270,13 @@ def main() -> None:
     )
     if initial is not None:
         trained.info["initialised_from"] = initial.info.get("trained_on")
-    threshold, scores = choose_threshold(trained, val_cfg, frames=val_frames)
-    print("threshold on whole validation frames:", threshold, scores, flush=True)
+    if len(val_frames):
+        threshold, scores = choose_threshold(trained, val_cfg, frames=val_frames)
+        print("threshold on whole validation frames:", threshold, scores, flush=True)
+    else:  # the last epoch is kept; its cut is chosen with --recut
+        threshold = trained.threshold
+        print(f"no validation frames: the last epoch is kept, with cut {threshold}; choose one with --recut",
+              flush=True)
     if args.cut is not None:
         trained.info["threshold_choice"]["best_on_validation"] = threshold
         trained.threshold = args.cut
@@ -278,7 +285,8 @@ def main() -> None:
         f"{'' if val_cfg.variants == cfg.variants else '; validation ' + ', '.join(val_cfg.variants)}; "
         "'varied' draws pixel size, distance, point spread, divergence, mosaicity, cell, strength and background "
         "at random around the preset for each frame; 'compact' makes spots of one to three pixels; 'crowded' "
-        "puts spots 2.5-6 px apart; 'sharp' puts few-photon spots of one or two pixels on an almost empty frame; "
+        "puts spots 2.5-6 px apart; 'sharp' puts few-photon spots of one or two pixels on an almost empty frame, "
+        "'pinpoint' on about the preset's own background; "
         "'phosphor' reads the frame out behind a phosphor (photon noise shared by neighbouring pixels); "
         f"{cfg.shadow_fraction:.0%} of the training frames with an unmasked region the X-rays do not reach; "
         f"{cfg.hot_mask_fraction:.0%} with their hot pixels masked; "

@@ -43,6 +43,7 @@ from braggml.ml.unet_train import (  # noqa: E402
     lattice_spacing_px,
     peak_f1,
     phosphor_config,
+    pinpoint_config,
     sharp_config,
     simulate_crops,
     train_unet,
@@ -406,8 +407,8 @@ def test_training_frames_mix_the_variants() -> None:
         variant_config(base, "powder")
     with pytest.raises(ConfigError, match="variants"):
         UNetTrainConfig(variants=("hits", "snow"))
-    # crowded and sharp frames are for fine-tuning only: never part of a default training set
-    for variant in ("crowded", "sharp"):
+    # crowded, sharp, pinpoint and phosphor frames are for fine-tuning only: never part of a default training set
+    for variant in ("crowded", "sharp", "pinpoint", "phosphor"):
         assert variant not in UNetTrainConfig().variants and variant in VARIANTS
     # compact: broad spots (small mosaic domains, wide point spread) become spots of a pixel or two
     broad = apply_overrides(
@@ -485,6 +486,20 @@ def test_sharp_frames_put_few_photon_spots_into_a_pixel_or_two_of_an_empty_frame
     assert sigma_sharp < 0.4 < 0.7 < sigma_base  # about 0.26 against 0.85
     assert bg_sharp < 0.1 * bg_base  # this draw: a hundredth
 
+    # pinpoint frames: as sharp, on about the preset's own background
+    pins = [pinpoint_config(base, np.random.default_rng(k)) for k in range(40)]
+    air = [d.background.air_photons / base.background.air_photons for d in pins]
+    assert 0.3 <= min(air) < 0.45 and 2.0 < max(air) <= 3.0
+    assert all(0.1 <= d.detector.psf_sigma_px <= 0.35 and d.crystal.hit_fraction == 1.0 for d in pins)
+    sigma_pin, bg_pin = spots_and_background(pins[3])
+    assert sigma_pin < 0.4 and 0.25 * bg_base < bg_pin < 4.0 * bg_base
+
+
+def test_no_frames_give_an_empty_crop_set_of_the_crop_size() -> None:
+    cfg = UNetTrainConfig(presets=("test",), variants=("hits",), crop_size=64, device="cpu")
+    crops = simulate_crops(cfg, frames=[], augment=False, rng=np.random.default_rng(0))
+    assert len(crops) == 0 and crops.inputs.shape == (0, 2, 64, 64) and crops.target.shape == (0, 64, 64)
+
 
 def test_phosphor_frames_share_the_photon_noise_on_an_integrating_readout() -> None:
     base = get_preset("pilatus6m")  # a counting preset becomes an integrating one
@@ -539,6 +554,18 @@ def test_overfits_a_tiny_crop_set() -> None:
     history = trained.info["history"]
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     assert trained.info["val_f1"] > 0.8
+
+
+def test_without_validation_crops_the_last_epoch_is_kept() -> None:
+    cfg = UNetTrainConfig(
+        presets=("test",), train_frames_per_preset=1, val_frames_per_preset=0, crop_size=64, crops_per_frame=2,
+        epochs=3, batch_size=2, patience=1, seed=1, device="cpu",
+    )
+    crops = simulate_crops(cfg, frames=[0], augment=False, rng=np.random.default_rng(1))
+    empty = simulate_crops(cfg, frames=[], augment=False, rng=np.random.default_rng(1))
+    trained = train_unet(crops, empty, config=cfg, model_config=TINY)
+    assert trained.info["best_epoch"] == 2 and len(trained.info["history"]) == 3
+    assert trained.info["val_f1"] is None
 
 
 # -- tiled inference ------------------------------------------------------------------------------------

@@ -63,8 +63,8 @@ def add_train_unet_arguments(parser: argparse.ArgumentParser) -> None:
                    help="simulator preset to train on (repeat for several; default jungfrau4m and pilatus6m)")
     g.add_argument("--variant", dest="variants", action="append", metavar="KIND",
                    help="kind of training frame: hits, weak, ice, blank, dense, quiet, varied, compact, crowded, "
-                        "sharp or phosphor (repeat; default all but crowded, sharp and phosphor, which are for "
-                        "fine-tuning)")
+                        "sharp, pinpoint or phosphor (repeat; default all but crowded, sharp, pinpoint and phosphor, "
+                        "which are for fine-tuning)")
     g.add_argument("--train-frames", type=int, metavar="N", help="training frames per preset")
     g.add_argument("--val-frames", type=int, metavar="N", help="validation frames per preset")
     g.add_argument("--crop-size", type=int, metavar="S", help="side of the training crops")

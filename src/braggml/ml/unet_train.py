@@ -46,6 +46,7 @@ __all__ = [
     "varied_config",
     "crowded_config",
     "sharp_config",
+    "pinpoint_config",
     "lattice_spacing_px",
     "CropSet",
     "IGNORE",
@@ -67,16 +68,18 @@ log = logging.getLogger(__name__)
 IGNORE = 2
 
 #: Kinds of training frame made from each simulator preset (see :func:`variant_config`).
-VARIANTS = ("hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact", "crowded", "sharp", "phosphor")
+VARIANTS = (
+    "hits", "weak", "ice", "blank", "dense", "quiet", "varied", "compact", "crowded", "sharp", "pinpoint", "phosphor",
+)
 
 #: Ways of averaging the validation F1 over the validation crops or frames (:func:`peak_f1`).
 VAL_AVERAGES = ("pooled", "variant")
 
-#: Variants used when none are chosen: all but ``crowded``, ``sharp`` and ``phosphor``. In one run, a model trained
-#: from scratch with crowded frames found tight groups of spots better but fired on the diffuse kapton scatter of a
-#: real Rayonix frame (thousands of peaks), so crowded, sharp and phosphor frames are for fine-tuning a model that
-#: has learned the rest first.
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("crowded", "sharp", "phosphor"))
+#: Variants used when none are chosen: all but ``crowded``, ``sharp``, ``pinpoint`` and ``phosphor``. In one run, a
+#: model trained from scratch with crowded frames found tight groups of spots better but fired on the diffuse kapton
+#: scatter of a real Rayonix frame (thousands of peaks), so these are for fine-tuning a model that has learned the
+#: rest first.
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in ("crowded", "sharp", "pinpoint", "phosphor"))
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -177,15 +180,18 @@ def crowded_config(base: SimulationConfig, rng: np.random.Generator) -> Simulati
     return apply_overrides(base, overrides)
 
 
-def sharp_config(base: SimulationConfig, rng: np.random.Generator) -> SimulationConfig:
+def sharp_config(
+    base: SimulationConfig, rng: np.random.Generator, background: tuple[float, float] = (0.005, 0.3)
+) -> SimulationConfig:
     """A hit on the preset's detector layout whose few-photon spots fall into one or two pixels of an almost
     empty background, drawn at random per frame.
 
     Point spread (0.1-0.35 px), divergence and mosaicity (x0.1-0.5, mosaic domains of at least 1 um) make the
-    spots about as sharp as the pixel allows; crystal strength (x0.03-1) and background (x0.005-0.3) put most
-    spots at a few to a few tens of photons on a frame of mostly empty pixels, as on photon-counting
-    detectors with small pixels and short exposures. The detector's hot pixels stay: a sharp spot is told
-    from a hot pixel by its faint spill into the neighbouring pixels.
+    spots about as sharp as the pixel allows; crystal strength (x0.03-1) and background (``background``,
+    by default x0.005-0.3, drawn log-uniformly) put most spots at a few to a few tens of photons on a frame of
+    mostly empty pixels, as on photon-counting detectors with small pixels and short exposures. The
+    detector's hot pixels stay: a sharp spot is told from a hot pixel by its faint spill into the neighbouring
+    pixels.
     """
     cr, beam, bg = base.crystal, base.beam, base.background
     strength = _log_uniform(rng, 0.03, 1.0)
@@ -198,9 +204,17 @@ def sharp_config(base: SimulationConfig, rng: np.random.Generator) -> Simulation
         },
         "beam": {"divergence_mrad": beam.divergence_mrad * _log_uniform(rng, 0.1, 0.5)},
         "detector": {"psf_sigma_px": float(rng.uniform(0.1, 0.35))},
-        "background": _scaled_background(bg, _log_uniform(rng, 0.005, 0.3)),
+        "background": _scaled_background(bg, _log_uniform(rng, *background)),
     }
     return apply_overrides(base, overrides)
+
+
+def pinpoint_config(base: SimulationConfig, rng: np.random.Generator) -> SimulationConfig:
+    """As :func:`sharp_config`, but on about the preset's own background (x0.3-3): spots of a few to a few tens
+    of photons in one or two pixels, standing a few noise units above a background of one or more photons per
+    pixel, where a finder that trusts only broad spots loses them.
+    """
+    return sharp_config(base, rng, background=(0.3, 3.0))
 
 
 def phosphor_config(base: SimulationConfig, rng: np.random.Generator) -> SimulationConfig:
@@ -245,7 +259,8 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
     neighbouring pixels. ``crowded``: a hit whose spots lie 2.5-6 pixels apart, drawn at random for each
     training frame (:func:`crowded_config`; here, the preset's hit). ``sharp``: a hit whose few-photon spots
     fall into one or two pixels of an almost empty background, drawn at random for each training frame
-    (:func:`sharp_config`; here, the preset's hit). ``phosphor``: a hit read out behind a phosphor, whose
+    (:func:`sharp_config`; here, the preset's hit). ``pinpoint``: as ``sharp``, on about the preset's own
+    background (:func:`pinpoint_config`; here, the preset's hit). ``phosphor``: a hit read out behind a phosphor, whose
     photon noise neighbouring pixels share, drawn at random for each training frame (:func:`phosphor_config`;
     here, the preset's hit).
     """
@@ -269,6 +284,7 @@ def variant_config(base: SimulationConfig, variant: str) -> SimulationConfig:
         "varied": hit,
         "crowded": hit,
         "sharp": hit,
+        "pinpoint": hit,
         "phosphor": hit,
         "compact": {
             "crystal": {
@@ -565,6 +581,9 @@ def simulate_crops(
             spot_fraction=config.spot_crop_fraction,
         )
         parts.append(replace(crops, variant=(variant,) * len(crops)))
+    if not parts:  # no frames: an empty set of the configured crop size
+        s = config.crop_size
+        return CropSet(inputs=np.zeros((0, 2, s, s), np.float32), target=np.zeros((0, s, s), np.uint8), spots=[])
     return CropSet.concatenate(parts)
 
 
@@ -668,6 +687,7 @@ _DRAWN: dict[str, Callable[[SimulationConfig, np.random.Generator], SimulationCo
     "varied": varied_config,
     "crowded": crowded_config,
     "sharp": sharp_config,
+    "pinpoint": pinpoint_config,
     "phosphor": phosphor_config,
 }
 
@@ -863,7 +883,8 @@ def train_unet(
     Returns
     -------
     TrainedUNet
-        Weights of the best epoch, the best cut as ``threshold`` and the training history in ``info``.
+        Weights of the best epoch (the last one when there are no validation crops), the best cut as
+        ``threshold`` and the training history in ``info``.
     """
     cfg = config or UNetTrainConfig()
     if len(train) == 0:
@@ -924,7 +945,7 @@ def train_unet(
         "train_config": asdict(cfg),
         "history": history,
         "best_epoch": best_epoch,
-        "val_f1": best_f1,
+        "val_f1": best_f1 if len(val) else None,
         "n_train_crops": len(train),
         "n_val_crops": len(val),
         "target": f"footprints of observable spots with expected snr >= {cfg.min_snr}",

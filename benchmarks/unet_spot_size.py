@@ -44,34 +44,35 @@ def pixel_fractions(centre: float, sigma_px: float, n: int) -> np.ndarray:
     return 0.5 * np.diff(erf(edges))
 
 
+def render(
+    rng: np.random.Generator, centres: np.ndarray, sigma_px: float, photons: float, background: float
+) -> np.ndarray:
+    """A Poisson frame of Gaussian spots of ``photons`` each at ``centres`` on a flat background."""
+    expected = np.full((SIDE, SIDE), background)
+    for row, col in centres:
+        expected += photons * np.outer(pixel_fractions(row, sigma_px, SIDE), pixel_fractions(col, sigma_px, SIDE))
+    return rng.poisson(expected).astype(np.int32)
+
+
 def spot_grid(
     rng: np.random.Generator, sigma_px: float, photons: float, background: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """One frame of the isolated-spot grid and the (row, col) of its spots."""
-    expected = np.full((SIDE, SIDE), background)
-    centres = []
-    for i in range(GRID):
-        for j in range(GRID):
-            row, col = 30 + i * PITCH + rng.uniform(-0.5, 0.5), 30 + j * PITCH + rng.uniform(-0.5, 0.5)
-            expected += photons * np.outer(pixel_fractions(row, sigma_px, SIDE), pixel_fractions(col, sigma_px, SIDE))
-            centres.append((row, col))
-    return rng.poisson(expected).astype(np.int32), np.array(centres)
+    centres = np.array([(30 + i * PITCH + rng.uniform(-0.5, 0.5), 30 + j * PITCH + rng.uniform(-0.5, 0.5))
+                        for i in range(GRID) for j in range(GRID)])
+    return render(rng, centres, sigma_px, photons, background), centres
 
 
 def cluster_grid(
     rng: np.random.Generator, sigma_px: float, photons: float, background: float, pitch: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """One frame of 4 x 4 clusters of 3 x 3 spots ``pitch`` apart (one spot each above 40 px)."""
-    expected = np.full((SIDE, SIDE), background)
-    centres = []
-    for ci, cj, i, j in np.ndindex(4, 4, 3, 3):
-        if pitch > 40 and (i or j):  # the isolated reference: one spot per cluster
-            continue
-        row = 35 + ci * 55 + i * pitch + rng.uniform(-0.5, 0.5)
-        col = 35 + cj * 55 + j * pitch + rng.uniform(-0.5, 0.5)
-        expected += photons * np.outer(pixel_fractions(row, sigma_px, SIDE), pixel_fractions(col, sigma_px, SIDE))
-        centres.append((row, col))
-    return rng.poisson(expected).astype(np.int32), np.array(centres)
+    centres = np.array([
+        (35 + ci * 55 + i * pitch + rng.uniform(-0.5, 0.5), 35 + cj * 55 + j * pitch + rng.uniform(-0.5, 0.5))
+        for ci, cj, i, j in np.ndindex(4, 4, 3, 3)
+        if pitch <= 40 or not (i or j)  # above 40 px, the isolated reference: one spot per cluster
+    ])
+    return render(rng, centres, sigma_px, photons, background), centres
 
 
 def score(finder: PeakFinder, frames: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:

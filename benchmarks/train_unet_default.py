@@ -76,9 +76,14 @@ fifteen, and ``g3`` with ``phosphor`` frames and no hot pixels masked:
         --val-variants hits weak ice blank dense quiet varied compact compact
 
 ``m4``, the average of ``a4``, ``g3``, ``g1`` and ``g2`` (so ``h2``, ``f1``, ``f2`` and ``f3`` weigh a
-sixteenth each), with cuts 0.9, 0.9 and 0.8 chosen as above, was the shipped model before this one. The shipped
-model is ``m4`` fine-tuned for 10 epochs (35 min) with ``pinpoint`` frames (sharp few-photon spots on about the
-preset's own background) four times and ``sharp`` twice in every sixteen, every training frame's hot pixels
+sixteenth each), with cuts 0.9, 0.9 and 0.8 chosen as above, was the shipped model before this one:
+
+    python benchmarks/train_unet_default.py --average a4.safetensors g3.safetensors g1.safetensors \
+        g2.safetensors --out m4.safetensors --val-frames 9 \
+        --variants hits weak ice blank dense quiet varied compact compact
+
+The shipped model is ``m4`` fine-tuned for 10 epochs (35 min) with ``pinpoint`` frames (sharp few-photon spots
+on about the preset's own background) four times and ``sharp`` twice in every sixteen, every training frame's hot pixels
 masked, and no validation frames (the last epoch is kept), then given its cuts on the validation frames of the
 first run (0.98 for one, two and four copies; the best F1 at 0.95). It runs one copy unless told otherwise.
 
@@ -88,9 +93,6 @@ first run (0.98 for one, two and four copies; the best F1 at 0.95). It runs one 
         quiet crowded varied blank ice dense phosphor
     python benchmarks/train_unet_default.py --recut p.safetensors --out shipped.safetensors --val-frames 9 \
         --variants hits weak ice blank dense quiet varied compact compact
-
-    python benchmarks/train_unet_default.py --average a4.safetensors g3.safetensors g1.safetensors \
-        g2.safetensors --val-frames 9 --variants hits weak ice blank dense quiet varied compact compact
 
 ``--recut MODEL`` chooses the cuts of one model again in the same way (for ``h2``: 0.95, 0.95 and 0.9).
 

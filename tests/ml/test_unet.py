@@ -82,7 +82,8 @@ def _sparse_peaks(
         threshold,
         candidate_reach(grow_px),
     )
-    return extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px)
+    columns, along_mask, _ = extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px)
+    return columns, along_mask
 
 
 def _test_frame(k: int = 0, seed: int = 5):
@@ -131,6 +132,7 @@ def test_unet_config_rejects_bad_values(kwargs: dict, match: str) -> None:
     [({"probability_threshold": 1.5}, "probability_threshold"), ({"tile_size": 0}, "tile_size"),
      ({"overlap": 2000}, "overlap"), ({"device": "tpu"}, "device"), ({"min_pixel_count": 0}, "min_pixel_count"),
      ({"grow_px": -1.0}, "grow_px"), ({"precision": "int8"}, "precision"), ({"ice_rings": "maybe"}, "ice_rings"),
+     ({"lone_pixels": "maybe"}, "lone_pixels"),
      ({"flips": 3}, "flips must be one of 1, 2, 4"), ({"flips": True}, "flips must be one of 1, 2, 4")],
 )
 def test_finder_config_rejects_bad_values(kwargs: dict, match: str) -> None:
@@ -1102,6 +1104,23 @@ def test_regions_along_the_mask_are_measured_and_dropped() -> None:
     assert len(peaks) == 2 and finder.last_rejections == {"masked": 2}
     kept = UNetFinder(device="cpu", reject_powder_rings=False, masked_peaks="keep")
     assert len(kept.peaks_from_probability(prob, norm, 0.5)) == 4
+
+
+def test_a_lone_hot_pixel_is_dropped_and_a_spot_kept() -> None:
+    rng = np.random.default_rng(2)
+    image = rng.poisson(5.0, (64, 64)).astype(np.float32)
+    image[12, 12] += 1000.0  # a hot pixel
+    r, c = np.mgrid[:64, :64]
+    image += rng.poisson(1000.0 * np.exp(-((r - 40.0) ** 2 + (c - 40.3) ** 2) / (2 * 0.5**2)) / (2 * np.pi * 0.25))
+    prob = np.zeros((64, 64), np.float32)
+    prob[12, 12] = prob[40, 40] = 1.0
+    norm = normalise_frame(image, np.zeros((64, 64), bool))
+    assert 0.8 < norm.gain < 1.25
+    finder = UNetFinder(device="cpu", reject_powder_rings=False)
+    peaks = finder.peaks_from_probability(prob, norm, 0.5)
+    assert len(peaks) == 1 and abs(peaks.row[0] - 40.0) < 0.3 and finder.last_rejections == {"lone_pixel": 1}
+    kept = UNetFinder(device="cpu", reject_powder_rings=False, lone_pixels="keep")
+    assert len(kept.peaks_from_probability(prob, norm, 0.5)) == 2 and kept.last_rejections == {}
 
 
 def test_train_help_names_every_frame_variant() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, special
 
 from braggml.ml.unet_extract import (
     PEAK_COLUMNS,
@@ -142,15 +142,40 @@ def _ref_along_mask(labels: np.ndarray, n: int, bad: np.ndarray, panel: np.ndarr
     return np.asarray(ndimage.mean(touch, labels, np.arange(1, n + 1)), np.float64).reshape(n)
 
 
+def _ref_lone(labels: np.ndarray, n: int, frame: dict, gain: float) -> np.ndarray:
+    """Regions whose brightest pixel's 8 good neighbours on its panel hold 4 sigmas less than a tenth of it."""
+    out = np.zeros(n, bool)
+    if gain <= 0:
+        return out
+    res, noise = frame["residual"].astype(np.float64), frame["noise"].astype(np.float64)
+    bad, panel = frame["bad"], frame["panel"]
+    h, w = res.shape
+    for k in range(1, n + 1):
+        rows, cols = np.nonzero(labels == k)  # raster order
+        top = int(np.argmax(res[rows, cols]))  # the first of equals
+        r, c = rows[top], cols[top]
+        if not (0 < r < h - 1 and 0 < c < w - 1):
+            continue
+        block = np.s_[r - 1 : r + 2, c - 1 : c + 2]
+        if bad[block].any() or (panel[block] != panel[r, c]).any():
+            continue
+        spill = res[block].sum() - res[r, c]
+        expected = 0.1 * max(res[r, c], 0.0)
+        sigma = np.sqrt((noise[block] ** 2).sum() - noise[r, c] ** 2 + gain * expected)
+        out[k - 1] = spill < expected - 4.0 * sigma
+    return out
+
+
 def _full_frame_chain(
     frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1, gain: float = 0.0
-) -> tuple[dict, np.ndarray]:
+) -> tuple[dict, np.ndarray, np.ndarray]:
     bad, panel = frame["bad"], frame["panel"]
     labels, n = _ref_label((frame["prob"] > threshold) & ~bad, panel, min_pixel_count)
     if split and n:
         labels, n = _ref_split(labels, n, frame["residual"], frame["noise"], gain)
     wide = _ref_grow(labels, grow_px, bad, panel) if grow_px > 0 else labels
-    return _ref_measure(labels, wide, n, frame), _ref_along_mask(labels, n, bad, panel)
+    measured = _ref_measure(labels, wide, n, frame)
+    return measured, _ref_along_mask(labels, n, bad, panel), _ref_lone(labels, n, frame, gain)
 
 
 def _sparse_chain(
@@ -171,13 +196,14 @@ def _sparse_chain(
 
 
 def _assert_same(full: tuple, sparse: tuple) -> None:
-    (a, a_mask), (b, b_mask) = full, sparse
+    (a, a_mask, a_lone), (b, b_mask, b_lone) = full, sparse
     assert set(b) == set(PEAK_COLUMNS)
     assert b["row"].size == a["row"].size
     for key in PEAK_COLUMNS:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=0, err_msg=key)
     assert b["n_pixels"].dtype == np.int64
     np.testing.assert_allclose(b_mask, a_mask, rtol=1e-12)
+    assert b_lone.dtype == bool and b_lone.tolist() == a_lone.tolist()
 
 
 def _spot(shape: tuple[int, int], row: float, col: float, height: float, sigma: float = 1.0) -> np.ndarray:
@@ -228,12 +254,15 @@ def test_synthetic_frames_give_the_full_frame_peaks(grow_px: float, split: bool,
 
 
 def _crowded_frame(seed: int, shape: tuple[int, int] = (96, 128)) -> dict:
-    """Many spots of random size and height, often touching, on four panels in a 2 x 2 grid without gaps."""
+    """Many spots of random size and height, often touching, and hot pixels, on four panels in a 2 x 2 grid
+    without gaps."""
     rng = np.random.default_rng(seed)
     residual = rng.normal(0.0, 1.0, shape)
     for _ in range(40):
         row, col = rng.uniform(-1, shape[0]), rng.uniform(-1, shape[1])
         residual += _spot(shape, row, col, rng.uniform(6, 60), rng.uniform(0.6, 2.5))
+    hot = rng.integers(0, shape[0], 12), rng.integers(0, shape[1], 12)
+    residual[hot] += rng.uniform(20.0, 1000.0, 12)
     bad = rng.random(shape) < 0.01
     bad[40:44, 70:90] = True
     panel = np.zeros(shape, np.int32)
@@ -254,6 +283,7 @@ def test_crowded_frames_on_four_panels_give_the_full_frame_peaks(seed: int) -> N
     for grow_px in (0.0, 1.5, 2.0, 3.5, 10.0):
         full = _full_frame_chain(frame, THRESHOLD, grow_px=grow_px, gain=gain)
         assert full[0]["row"].size >= 20
+        assert full[2].any() == (gain > 0)
         _assert_same(full, _sparse_chain(frame, THRESHOLD, grow_px=grow_px, gain=gain))
         # a set reaching further than needed (as an accelerator may ship) gives the same peaks
         args = [frame[k] for k in ("prob", "residual", "background", "noise", "bad", "panel")]
@@ -263,14 +293,14 @@ def test_crowded_frames_on_four_panels_give_the_full_frame_peaks(seed: int) -> N
 
 def test_touching_spots_are_split_and_panel_border_spots_are_not_joined() -> None:
     frame = _synthetic_frame(0)
-    cols, share = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
+    cols, share, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
     found = np.column_stack([cols["row"], cols["col"]])
 
     def near(row: float, col: float, tol: float = 1.0) -> np.ndarray:
         return np.flatnonzero(np.hypot(found[:, 0] - row, found[:, 1] - col) < tol)
 
     assert near(20.0, 12.0).size == 1 and near(20.0, 16.5).size == 1  # two peaks from one region
-    unsplit, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0, split=False)
+    unsplit, _, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0, split=False)
     assert unsplit["row"].size < cols["row"].size
     # the spot across the panel border is two regions, one on each panel, both along the other panel
     left, right = near(35.0, 38.5), near(35.0, 40.5)
@@ -304,17 +334,44 @@ def _pair_frame(rng: np.random.Generator, strong: float, weak: float, gain: floa
 
 
 @pytest.mark.parametrize("gain", [1.0, 10.0])
+def test_a_lone_bright_pixel_is_told_from_a_sharp_spot(gain: float) -> None:
+    """A hot pixel (all its signal in one pixel) is a lone pixel; a spot of sigma 0.35 px with the same signal,
+    centred on a pixel (over a quarter of it in the neighbours), is not, nor is a hot pixel too faint to tell."""
+    rng = np.random.default_rng(4)
+    shape = (40, 60)
+    noise = np.full(shape, np.sqrt(2.0 * gain), np.float32)  # two photons of background
+    edges = special.erf(np.array([-1.5, -0.5, 0.5, 1.5]) / (0.35 * np.sqrt(2.0)))
+    share = np.diff(edges) / 2.0  # of a Gaussian of sigma 0.35 px in the pixels -1, 0, 1: 0.08, 0.85, 0.08
+    for _ in range(5):
+        residual = rng.normal(0.0, 1.0, shape) * noise
+        residual[10, 10] += 500.0 * gain  # hot
+        residual[9:12, 29:32] += 500.0 * gain * np.outer(share, share)  # the sharp spot
+        residual[30, 45] += 15.0 * gain  # a faint hot pixel
+        residual = residual.astype(np.float32)
+        prob = np.where(residual > 5 * noise, 0.9, 0.0).astype(np.float32)
+        frame = {"prob": prob, "residual": residual, "background": np.full(shape, 2.0 * gain, np.float32),
+                 "noise": noise, "bad": np.zeros(shape, bool), "panel": np.zeros(shape, np.int32)}
+        cols, _, lone = _sparse_chain(frame, THRESHOLD, grow_px=2.0, gain=gain)
+        found = np.column_stack([cols["row"], cols["col"]]).round()
+        assert sorted(map(tuple, found.tolist())) == [(10.0, 10.0), (10.0, 30.0), (30.0, 45.0)]
+        assert {tuple(p) for p in found[lone].tolist()} == {(10.0, 10.0)}
+        # without the gain the shot noise is unknown, and nothing is called a lone pixel
+        assert not _sparse_chain(frame, THRESHOLD, grow_px=2.0, gain=0.0)[2].any()
+
+
+@pytest.mark.parametrize("gain", [1.0, 10.0])
 def test_a_weak_spot_beside_a_strong_one_is_its_own_peak(gain: float) -> None:
     rng = np.random.default_rng(3)
     for _ in range(10):
         frame = _pair_frame(rng, 1000.0, 100.0, gain)
-        cols, _ = _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=gain)
+        sparse = _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=gain)
+        cols = sparse[0]
         found = np.column_stack([cols["row"], cols["col"]])
         assert found.shape == (2, 2)
         strong, weak = np.argsort(-cols["intensity"])
         np.testing.assert_allclose(found[strong], [20.0, 20.0], atol=0.3)
         np.testing.assert_allclose(found[weak], [23.0, 23.2], atol=0.6)
-        _assert_same(_full_frame_chain(frame, THRESHOLD, grow_px=0.0, gain=gain), (cols, _))
+        _assert_same(_full_frame_chain(frame, THRESHOLD, grow_px=0.0, gain=gain), sparse)
 
 
 @pytest.mark.parametrize("gain", [1.0, 10.0])
@@ -328,7 +385,7 @@ def test_shot_noise_on_a_bright_spot_does_not_split_it(gain: float) -> None:
         frame["residual"] = ((rng.poisson(photons) - 2.0) * gain).astype(np.float32)
         frame["prob"][:] = 0.0
         frame["prob"][14:28, 13:27] = 0.9
-        one, _ = _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=gain)
+        one, _, _ = _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=gain)
         assert one["row"].size == 1
         split_without += _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=0.0)[0]["row"].size > 1
     assert split_without > 0  # the background noise alone would split it on some draws
@@ -353,8 +410,8 @@ def test_regions_two_pixels_apart_on_the_edge_and_against_bad_pixels() -> None:
         "bad": bad,
         "panel": panel,
     }
-    cols, share = _sparse_chain(frame, THRESHOLD, grow_px=1.0)
-    _assert_same(_full_frame_chain(frame, THRESHOLD, grow_px=1.0), (cols, share))
+    cols, share, lone = _sparse_chain(frame, THRESHOLD, grow_px=1.0)
+    _assert_same(_full_frame_chain(frame, THRESHOLD, grow_px=1.0), (cols, share, lone))
     # (0, 1) lies one pixel from both corner regions: the offset (0, -1) comes first, so it joins the second;
     # nothing grows onto the bad pixel (6, 5)
     assert cols["n_pixels"].tolist() == [2, 4, 7]
@@ -365,7 +422,7 @@ def test_regions_two_pixels_apart_on_the_edge_and_against_bad_pixels() -> None:
 def test_no_pixel_above_the_cut_gives_empty_columns() -> None:
     frame = _synthetic_frame(0)
     frame["prob"] *= 0.5
-    cols, share = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
+    cols, share, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
     assert all(cols[k].size == 0 for k in PEAK_COLUMNS) and share.shape == (0,)
     assert cols["n_pixels"].dtype == np.int64
     empty = CandidatePixels(
@@ -379,8 +436,8 @@ def test_no_pixel_above_the_cut_gives_empty_columns() -> None:
         panel=np.empty(0, np.int32),
         threshold=0.5,
     )
-    cols, share = extract_peaks(empty)
-    assert set(cols) == set(PEAK_COLUMNS) and cols["row"].size == 0 and share.size == 0
+    cols, share, lone = extract_peaks(empty)
+    assert set(cols) == set(PEAK_COLUMNS) and cols["row"].size == 0 and share.size == 0 and lone.size == 0
 
 
 @pytest.mark.parametrize("reach", [0, 1, 2, 4])

@@ -34,6 +34,11 @@ SPLIT_MIN_PIXELS = 3
 SPLIT_MIN_PROMINENCE_SIGMA = 3.0
 #: ... and when that dip is at least this share of its height above the background.
 SPLIT_MIN_RELATIVE_DIP = 0.2
+#: A Bragg spot spreads at least this share of its brightest pixel's signal over the 8 neighbours (a spot of
+#: sigma 0.26 px centred on a pixel: sharper spots fit in one pixel and cannot be told from a hot pixel).
+LONE_MIN_SPILL = 0.1
+#: A region is a lone pixel when its neighbours hold this many sigmas less than that share.
+LONE_SIGMA = 4.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -361,7 +366,7 @@ def _grow_kernel(index, h, w, labels, bad, panel, rank, reach):  # pragma: no co
 
 def extract_peaks(
     c: CandidatePixels, *, min_pixel_count: int = 1, split: bool = True, grow_px: float = 2.0
-) -> tuple[dict[str, NDArray[Any]], NDArray[np.float64]]:
+) -> tuple[dict[str, NDArray[Any]], NDArray[np.float64], NDArray[np.bool_]]:
     """The peaks of one frame from its candidate pixels.
 
     Regions are the 8-connected groups of good pixels above the cut within one panel, numbered in raster order
@@ -377,6 +382,12 @@ def extract_peaks(
     pixel, and measured: centroid weighted by the positive residual (by the probability where none is
     positive), integrated residual, mean background, SNR ``intensity / sqrt(sum noise**2)``, pixel count,
     highest value, and as score the highest probability of the unwidened region.
+
+    A region is a lone pixel (a hot pixel or a one-pixel zinger rather than a spot) when the 8 neighbours of its
+    brightest pixel above the cut (the first in raster order on a tie), all good and on its panel, hold less
+    than :data:`LONE_MIN_SPILL` of that pixel's residual by :data:`LONE_SIGMA` sigmas of the difference (the
+    neighbours' background noise and the shot noise of the spill the share would bring). The test needs the
+    gain: with ``gain`` 0 no region is a lone pixel.
 
     Parameters
     ----------
@@ -397,6 +408,8 @@ def extract_peaks(
     along_mask : (P,) float64 ndarray
         Share of each region's pixels (before widening) touching a bad pixel, another panel or the frame's
         edge (8-connected).
+    lone_pixel : (P,) bool ndarray
+        Regions that are a lone bright pixel.
 
     Raises
     ------
@@ -410,9 +423,11 @@ def extract_peaks(
     >>> residual = prob * 10
     >>> ones = np.ones((6, 6), np.float32)
     >>> c = gather_candidates(prob, residual, ones, ones, ones < 0, np.zeros((6, 6), np.int32), 0.5, 2)
-    >>> columns, along_mask = extract_peaks(c, grow_px=1.0)
+    >>> columns, along_mask, lone_pixel = extract_peaks(c, grow_px=1.0)
     >>> columns["row"].tolist(), columns["col"].tolist(), columns["n_pixels"].tolist(), along_mask.tolist()
     ([2.0], [2.5], [8], [0.0])
+    >>> lone_pixel.tolist()  # gain 0: not tested
+    [False]
     """
     if isinstance(min_pixel_count, bool) or int(min_pixel_count) != min_pixel_count or min_pixel_count < 1:
         raise ValueError(f"min_pixel_count must be an integer >= 1, got {min_pixel_count!r}")
@@ -422,7 +437,7 @@ def extract_peaks(
     if split and n:
         labels, n = _split(c, px, labels, n)
     wide = _grow(c, px, labels, grow_px) if grow_px > 0 and n else labels
-    return _measure(c, px, labels, wide, n), _along_mask(c, px, labels, n)
+    return _measure(c, px, labels, wide, n), _along_mask(c, px, labels, n), _lone_pixel(c, px, labels, n)
 
 
 def _label(c: CandidatePixels, px: _Pixels, min_pixel_count: int) -> tuple[NDArray[np.int32], int]:
@@ -660,3 +675,25 @@ def _along_mask(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: i
     lab = labels[core]
     sizes = np.bincount(lab, minlength=n + 1)[1:]
     return np.bincount(lab, weights=touch, minlength=n + 1)[1:] / np.maximum(sizes, 1)
+
+
+def _lone_pixel(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: int) -> NDArray[np.bool_]:
+    """Regions that are a lone bright pixel (see :func:`extract_peaks`)."""
+    core = np.flatnonzero(labels)
+    if n == 0 or core.size == 0 or c.gain <= 0:
+        return np.zeros(n, bool)
+    lab = labels[core]
+    value = np.asarray(c.residual, np.float64)[core]
+    order = np.lexsort((core, -value, lab))  # by region, brightest first, raster order among equals
+    first = np.flatnonzero(np.r_[True, lab[order][1:] != lab[order][:-1]])
+    top = core[order[first]]  # brightest pixel of regions 1..n
+    nb, inside = px.block(top)
+    safe = np.where(inside, nb, 0)
+    judged = inside.all(axis=0) & ~c.bad[safe].any(axis=0) & (c.panel[safe] == c.panel[top]).all(axis=0)
+    residual = np.asarray(c.residual, np.float64)[safe]
+    noise2 = np.asarray(c.noise, np.float64)[safe] ** 2
+    peak = residual[4]
+    spill = residual.sum(axis=0) - peak
+    expected = LONE_MIN_SPILL * np.clip(peak, 0.0, None)
+    sigma = np.sqrt(noise2.sum(axis=0) - noise2[4] + c.gain * expected)
+    return judged & (spill < expected - LONE_SIGMA * sigma)

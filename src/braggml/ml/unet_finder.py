@@ -57,6 +57,10 @@ class UNetFinderConfig:
     masked_peaks : {"drop", "keep"}
         ``"drop"``: drop regions all of whose pixels lie along bad pixels, a panel gap, another panel or the
         frame's edge (their maximum may be hidden, or they are edge artefacts), as the classical finders do.
+    lone_pixels : {"drop", "keep"}
+        ``"drop"``: drop regions whose brightest pixel is so much brighter than its neighbours that no spot
+        could have made it (hot pixels the mask lacks, one-pixel zingers; see
+        :func:`~braggml.ml.unet_extract.extract_peaks`), as peakfinder8's two-pixel minimum does.
     reject_powder_rings : bool
         Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton
         or ice rings), as the classical finders do (:func:`braggml.classical.rings.ring_evidence`).
@@ -94,6 +98,7 @@ class UNetFinderConfig:
     grow_px: float = 2.0
     split_regions: bool = True
     masked_peaks: str = "drop"
+    lone_pixels: str = "drop"
     reject_powder_rings: bool = True
     ice_rings: str = "auto"
     ice_ring_width_inv_a: float = 0.004
@@ -117,6 +122,7 @@ class UNetFinderConfig:
             raise ConfigError(f"grow_px must lie in [0, 10], got {self.grow_px!r}")
         check_choice("ice_rings", self.ice_rings, ("auto", "reject", "off"))
         check_choice("masked_peaks", self.masked_peaks, ("drop", "keep"))
+        check_choice("lone_pixels", self.lone_pixels, ("drop", "keep"))
         check_choice("precision", self.precision, ("auto", "float32", "bfloat16", "float16"))
         check_positive("ice_ring_width_inv_a", self.ice_ring_width_inv_a)
         check_positive("powder_ring_contrast", self.powder_ring_contrast)
@@ -152,7 +158,8 @@ class UNetFinder(PeakFinder):
 
     @property
     def last_rejections(self) -> dict[str, int]:
-        """Regions of the last frame dropped, by cause (``"powder_ring"``, ``"ice_ring"``, ``"masked"``)."""
+        """Regions of the last frame dropped, by cause (``"powder_ring"``, ``"ice_ring"``, ``"masked"``,
+        ``"lone_pixel"``)."""
         return dict(self._rejected)
 
     @property
@@ -231,7 +238,7 @@ class UNetFinder(PeakFinder):
             candidate_reach(cfg.grow_px),
             gain=norm.gain,
         )
-        cols, along = extract_peaks(
+        cols, along, lone = extract_peaks(
             candidates, min_pixel_count=cfg.min_pixel_count, split=cfg.split_regions, grow_px=cfg.grow_px
         )
         maps = norm.maps
@@ -247,7 +254,7 @@ class UNetFinder(PeakFinder):
             if cfg.reject_powder_rings and maps is not None:
                 sectors = azimuth_sectors(maps.radius_px, maps.panel_id)
             rings = ring_evidence(data, good, norm.stats, contrast=cfg.powder_ring_contrast, sectors=sectors)
-        peaks, self._rejected = finish_peaks(cols, along, rings, radius, resolution, cfg)
+        peaks, self._rejected = finish_peaks(cols, along, lone, rings, radius, resolution, cfg)
         return peaks
 
 
@@ -260,12 +267,13 @@ def needs_ring_evidence(config: UNetFinderConfig, resolution_a: NDArray | None) 
 def finish_peaks(
     cols: dict[str, NDArray[Any]],
     along: NDArray[np.float64],
+    lone: NDArray[np.bool_],
     rings: RingEvidence | None,
     radius_px: NDArray | None,
     resolution_a: NDArray | None,
     config: UNetFinderConfig,
 ) -> tuple[PeakList, dict[str, int]]:
-    """Apply the ring and mask rules to measured regions and make the frame's peak list.
+    """Apply the ring, mask and lone-pixel rules to measured regions and make the frame's peak list.
 
     Parameters
     ----------
@@ -273,6 +281,8 @@ def finish_peaks(
         The regions' measurements (:func:`~braggml.ml.unet_extract.extract_peaks`).
     along : (n,) float ndarray
         Share of each region's pixels along bad pixels, another panel or the frame's edge.
+    lone : (n,) bool ndarray
+        Regions that are a lone bright pixel.
     rings : RingEvidence or None
         The frame's ring evidence (None: no powder-ring rejection, and ``ice_rings="auto"`` rejects nothing).
     radius_px, resolution_a : (H, W) ndarray or None
@@ -284,7 +294,7 @@ def finish_peaks(
     peaks : PeakList
         One frame.
     rejected : dict of str to int
-        Regions dropped, by cause (``"powder_ring"``, ``"ice_ring"``, ``"masked"``).
+        Regions dropped, by cause (``"powder_ring"``, ``"ice_ring"``, ``"masked"``, ``"lone_pixel"``).
     """
     from ..classical.rings import peaks_on_rings
 
@@ -314,6 +324,11 @@ def finish_peaks(
         hit = keep & (along >= 1.0)
         if hit.any():
             rejected["masked"] = int(hit.sum())
+            keep &= ~hit
+    if config.lone_pixels == "drop" and n:
+        hit = keep & lone
+        if hit.any():
+            rejected["lone_pixel"] = int(hit.sum())
             keep &= ~hit
     peaks = PeakList.from_columns(
         n_frames=1, frame=np.zeros(int(keep.sum()), np.int64), **{k: v[keep] for k, v in cols.items()}

@@ -13,9 +13,10 @@ Presets ``jungfrau4m`` and ``pilatus6m`` are those the shipped model was trained
 centred on a bad pixel) is a real reflection and counts as neither a true nor a false positive
 (``--weaker-spots false`` counts it as false). Frames 0..``--frames``-1 are scored; peakfinder8's
 parameters are grid-searched (``GRID``, best F1) on frames 100..100+``--grid-frames``-1 of the same preset
-and condition, and it is also run with its defaults. "Recall at equal precision" lowers the U-Net's
-probability cut as far as its precision stays at or above grid-searched peakfinder8's, and compares recall
-by SNR bin there.
+and condition, and it is also run with its defaults. "Recall at equal precision" is compared by SNR bin both ways: the
+U-Net's probability cut lowered as far as its precision stays at or above grid-searched peakfinder8's, and
+peakfinder8 at the grid's most sensitive setting (highest recall on the grid frames) that is at least as
+precise there as the U-Net with its own cut.
 
 Speed: seconds per 4.4-Mpixel frame (Jungfrau-4M-like, 2156 x 2060) of the U-Net finder on one and two CPU
 threads, split into normalisation, network and peak extraction, next to default peakfinder8 in the same run;
@@ -66,7 +67,7 @@ GRID = {
     "min_pixel_count": [1, 2, 3],
     "min_pixel_photons": [0.0, 1.0, 2.0],
 }
-CUTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+CUTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def simulator(preset: str, condition: str) -> Simulator:
@@ -113,17 +114,27 @@ def summary(ev) -> dict:
     }
 
 
-def grid_search(sim: Simulator, maps, n_grid: int, mask=None, optional: bool = True) -> dict:
+def grid_search(sim: Simulator, maps, n_grid: int, mask=None, optional: bool = True, unet=None) -> tuple[dict, dict]:
+    """Peakfinder8's settings of best F1 on the grid frames and, with ``unet``, those of highest recall among
+    the settings at least as precise there as the U-Net (None when none is)."""
     frames = [sim.frame(k) for k in range(100, 100 + n_grid)]
     truth = truth_of(frames)
     weaker = truth_of(frames, weaker=True) if optional else None
     best, best_f1 = {}, -1.0
+    scores = []
     for values in itertools.product(*GRID.values()):
         params = dict(zip(GRID, values))
-        f1 = evaluate_peaks(run(Peakfinder8(**params), frames, maps, mask), truth, optional=weaker).f1
-        if f1 > best_f1:
-            best, best_f1 = params, f1
-    return best
+        ev = evaluate_peaks(run(Peakfinder8(**params), frames, maps, mask), truth, optional=weaker)
+        scores.append((params, ev.precision, ev.recall))
+        if ev.f1 > best_f1:
+            best, best_f1 = params, ev.f1
+    equal = None
+    if unet is not None:
+        precision = evaluate_peaks(run(unet, frames, maps, mask), truth, optional=weaker).precision
+        as_precise = [(r, p) for p, pr, r in scores if pr >= precision]
+        if as_precise:
+            equal = max(as_precise, key=lambda item: item[0])[1]
+    return best, equal
 
 
 def simulated(unet: UNetFinder, n_frames: int, n_grid: int, hot_pixels: bool = True, optional: bool = True) -> dict:
@@ -136,7 +147,7 @@ def simulated(unet: UNetFinder, n_frames: int, n_grid: int, hot_pixels: bool = T
         weaker = truth_of(frames, weaker=True) if optional else None
         mask, n_hot = run_mask(frames, maps, hot_pixels)
         t0 = time.perf_counter()
-        params = grid_search(sim, maps, n_grid, mask, optional)
+        params, params_equal = grid_search(sim, maps, n_grid, mask, optional, unet)
         grid_s = time.perf_counter() - t0
         pf8_grid = evaluate_peaks(run(Peakfinder8(**params), frames, maps, mask), truth, optional=weaker)
         pf8_default = evaluate_peaks(run(Peakfinder8(), frames, maps, mask), truth, optional=weaker)
@@ -151,8 +162,12 @@ def simulated(unet: UNetFinder, n_frames: int, n_grid: int, hot_pixels: bool = T
         # the lowest cut at which the U-Net is at least as precise as grid-searched peakfinder8
         equal = [c for c in CUTS if by_cut[c].precision >= pf8_grid.precision]
         at_equal = by_cut[min(equal)] if equal else None
+        # peakfinder8's most sensitive setting at least as precise as the U-Net on the grid frames
+        pf8_equal = (evaluate_peaks(run(Peakfinder8(**params_equal), frames, maps, mask), truth, optional=weaker)
+                     if params_equal else None)
         row = {
             "unet": summary(ev_unet),
+            "peakfinder8_at_unet_precision": (summary(pf8_equal) | {"params": params_equal}) if pf8_equal else None,
             "peakfinder8_grid": summary(pf8_grid) | {"params": params, "grid_seconds": round(grid_s)},
             "peakfinder8_default": summary(pf8_default),
             "unet_at_equal_precision": (summary(at_equal) | {"cut": min(equal)}) if at_equal else None,
@@ -168,6 +183,10 @@ def simulated(unet: UNetFinder, n_frames: int, n_grid: int, hot_pixels: bool = T
         if at_equal:
             print(f"    recall by SNR at equal precision (cut {min(equal)}): unet {summary(at_equal)['recall_by_snr']}"
                   f" | pf8 grid {summary(pf8_grid)['recall_by_snr']}", flush=True)
+        if pf8_equal:
+            print(f"    at the U-Net's precision: unet (P {ev_unet.precision:.3f}) {summary(ev_unet)['recall_by_snr']}"
+                  f" | pf8 (P {pf8_equal.precision:.3f}, {params_equal}) {summary(pf8_equal)['recall_by_snr']}",
+                  flush=True)
     return out
 
 

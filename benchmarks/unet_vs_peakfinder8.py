@@ -13,10 +13,10 @@ Presets ``jungfrau4m`` and ``pilatus6m`` are those the shipped model was trained
 centred on a bad pixel) is a real reflection and counts as neither a true nor a false positive
 (``--weaker-spots false`` counts it as false). Frames 0..``--frames``-1 are scored; peakfinder8's
 parameters are grid-searched (``GRID``, best F1) on frames 100..100+``--grid-frames``-1 of the same preset
-and condition, and it is also run with its defaults. "Recall at equal precision" is compared by SNR bin both ways: the
-U-Net's probability cut lowered as far as its precision stays at or above grid-searched peakfinder8's, and
-peakfinder8 at the grid's most sensitive setting (highest recall on the grid frames) that is at least as
-precise there as the U-Net with its own cut.
+and condition, and it is also run with its defaults. "Recall at equal precision" is compared by SNR bin
+both ways: the U-Net's probability cut lowered as far as its precision stays at or above grid-searched
+peakfinder8's, and peakfinder8 at the grid's most sensitive setting (highest recall on the grid frames) that
+is at least as precise there as the U-Net with its own cut.
 
 Speed: seconds per 4.4-Mpixel frame (Jungfrau-4M-like, 2156 x 2060) of the U-Net finder on one and two CPU
 threads, split into normalisation, network and peak extraction, next to default peakfinder8 in the same run;
@@ -114,7 +114,9 @@ def summary(ev) -> dict:
     }
 
 
-def grid_search(sim: Simulator, maps, n_grid: int, mask=None, optional: bool = True, unet=None) -> tuple[dict, dict]:
+def grid_search(
+    sim: Simulator, maps, n_grid: int, mask=None, optional: bool = True, unet=None
+) -> tuple[dict, dict | None]:
     """Peakfinder8's settings of best F1 on the grid frames and, with ``unet``, those of highest recall among
     the settings at least as precise there as the U-Net (None when none is)."""
     frames = [sim.frame(k) for k in range(100, 100 + n_grid)]
@@ -131,7 +133,7 @@ def grid_search(sim: Simulator, maps, n_grid: int, mask=None, optional: bool = T
     equal = None
     if unet is not None:
         precision = evaluate_peaks(run(unet, frames, maps, mask), truth, optional=weaker).precision
-        as_precise = [(r, p) for p, pr, r in scores if pr >= precision]
+        as_precise = [(recall, params) for params, prec, recall in scores if prec >= precision]
         if as_precise:
             equal = max(as_precise, key=lambda item: item[0])[1]
     return best, equal

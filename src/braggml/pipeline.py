@@ -48,7 +48,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Rejection causes shown in a run's summary (finders also count routine ones, such as too-small groups).
-SUMMARY_REJECTIONS = frozenset({"ice_ring", "powder_ring", "masked", "not_significant", "max_num_peaks"})
+SUMMARY_REJECTIONS = frozenset({"ice_ring", "powder_ring", "masked", "lone_pixel", "not_significant", "max_num_peaks"})
 
 
 @dataclass

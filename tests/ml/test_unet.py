@@ -1121,6 +1121,11 @@ def test_a_lone_hot_pixel_is_dropped_and_a_spot_kept() -> None:
     assert len(peaks) == 1 and abs(peaks.row[0] - 40.0) < 0.3 and finder.last_rejections == {"lone_pixel": 1}
     kept = UNetFinder(device="cpu", reject_powder_rings=False, lone_pixels="keep")
     assert len(kept.peaks_from_probability(prob, norm, 0.5)) == 2 and kept.last_rejections == {}
+    # a run's summary shows them
+    from braggml.pipeline import RunSummary
+
+    summary = RunSummary(n_frames=1, rejected={"lone_pixel": 1, "too_small": 4}).lines()
+    assert "rejected peaks: lone_pixel 1" in summary
 
 
 def test_train_help_names_every_frame_variant() -> None:

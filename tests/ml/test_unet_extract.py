@@ -143,7 +143,8 @@ def _ref_along_mask(labels: np.ndarray, n: int, bad: np.ndarray, panel: np.ndarr
 
 
 def _ref_lone(labels: np.ndarray, n: int, frame: dict, gain: float) -> np.ndarray:
-    """Regions whose brightest pixel's 8 good neighbours on its panel hold 4 sigmas less than a tenth of it."""
+    """Regions whose brightest pixel's 8 good neighbours on its panel hold 4 sigmas less than a tenth of it, and
+    less than 3 sigmas of their background noise."""
     out = np.zeros(n, bool)
     if gain <= 0:
         return out
@@ -161,8 +162,9 @@ def _ref_lone(labels: np.ndarray, n: int, frame: dict, gain: float) -> np.ndarra
             continue
         spill = res[block].sum() - res[r, c]
         expected = 0.1 * max(res[r, c], 0.0)
-        sigma = np.sqrt((noise[block] ** 2).sum() - noise[r, c] ** 2 + gain * expected)
-        out[k - 1] = spill < expected - 4.0 * sigma
+        background2 = (noise[block] ** 2).sum() - noise[r, c] ** 2
+        sigma = np.sqrt(background2 + gain * expected)
+        out[k - 1] = spill < expected - 4.0 * sigma and spill < 3.0 * np.sqrt(background2)
     return out
 
 
@@ -336,7 +338,8 @@ def _pair_frame(rng: np.random.Generator, strong: float, weak: float, gain: floa
 @pytest.mark.parametrize("gain", [1.0, 10.0])
 def test_a_lone_bright_pixel_is_told_from_a_sharp_spot(gain: float) -> None:
     """A hot pixel (all its signal in one pixel) is a lone pixel; a spot of sigma 0.35 px with the same signal,
-    centred on a pixel (over a quarter of it in the neighbours), is not, nor is a hot pixel too faint to tell."""
+    centred on a pixel (over a quarter of it in the neighbours), is not, nor is a hot pixel too faint to tell,
+    nor a bright spot with a twentieth of its signal shared with two neighbours (clearly above their noise)."""
     rng = np.random.default_rng(4)
     shape = (40, 60)
     noise = np.full(shape, np.sqrt(2.0 * gain), np.float32)  # two photons of background
@@ -347,13 +350,16 @@ def test_a_lone_bright_pixel_is_told_from_a_sharp_spot(gain: float) -> None:
         residual[10, 10] += 500.0 * gain  # hot
         residual[9:12, 29:32] += 500.0 * gain * np.outer(share, share)  # the sharp spot
         residual[30, 45] += 15.0 * gain  # a faint hot pixel
+        residual[30, 15] += 2000.0 * gain  # a spot sharper than a pixel, with charge shared by two neighbours
+        residual[29, 15] += 55.0 * gain
+        residual[30, 16] += 55.0 * gain
         residual = residual.astype(np.float32)
         prob = np.where(residual > 5 * noise, 0.9, 0.0).astype(np.float32)
         frame = {"prob": prob, "residual": residual, "background": np.full(shape, 2.0 * gain, np.float32),
                  "noise": noise, "bad": np.zeros(shape, bool), "panel": np.zeros(shape, np.int32)}
         cols, _, lone = _sparse_chain(frame, THRESHOLD, grow_px=2.0, gain=gain)
         found = np.column_stack([cols["row"], cols["col"]]).round()
-        assert sorted(map(tuple, found.tolist())) == [(10.0, 10.0), (10.0, 30.0), (30.0, 45.0)]
+        assert sorted(map(tuple, found.tolist())) == [(10.0, 10.0), (10.0, 30.0), (30.0, 15.0), (30.0, 45.0)]
         assert {tuple(p) for p in found[lone].tolist()} == {(10.0, 10.0)}
         # without the gain the shot noise is unknown, and nothing is called a lone pixel
         assert not _sparse_chain(frame, THRESHOLD, grow_px=2.0, gain=0.0)[2].any()

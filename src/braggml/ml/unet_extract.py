@@ -37,8 +37,11 @@ SPLIT_MIN_RELATIVE_DIP = 0.2
 #: A Bragg spot spreads at least this share of its brightest pixel's signal over the 8 neighbours (a spot of
 #: sigma 0.26 px centred on a pixel: sharper spots fit in one pixel and cannot be told from a hot pixel).
 LONE_MIN_SPILL = 0.1
-#: A region is a lone pixel when its neighbours hold this many sigmas less than that share.
+#: A region is a lone pixel when its neighbours hold this many sigmas less than that share ...
 LONE_SIGMA = 4.0
+#: ... and stand less than this many sigmas of their background noise above the background (a sharp spot's
+#: charge sharing or faint tails show there; a hot pixel's neighbours hold nothing).
+LONE_NEIGHBOUR_SIGMA = 3.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -386,8 +389,9 @@ def extract_peaks(
     A region is a lone pixel (a hot pixel or a one-pixel zinger rather than a spot) when the 8 neighbours of its
     brightest pixel above the cut (the first in raster order on a tie), all good and on its panel, hold less
     than :data:`LONE_MIN_SPILL` of that pixel's residual by :data:`LONE_SIGMA` sigmas of the difference (the
-    neighbours' background noise and the shot noise of the spill the share would bring). The test needs the
-    gain: with ``gain`` 0 no region is a lone pixel.
+    neighbours' background noise and the shot noise of the spill the share would bring), and their sum stands
+    less than :data:`LONE_NEIGHBOUR_SIGMA` sigmas of its background noise above the background. The test
+    needs the gain: with ``gain`` 0 no region is a lone pixel.
 
     Parameters
     ----------
@@ -695,5 +699,6 @@ def _lone_pixel(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: i
     peak = residual[4]
     spill = residual.sum(axis=0) - peak
     expected = LONE_MIN_SPILL * np.clip(peak, 0.0, None)
-    sigma = np.sqrt(noise2.sum(axis=0) - noise2[4] + c.gain * expected)
-    return judged & (spill < expected - LONE_SIGMA * sigma)
+    background2 = noise2.sum(axis=0) - noise2[4]
+    sigma = np.sqrt(background2 + c.gain * expected)
+    return judged & (spill < expected - LONE_SIGMA * sigma) & (spill < LONE_NEIGHBOUR_SIGMA * np.sqrt(background2))

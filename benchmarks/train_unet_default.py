@@ -303,8 +303,9 @@ def main() -> None:
         "'phosphor' reads the frame out behind a phosphor (photon noise shared by neighbouring pixels); "
         f"{cfg.shadow_fraction:.0%} of the training frames with an unmasked region the X-rays do not reach; "
         f"{cfg.hot_mask_fraction:.0%} with their hot pixels masked; "
-        f"train frames 0-{cfg.train_frames_per_preset - 1}, validation frames {val_frames.start}-"
-        f"{val_frames.stop - 1}), 128x128 crops, targets = 1.5 px cores of spots with expected SNR >= 3"
+        f"train frames 0-{cfg.train_frames_per_preset - 1}, "
+        + (f"validation frames {val_frames.start}-{val_frames.stop - 1}" if len(val_frames) else "no validation frames")
+        + "), 128x128 crops, targets = 1.5 px cores of spots with expected SNR >= 3"
     )
     path = trained.save(args.out)
     n_params = sum(p.numel() for p in trained.model.parameters())

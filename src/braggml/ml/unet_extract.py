@@ -673,12 +673,21 @@ def _along_mask(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: i
     core = np.flatnonzero(labels)
     if n == 0 or core.size == 0:
         return np.zeros(n)
-    nb, inside = px.block(core)
-    safe = np.where(inside, nb, 0)
-    touch = (~inside | c.bad[safe] | (c.panel[safe] != c.panel[core])).any(axis=0)
+    _, touch = _block_along_mask(c, px, core)
     lab = labels[core]
     sizes = np.bincount(lab, minlength=n + 1)[1:]
     return np.bincount(lab, weights=touch, minlength=n + 1)[1:] / np.maximum(sizes, 1)
+
+
+def _block_along_mask(
+    c: CandidatePixels, px: _Pixels, pos: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """The (9, M) positions of the 3 x 3 neighbourhoods of the pixels at ``pos`` (the pixel itself beyond the
+    frame's edge) and whether each neighbourhood holds a bad pixel, another panel or the frame's edge."""
+    nb, inside = px.block(pos)
+    safe = np.where(inside, nb, pos)
+    touch = (~inside | c.bad[safe] | (c.panel[safe] != c.panel[pos])).any(axis=0)
+    return safe, touch
 
 
 def _lone_pixel(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: int) -> NDArray[np.bool_]:
@@ -691,9 +700,7 @@ def _lone_pixel(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: i
     order = np.lexsort((core, -value, lab))  # by region, brightest first, raster order among equals
     first = np.flatnonzero(np.r_[True, lab[order][1:] != lab[order][:-1]])
     top = core[order[first]]  # brightest pixel of regions 1..n
-    nb, inside = px.block(top)
-    safe = np.where(inside, nb, 0)
-    judged = inside.all(axis=0) & ~c.bad[safe].any(axis=0) & (c.panel[safe] == c.panel[top]).all(axis=0)
+    safe, touch = _block_along_mask(c, px, top)  # judged only with all 8 neighbours good and on its panel
     residual = np.asarray(c.residual, np.float64)[safe]
     noise2 = np.asarray(c.noise, np.float64)[safe] ** 2
     peak = residual[4]
@@ -701,4 +708,4 @@ def _lone_pixel(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: i
     expected = LONE_MIN_SPILL * np.clip(peak, 0.0, None)
     background2 = noise2.sum(axis=0) - noise2[4]
     sigma = np.sqrt(background2 + c.gain * expected)
-    return judged & (spill < expected - LONE_SIGMA * sigma) & (spill < LONE_NEIGHBOUR_SIGMA * np.sqrt(background2))
+    return ~touch & (spill < expected - LONE_SIGMA * sigma) & (spill < LONE_NEIGHBOUR_SIGMA * np.sqrt(background2))

@@ -298,9 +298,8 @@ def finish_peaks(
     """
     from ..classical.rings import peaks_on_rings
 
-    rejected: dict[str, int] = {}
     n = cols["row"].size
-    keep = np.ones(n, bool)
+    rules: list[tuple[str, NDArray[np.bool_]]] = []  # in the order they apply
     want_ice = config.ice_rings != "off" and resolution_a is not None
     if n and radius_px is not None and (config.reject_powder_rings or want_ice):
         h, w = radius_px.shape
@@ -315,20 +314,17 @@ def finish_peaks(
             ice_ring_width_inv_a=config.ice_ring_width_inv_a,
             flat_index=ri * w + ci,
         )
-        for cause, bad in (("powder_ring", on_powder), ("ice_ring", ice_rejected)):
-            hit = keep & bad
-            if hit.any():
-                rejected[cause] = int(hit.sum())
-                keep[hit] = False
-    if config.masked_peaks == "drop" and n:
-        hit = keep & (along >= 1.0)
+        rules += [("powder_ring", on_powder), ("ice_ring", ice_rejected)]
+    if config.masked_peaks == "drop":
+        rules.append(("masked", along >= 1.0))
+    if config.lone_pixels == "drop":
+        rules.append(("lone_pixel", lone))
+    rejected: dict[str, int] = {}
+    keep = np.ones(n, bool)
+    for cause, bad in rules:
+        hit = keep & bad
         if hit.any():
-            rejected["masked"] = int(hit.sum())
-            keep &= ~hit
-    if config.lone_pixels == "drop" and n:
-        hit = keep & lone
-        if hit.any():
-            rejected["lone_pixel"] = int(hit.sum())
+            rejected[cause] = int(hit.sum())
             keep &= ~hit
     peaks = PeakList.from_columns(
         n_frames=1, frame=np.zeros(int(keep.sum()), np.int64), **{k: v[keep] for k, v in cols.items()}

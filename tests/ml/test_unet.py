@@ -82,7 +82,7 @@ def _sparse_peaks(
         threshold,
         candidate_reach(grow_px),
     )
-    columns, along_mask, _ = extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px)
+    columns, along_mask, _, _ = extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px)
     return columns, along_mask
 
 
@@ -132,7 +132,7 @@ def test_unet_config_rejects_bad_values(kwargs: dict, match: str) -> None:
     [({"probability_threshold": 1.5}, "probability_threshold"), ({"tile_size": 0}, "tile_size"),
      ({"overlap": 2000}, "overlap"), ({"device": "tpu"}, "device"), ({"min_pixel_count": 0}, "min_pixel_count"),
      ({"grow_px": -1.0}, "grow_px"), ({"precision": "int8"}, "precision"), ({"ice_rings": "maybe"}, "ice_rings"),
-     ({"lone_pixels": "maybe"}, "lone_pixels"),
+     ({"lone_pixels": "maybe"}, "lone_pixels"), ({"significance_snr": -1.0}, "significance_snr"),
      ({"flips": 3}, "flips must be one of 1, 2, 4"), ({"flips": True}, "flips must be one of 1, 2, 4")],
 )
 def test_finder_config_rejects_bad_values(kwargs: dict, match: str) -> None:
@@ -1126,6 +1126,25 @@ def test_a_lone_hot_pixel_is_dropped_and_a_spot_kept() -> None:
 
     summary = RunSummary(n_frames=1, rejected={"lone_pixel": 1, "too_small": 4}).lines()
     assert "rejected peaks: lone_pixel 1" in summary
+
+
+def test_a_noise_cluster_on_a_sparse_background_is_dropped_and_a_faint_sharp_spot_kept() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.poisson(0.4, (96, 96)).astype(np.float32)
+    image[20:23, 20:23] = [[1, 2, 1], [2, 4, 2], [1, 2, 1]]  # a loose cluster of a few photons (7 Gaussian sigmas)
+    image[60:63, 60:63] = [[0, 3, 0], [0, 8, 6], [0, 0, 0]]  # a sharp spot of 17 photons
+    prob = np.zeros((96, 96), np.float32)
+    prob[20:23, 20:23] = prob[60:62, 60:63] = 1.0
+    norm = normalise_frame(image, np.zeros((96, 96), bool))
+    assert 0.8 < norm.gain < 1.25
+    finder = UNetFinder(device="cpu", reject_powder_rings=False)
+    peaks = finder.peaks_from_probability(prob, norm, 0.5)
+    assert len(peaks) == 1 and abs(peaks.row[0] - 60.5) < 1 and finder.last_rejections == {"not_significant": 1}
+    kept = UNetFinder(device="cpu", reject_powder_rings=False, significance_snr=0.0)
+    assert len(kept.peaks_from_probability(prob, norm, 0.5)) == 2 and kept.last_rejections == {}
+    from braggml.pipeline import RunSummary
+
+    assert "rejected peaks: not_significant 1" in RunSummary(n_frames=1, rejected=finder.last_rejections).lines()
 
 
 def test_train_help_names_every_frame_variant() -> None:

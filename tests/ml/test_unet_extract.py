@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage, special
+from scipy import ndimage, special, stats
 
 from braggml.ml.unet_extract import (
     PEAK_COLUMNS,
+    SPARSE_PHOTONS,
     CandidatePixels,
+    Regions,
     candidate_reach,
     extract_peaks,
     gather_candidates,
@@ -168,21 +170,77 @@ def _ref_lone(labels: np.ndarray, n: int, frame: dict, gain: float) -> np.ndarra
     return out
 
 
+def _ref_not_significant(labels: np.ndarray, n: int, frame: dict, gain: float, level: float) -> np.ndarray:
+    """Regions whose brightest pixel's 3 x 3 block (good pixels on its panel) averages under a photon of
+    background per pixel, and where neither the block's four brightest pixels, nor the block, nor the region
+    holds a ``level``-sigma Poisson excess."""
+    out = np.zeros(n, bool)
+    if gain <= 0 or level <= 0:
+        return out
+    photons = frame["residual"].astype(np.float64) / gain
+    rate = np.maximum(frame["background"] / gain, (frame["noise"].astype(np.float64) / gain) ** 2)
+    bad, panel = frame["bad"], frame["panel"]
+    h, w = photons.shape
+
+    def tail(n_photons: float, mu: float) -> float:  # P(Poisson(mu) >= mu + n_photons), continued to real counts
+        return float(stats.gamma.cdf(mu, a=mu + n_photons)) if n_photons > 0 else 1.0
+
+    for k in range(1, n + 1):
+        rows, cols = np.nonzero(labels == k)  # raster order
+        top = int(np.argmax(photons[rows, cols]))  # the first of equals
+        r, c = rows[top], cols[top]
+        block = [
+            (i, j)
+            for i in range(r - 1, r + 2)
+            for j in range(c - 1, c + 2)
+            if 0 <= i < h and 0 <= j < w and not bad[i, j] and panel[i, j] == panel[r, c]
+        ]
+        if sum(rate[p] for p in block) >= SPARSE_PHOTONS * len(block):
+            continue
+        four = sorted(block, key=lambda p: -photons[p])[:4]
+        tails = [
+            tail(sum(photons[p] for p in four), sum(rate[p] for p in four)),
+            tail(sum(photons[p] for p in block), sum(rate[p] for p in block)),
+            tail(photons[rows, cols].sum(), rate[rows, cols].sum()),
+        ]
+        out[k - 1] = min(tails) > stats.norm.sf(level)
+    return out
+
+
 def _full_frame_chain(
-    frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1, gain: float = 0.0
-) -> tuple[dict, np.ndarray, np.ndarray]:
+    frame: dict,
+    threshold: float,
+    *,
+    grow_px: float,
+    split: bool = True,
+    min_pixel_count: int = 1,
+    gain: float = 0.0,
+    significance_snr: float = 5.0,
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     bad, panel = frame["bad"], frame["panel"]
     labels, n = _ref_label((frame["prob"] > threshold) & ~bad, panel, min_pixel_count)
     if split and n:
         labels, n = _ref_split(labels, n, frame["residual"], frame["noise"], gain)
     wide = _ref_grow(labels, grow_px, bad, panel) if grow_px > 0 else labels
     measured = _ref_measure(labels, wide, n, frame)
-    return measured, _ref_along_mask(labels, n, bad, panel), _ref_lone(labels, n, frame, gain)
+    return (
+        measured,
+        _ref_along_mask(labels, n, bad, panel),
+        _ref_lone(labels, n, frame, gain),
+        _ref_not_significant(labels, n, frame, gain, significance_snr),
+    )
 
 
 def _sparse_chain(
-    frame: dict, threshold: float, *, grow_px: float, split: bool = True, min_pixel_count: int = 1, gain: float = 0.0
-):
+    frame: dict,
+    threshold: float,
+    *,
+    grow_px: float,
+    split: bool = True,
+    min_pixel_count: int = 1,
+    gain: float = 0.0,
+    significance_snr: float = 5.0,
+) -> Regions:
     c = gather_candidates(
         frame["prob"],
         frame["residual"],
@@ -194,11 +252,13 @@ def _sparse_chain(
         candidate_reach(grow_px),
         gain=gain,
     )
-    return extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px)
+    return extract_peaks(
+        c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px, significance_snr=significance_snr
+    )
 
 
 def _assert_same(full: tuple, sparse: tuple) -> None:
-    (a, a_mask, a_lone), (b, b_mask, b_lone) = full, sparse
+    (a, a_mask, a_lone, a_faint), (b, b_mask, b_lone, b_faint) = full, sparse
     assert set(b) == set(PEAK_COLUMNS)
     assert b["row"].size == a["row"].size
     for key in PEAK_COLUMNS:
@@ -206,6 +266,7 @@ def _assert_same(full: tuple, sparse: tuple) -> None:
     assert b["n_pixels"].dtype == np.int64
     np.testing.assert_allclose(b_mask, a_mask, rtol=1e-12)
     assert b_lone.dtype == bool and b_lone.tolist() == a_lone.tolist()
+    assert b_faint.dtype == bool and b_faint.tolist() == a_faint.tolist()
 
 
 def _spot(shape: tuple[int, int], row: float, col: float, height: float, sigma: float = 1.0) -> np.ndarray:
@@ -295,14 +356,14 @@ def test_crowded_frames_on_four_panels_give_the_full_frame_peaks(seed: int) -> N
 
 def test_touching_spots_are_split_and_panel_border_spots_are_not_joined() -> None:
     frame = _synthetic_frame(0)
-    cols, share, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
+    cols, share, _, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
     found = np.column_stack([cols["row"], cols["col"]])
 
     def near(row: float, col: float, tol: float = 1.0) -> np.ndarray:
         return np.flatnonzero(np.hypot(found[:, 0] - row, found[:, 1] - col) < tol)
 
     assert near(20.0, 12.0).size == 1 and near(20.0, 16.5).size == 1  # two peaks from one region
-    unsplit, _, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0, split=False)
+    unsplit, _, _, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0, split=False)
     assert unsplit["row"].size < cols["row"].size
     # the spot across the panel border is two regions, one on each panel, both along the other panel
     left, right = near(35.0, 38.5), near(35.0, 40.5)
@@ -357,7 +418,7 @@ def test_a_lone_bright_pixel_is_told_from_a_sharp_spot(gain: float) -> None:
         prob = np.where(residual > 5 * noise, 0.9, 0.0).astype(np.float32)
         frame = {"prob": prob, "residual": residual, "background": np.full(shape, 2.0 * gain, np.float32),
                  "noise": noise, "bad": np.zeros(shape, bool), "panel": np.zeros(shape, np.int32)}
-        cols, _, lone = _sparse_chain(frame, THRESHOLD, grow_px=2.0, gain=gain)
+        cols, _, lone, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0, gain=gain)
         found = np.column_stack([cols["row"], cols["col"]]).round()
         assert sorted(map(tuple, found.tolist())) == [(10.0, 10.0), (10.0, 30.0), (30.0, 15.0), (30.0, 45.0)]
         assert {tuple(p) for p in found[lone].tolist()} == {(10.0, 10.0)}
@@ -391,10 +452,84 @@ def test_shot_noise_on_a_bright_spot_does_not_split_it(gain: float) -> None:
         frame["residual"] = ((rng.poisson(photons) - 2.0) * gain).astype(np.float32)
         frame["prob"][:] = 0.0
         frame["prob"][14:28, 13:27] = 0.9
-        one, _, _ = _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=gain)
+        one = _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=gain).columns
         assert one["row"].size == 1
         split_without += _sparse_chain(frame, THRESHOLD, grow_px=0.0, gain=0.0)[0]["row"].size > 1
     assert split_without > 0  # the background noise alone would split it on some draws
+
+
+def _counting_frame(seed: int, shape: tuple[int, int] = (64, 96)) -> dict:
+    """Photon counts on a sparse background (0.1-0.8 photon per pixel, from left to right) with sharp spots of
+    5-40 photons, broad spots and bad pixels, on two panels; gain 1, probability rising with the 3 x 3 sum of
+    the residual so that clusters of noise photons form regions too."""
+    rng = np.random.default_rng(seed)
+    rate = np.broadcast_to(np.linspace(0.1, 0.8, shape[1]), shape)
+    signal = np.zeros(shape)
+    for _ in range(25):
+        row, col = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        sigma = rng.choice([0.3, 0.5, 1.5])
+        signal += _spot(shape, row, col, rng.uniform(5.0, 40.0) / (2 * np.pi * sigma**2), sigma)
+    counts = rng.poisson(rate + signal).astype(np.float64)
+    bad = rng.random(shape) < 0.01
+    panel = np.zeros(shape, np.int32)
+    panel[:, shape[1] // 2 :] = 1
+    residual = np.where(bad, 0.0, counts - rate).astype(np.float32)
+    noise = np.sqrt(rate).astype(np.float32)
+    local = ndimage.uniform_filter(residual.astype(np.float64), 3, mode="constant") * 9
+    prob = (1.0 / (1.0 + np.exp(-(local - 6.0)))).astype(np.float32)
+    prob[bad] = 0.0
+    return {"prob": prob, "residual": residual, "background": rate.astype(np.float32), "noise": noise,
+            "bad": bad, "panel": panel}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sparse_counting_frames_give_the_full_frame_significance(seed: int) -> None:
+    frame = _counting_frame(seed)
+    flagged = 0
+    for grow_px, level in ((0.0, 5.0), (2.0, 5.0), (2.0, 3.0)):
+        full = _full_frame_chain(frame, THRESHOLD, grow_px=grow_px, gain=1.0, significance_snr=level)
+        _assert_same(full, _sparse_chain(frame, THRESHOLD, grow_px=grow_px, gain=1.0, significance_snr=level))
+        assert 0 < full[3].sum() < full[3].size  # some regions are noise clusters, some are spots
+        flagged += full[3].sum()
+        assert not _sparse_chain(frame, THRESHOLD, grow_px=grow_px, gain=1.0, significance_snr=0.0)[3].any()
+        assert not _sparse_chain(frame, THRESHOLD, grow_px=grow_px, gain=0.0, significance_snr=level)[3].any()
+
+
+def test_noise_clusters_on_a_sparse_background_are_told_from_faint_sharp_spots() -> None:
+    """On half a photon per pixel, a loose cluster of 2-5-photon pixels (a 5-sigma excess for Gaussian pixels of
+    that variance) is not significant; a sharp spot of 8 + 6 + 3 photons is, and so is a 14-photon spot on an
+    almost empty frame. On 3 photons per pixel nothing is judged: a faint broad spot there stays."""
+    shape = (40, 60)
+
+    def regions(rate: float, blobs: list[tuple[slice, slice, np.ndarray]]):
+        residual = np.zeros(shape)
+        prob = np.zeros(shape, np.float32)
+        for rows, cols, photons in blobs:
+            residual[rows, cols] += photons
+            prob[rows, cols] = 0.9
+        frame = {"prob": prob, "residual": residual.astype(np.float32),
+                 "background": np.full(shape, rate, np.float32), "noise": np.full(shape, np.sqrt(rate), np.float32),
+                 "bad": np.zeros(shape, bool), "panel": np.zeros(shape, np.int32)}
+        out = _sparse_chain(frame, THRESHOLD, grow_px=2.0, split=False, gain=1.0)
+        _assert_same(_full_frame_chain(frame, THRESHOLD, grow_px=2.0, split=False, gain=1.0), out)
+        return out
+
+    cluster = np.array([[1.5, 2.5, 1.5], [1.5, 4.5, 1.5], [0.5, 1.5, -0.5]])  # 2-5 photons on 0.5 each
+    sharp = np.array([[-0.5, 2.5, -0.5], [-0.5, 7.5, 5.5], [-0.5, -0.5, -0.5]])
+    found = regions(0.5, [(np.s_[9:12], np.s_[9:12], cluster), (np.s_[9:12], np.s_[39:42], sharp)])
+    assert found.columns["col"].round().tolist() == [10.0, 40.0]
+    assert found.not_significant.tolist() == [True, False]
+    # Gaussian pixels of that variance would call the cluster a spot: its 3 x 3 block holds 6.8 sigmas
+    assert cluster.sum() / (3 * np.sqrt(0.5)) > 6.5
+    almost_empty = regions(0.02, [(np.s_[19:21], np.s_[29:31], np.array([[9.0, 3.0], [2.0, 0.0]]))])
+    assert almost_empty.not_significant.tolist() == [False]
+    # a broad spot of 40 photons (sigma 1.5 px) on 3 photons per pixel: under 4 sigmas in its brightest 3 x 3
+    # and in the whole region, but the background is not sparse, so it stays
+    r, c = np.mgrid[-3:4, -3:4]
+    broad = 40.0 * np.exp(-(r**2 + c**2) / (2 * 1.5**2)) / (2 * np.pi * 1.5**2)
+    assert broad[2:5, 2:5].sum() / np.sqrt(9 * 3.0) < 4.0 and broad.sum() / np.sqrt(49 * 3.0) < 4.0
+    assert SPARSE_PHOTONS <= 3.0
+    assert regions(3.0, [(np.s_[17:24], np.s_[27:34], broad)]).not_significant.tolist() == [False]
 
 
 def test_regions_two_pixels_apart_on_the_edge_and_against_bad_pixels() -> None:
@@ -416,8 +551,9 @@ def test_regions_two_pixels_apart_on_the_edge_and_against_bad_pixels() -> None:
         "bad": bad,
         "panel": panel,
     }
-    cols, share, lone = _sparse_chain(frame, THRESHOLD, grow_px=1.0)
-    _assert_same(_full_frame_chain(frame, THRESHOLD, grow_px=1.0), (cols, share, lone))
+    regions = _sparse_chain(frame, THRESHOLD, grow_px=1.0)
+    _assert_same(_full_frame_chain(frame, THRESHOLD, grow_px=1.0), regions)
+    cols, share = regions.columns, regions.along_mask
     # (0, 1) lies one pixel from both corner regions: the offset (0, -1) comes first, so it joins the second;
     # nothing grows onto the bad pixel (6, 5)
     assert cols["n_pixels"].tolist() == [2, 4, 7]
@@ -428,7 +564,7 @@ def test_regions_two_pixels_apart_on_the_edge_and_against_bad_pixels() -> None:
 def test_no_pixel_above_the_cut_gives_empty_columns() -> None:
     frame = _synthetic_frame(0)
     frame["prob"] *= 0.5
-    cols, share, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
+    cols, share, _, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
     assert all(cols[k].size == 0 for k in PEAK_COLUMNS) and share.shape == (0,)
     assert cols["n_pixels"].dtype == np.int64
     empty = CandidatePixels(
@@ -442,8 +578,9 @@ def test_no_pixel_above_the_cut_gives_empty_columns() -> None:
         panel=np.empty(0, np.int32),
         threshold=0.5,
     )
-    cols, share, lone = extract_peaks(empty)
+    cols, share, lone, faint = extract_peaks(empty)
     assert set(cols) == set(PEAK_COLUMNS) and cols["row"].size == 0 and share.size == 0 and lone.size == 0
+    assert faint.size == 0
 
 
 @pytest.mark.parametrize("reach", [0, 1, 2, 4])
@@ -496,6 +633,9 @@ def test_bad_input_is_rejected() -> None:
         gather_candidates(*args[:3], args[3][:-1], *args[4:], THRESHOLD, 2)
     with pytest.raises(ValueError, match="min_pixel_count"):
         extract_peaks(gather_candidates(*args, THRESHOLD, 2), min_pixel_count=0)
+    for level in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="significance_snr"):
+            extract_peaks(gather_candidates(*args, THRESHOLD, 2), significance_snr=level)
     with pytest.raises(ValueError, match="strictly increasing"):
         CandidatePixels(
             shape=(2, 2),
@@ -523,7 +663,7 @@ def test_bad_input_is_rejected() -> None:
 
 
 @pytest.fixture(scope="module")
-def network_frame() -> tuple[dict, float]:
+def network_frame() -> tuple[dict, float, float]:
     """The shipped model's probability map of a simulated jungfrau4m frame (about 4 s on one core)."""
     pytest.importorskip("torch")
     from braggml.ml.unet import load_unet
@@ -542,12 +682,13 @@ def network_frame() -> tuple[dict, float]:
         "bad": norm.bad,
         "panel": norm.panel_id,
     }
-    return arrays, model.threshold
+    return arrays, model.threshold, norm.gain
 
 
 @pytest.mark.parametrize("grow_px", [0.0, 2.0, 3.5])
-def test_network_output_gives_the_full_frame_peaks(network_frame: tuple[dict, float], grow_px: float) -> None:
-    frame, threshold = network_frame
-    full = _full_frame_chain(frame, threshold, grow_px=grow_px)
+def test_network_output_gives_the_full_frame_peaks(network_frame: tuple[dict, float, float], grow_px: float) -> None:
+    frame, threshold, gain = network_frame
+    assert gain > 0
+    full = _full_frame_chain(frame, threshold, grow_px=grow_px, gain=gain)
     assert full[0]["row"].size > 100
-    _assert_same(full, _sparse_chain(frame, threshold, grow_px=grow_px))
+    _assert_same(full, _sparse_chain(frame, threshold, grow_px=grow_px, gain=gain))

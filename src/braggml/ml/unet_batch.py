@@ -92,13 +92,14 @@ def peaks_from_pixels(
     resolution_a: NDArray | None,
 ) -> tuple[PeakList, dict[str, int]]:
     """The peaks of one frame from its near-peak pixels (see :func:`~braggml.ml.unet_finder.finish_peaks`)."""
-    cols, along, lone = extract_peaks(
+    regions = extract_peaks(
         frame.candidates,
         min_pixel_count=config.min_pixel_count,
         split=config.split_regions,
         grow_px=config.grow_px,
+        significance_snr=config.significance_snr,
     )
-    return finish_peaks(cols, along, lone, frame.rings, radius_px, resolution_a, config)
+    return finish_peaks(regions, frame.rings, radius_px, resolution_a, config)
 
 
 class BatchedUNetFinder:

@@ -14,15 +14,16 @@ taken in raster order); regions are the connected components of a sparse graph o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 from numpy.typing import NDArray
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.special import gammainc, ndtr
 
-__all__ = ["CandidatePixels", "candidate_reach", "gather_candidates", "extract_peaks", "PEAK_COLUMNS"]
+__all__ = ["CandidatePixels", "Regions", "candidate_reach", "gather_candidates", "extract_peaks", "PEAK_COLUMNS"]
 
 #: Columns returned by :func:`extract_peaks` (those of a one-frame :class:`~braggml.peaks.PeakList`).
 PEAK_COLUMNS = ("row", "col", "intensity", "background", "snr", "n_pixels", "max_value", "score")
@@ -42,6 +43,9 @@ LONE_SIGMA = 4.0
 #: ... and stand less than this many sigmas of their background noise above the background (a sharp spot's
 #: charge sharing or faint tails show there; a hot pixel's neighbours hold nothing).
 LONE_NEIGHBOUR_SIGMA = 3.0
+#: Backgrounds below this many photons per pixel are sparse: there the photon counts are far from Gaussian, and a
+#: cluster of 2-4-photon pixels that a Gaussian noise model puts at 5 sigmas is a common Poisson fluctuation.
+SPARSE_PHOTONS = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -367,9 +371,37 @@ def _grow_kernel(index, h, w, labels, bad, panel, rank, reach):  # pragma: no co
     return out, missing
 
 
+class Regions(NamedTuple):
+    """The measured regions of one frame (:func:`extract_peaks`) and what the finder's rules need of them.
+
+    Attributes
+    ----------
+    columns : dict of str to (P,) ndarray
+        ``row``, ``col``, ``intensity``, ``background``, ``snr``, ``n_pixels`` (int64), ``max_value`` and
+        ``score`` of the P regions (see :data:`PEAK_COLUMNS`), all float64 but ``n_pixels``.
+    along_mask : (P,) float64 ndarray
+        Share of each region's pixels (before widening) touching a bad pixel, another panel or the frame's
+        edge (8-connected).
+    lone_pixel : (P,) bool ndarray
+        Regions that are a lone bright pixel.
+    not_significant : (P,) bool ndarray
+        Regions on a sparse background that are no significant Poisson excess.
+    """
+
+    columns: dict[str, NDArray[Any]]
+    along_mask: NDArray[np.float64]
+    lone_pixel: NDArray[np.bool_]
+    not_significant: NDArray[np.bool_]
+
+
 def extract_peaks(
-    c: CandidatePixels, *, min_pixel_count: int = 1, split: bool = True, grow_px: float = 2.0
-) -> tuple[dict[str, NDArray[Any]], NDArray[np.float64], NDArray[np.bool_]]:
+    c: CandidatePixels,
+    *,
+    min_pixel_count: int = 1,
+    split: bool = True,
+    grow_px: float = 2.0,
+    significance_snr: float = 5.0,
+) -> Regions:
     """The peaks of one frame from its candidate pixels.
 
     Regions are the 8-connected groups of good pixels above the cut within one panel, numbered in raster order
@@ -393,6 +425,17 @@ def extract_peaks(
     less than :data:`LONE_NEIGHBOUR_SIGMA` sigmas of its background noise above the background. The test
     needs the gain: with ``gain`` 0 no region is a lone pixel.
 
+    A region is not significant when its background is sparse (below :data:`SPARSE_PHOTONS` photons per pixel
+    on average over the 3 x 3 block of its brightest pixel) and none of three compact apertures holds a
+    ``significance_snr``-sigma Poisson excess over its background: the four brightest good pixels of that
+    block, the whole block, and the region itself (before widening). The background of each pixel counts
+    ``max(background / gain, (noise / gain)**2)`` photons, as in the classical finders' Poisson test
+    (:func:`~braggml.classical._common.poisson_significant`). A sharp spot of a few photons on an almost
+    empty frame passes easily; a loose cluster of 2-4-photon pixels on half a photon per pixel, which a noise
+    model of Gaussian pixels would take for a 5-sigma spot, does not. Backgrounds of a photon per pixel or
+    more are left alone: there the counts are close to Gaussian. The test needs the gain (``gain`` 0, or
+    ``significance_snr`` 0: no region is flagged).
+
     Parameters
     ----------
     c : CandidatePixels
@@ -403,17 +446,13 @@ def extract_peaks(
         Split regions holding several maxima.
     grow_px : float
         Widening of the regions in pixels (``>= 0``; 0 measures the regions as they are).
+    significance_snr : float
+        Level of the Poisson test on sparse backgrounds, in normal sigmas (``>= 0``; 0 turns it off).
 
     Returns
     -------
-    columns : dict of str to (P,) ndarray
-        ``row``, ``col``, ``intensity``, ``background``, ``snr``, ``n_pixels`` (int64), ``max_value`` and
-        ``score`` of the P peaks (see :data:`PEAK_COLUMNS`), all float64 but ``n_pixels``.
-    along_mask : (P,) float64 ndarray
-        Share of each region's pixels (before widening) touching a bad pixel, another panel or the frame's
-        edge (8-connected).
-    lone_pixel : (P,) bool ndarray
-        Regions that are a lone bright pixel.
+    Regions
+        The regions' columns and flags.
 
     Raises
     ------
@@ -427,21 +466,30 @@ def extract_peaks(
     >>> residual = prob * 10
     >>> ones = np.ones((6, 6), np.float32)
     >>> c = gather_candidates(prob, residual, ones, ones, ones < 0, np.zeros((6, 6), np.int32), 0.5, 2)
-    >>> columns, along_mask, lone_pixel = extract_peaks(c, grow_px=1.0)
-    >>> columns["row"].tolist(), columns["col"].tolist(), columns["n_pixels"].tolist(), along_mask.tolist()
+    >>> regions = extract_peaks(c, grow_px=1.0)
+    >>> columns = regions.columns
+    >>> columns["row"].tolist(), columns["col"].tolist(), columns["n_pixels"].tolist(), regions.along_mask.tolist()
     ([2.0], [2.5], [8], [0.0])
-    >>> lone_pixel.tolist()  # gain 0: not tested
-    [False]
+    >>> regions.lone_pixel.tolist(), regions.not_significant.tolist()  # gain 0: not tested
+    ([False], [False])
     """
     if isinstance(min_pixel_count, bool) or int(min_pixel_count) != min_pixel_count or min_pixel_count < 1:
         raise ValueError(f"min_pixel_count must be an integer >= 1, got {min_pixel_count!r}")
+    if not (np.isfinite(significance_snr) and significance_snr >= 0):
+        raise ValueError(f"significance_snr must be finite and >= 0, got {significance_snr!r}")
     candidate_reach(grow_px)  # validates grow_px
     px = _Pixels(c)
     labels, n = _label(c, px, int(min_pixel_count))
     if split and n:
         labels, n = _split(c, px, labels, n)
     wide = _grow(c, px, labels, grow_px) if grow_px > 0 and n else labels
-    return _measure(c, px, labels, wide, n), _along_mask(c, px, labels, n), _lone_pixel(c, px, labels, n)
+    top = _brightest(c, labels)
+    return Regions(
+        _measure(c, px, labels, wide, n),
+        _along_mask(c, px, labels, n),
+        _lone_pixel(c, px, top),
+        _not_significant(c, px, labels, top, float(significance_snr)),
+    )
 
 
 def _label(c: CandidatePixels, px: _Pixels, min_pixel_count: int) -> tuple[NDArray[np.int32], int]:
@@ -690,16 +738,22 @@ def _block_along_mask(
     return safe, touch
 
 
-def _lone_pixel(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: int) -> NDArray[np.bool_]:
-    """Regions that are a lone bright pixel (see :func:`extract_peaks`)."""
+def _brightest(c: CandidatePixels, labels: NDArray[np.int32]) -> NDArray[np.int64]:
+    """Position in the set of the brightest pixel of regions 1..n (the first in raster order on a tie)."""
     core = np.flatnonzero(labels)
-    if n == 0 or core.size == 0 or c.gain <= 0:
-        return np.zeros(n, bool)
+    if core.size == 0:
+        return core
     lab = labels[core]
     value = np.asarray(c.residual, np.float64)[core]
     order = np.lexsort((core, -value, lab))  # by region, brightest first, raster order among equals
     first = np.flatnonzero(np.r_[True, lab[order][1:] != lab[order][:-1]])
-    top = core[order[first]]  # brightest pixel of regions 1..n
+    return core[order[first]]
+
+
+def _lone_pixel(c: CandidatePixels, px: _Pixels, top: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Regions that are a lone bright pixel (see :func:`extract_peaks`); ``top``: their brightest pixels."""
+    if top.size == 0 or c.gain <= 0:
+        return np.zeros(top.size, bool)
     safe, touch = _block_along_mask(c, px, top)  # judged only with all 8 neighbours good and on its panel
     residual = np.asarray(c.residual, np.float64)[safe]
     noise2 = np.asarray(c.noise, np.float64)[safe] ** 2
@@ -709,3 +763,45 @@ def _lone_pixel(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: i
     background2 = noise2.sum(axis=0) - noise2[4]
     sigma = np.sqrt(background2 + c.gain * expected)
     return ~touch & (spill < expected - LONE_SIGMA * sigma) & (spill < LONE_NEIGHBOUR_SIGMA * np.sqrt(background2))
+
+
+def _poisson_tail(photons: NDArray[np.float64], mu: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The one-sided tail ``P(Poisson(mu) >= mu + photons)`` (1 where ``photons <= 0``)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(photons > 0, gammainc(np.maximum(mu + photons, 1e-12), np.maximum(mu, 1e-12)), 1.0)
+
+
+def _not_significant(
+    c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], top: NDArray[np.int64], level: float
+) -> NDArray[np.bool_]:
+    """Regions on a sparse background with no significant Poisson excess (see :func:`extract_peaks`)."""
+    n = top.size
+    if n == 0 or c.gain <= 0 or level <= 0:
+        return np.zeros(n, bool)
+    gain = float(c.gain)
+    photons = np.asarray(c.residual, np.float64) / gain
+    rate = np.maximum(np.asarray(c.background, np.float64) / gain, (np.asarray(c.noise, np.float64) / gain) ** 2)
+    # the 3 x 3 block of the brightest pixel: its good pixels on the same panel
+    nb, inside = px.block(top)
+    safe = np.where(inside, nb, top)
+    good = inside & ~c.bad[safe] & (c.panel[safe] == c.panel[top])
+    block_photons = np.where(good, photons[safe], 0.0)
+    block_rate = np.where(good, rate[safe], 0.0)
+    sparse = block_rate.sum(axis=0) < SPARSE_PHOTONS * np.maximum(good.sum(axis=0), 1)
+    # the four brightest good pixels of the block
+    order = np.argsort(np.where(good, -photons[safe], np.inf), axis=0, kind="stable")[:4]
+    four_photons = np.take_along_axis(block_photons, order, axis=0).sum(axis=0)
+    four_rate = np.take_along_axis(block_rate, order, axis=0).sum(axis=0)
+    # the region above the cut
+    core = np.flatnonzero(labels)
+    lab = labels[core] - 1
+    core_photons = np.bincount(lab, weights=photons[core], minlength=n)
+    core_rate = np.bincount(lab, weights=rate[core], minlength=n)
+    tail = np.minimum.reduce(
+        [
+            _poisson_tail(four_photons, four_rate),
+            _poisson_tail(block_photons.sum(axis=0), block_rate.sum(axis=0)),
+            _poisson_tail(core_photons, core_rate),
+        ]
+    )
+    return sparse & (tail > ndtr(-level))

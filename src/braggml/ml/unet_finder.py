@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..classical._common import check_choice, check_positive
+from ..classical._common import check_choice, check_non_negative, check_positive
 from ..errors import ConfigError
 from ..finder import PeakFinder
 from ..geometry import PixelMaps
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # torch is imported only when a model is loaded, not when the
     from ..classical.rings import RingEvidence
     from .unet import NormalisedFrame, TrainedUNet
     from .unet_batch import BatchedUNetFinder
+    from .unet_extract import Regions
 
 __all__ = ["UNetFinderConfig", "UNetFinder", "finish_peaks", "needs_ring_evidence"]
 
@@ -61,6 +62,11 @@ class UNetFinderConfig:
         ``"drop"``: drop regions whose brightest pixel is so much brighter than its neighbours that no spot
         could have made it (hot pixels the mask lacks, one-pixel zingers; see
         :func:`~braggml.ml.unet_extract.extract_peaks`), as peakfinder8's two-pixel minimum does.
+    significance_snr : float
+        On sparse backgrounds (under a photon per pixel) a region must be a Poisson excess of this many sigmas
+        in its brightest pixels, their 3 x 3 block or the region itself, as the classical finders' peaks must
+        (:func:`~braggml.ml.unet_extract.extract_peaks`); loose clusters of a few photons are dropped as
+        ``not_significant``. 0 turns it off.
     reject_powder_rings : bool
         Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton
         or ice rings), as the classical finders do (:func:`braggml.classical.rings.ring_evidence`).
@@ -99,6 +105,7 @@ class UNetFinderConfig:
     split_regions: bool = True
     masked_peaks: str = "drop"
     lone_pixels: str = "drop"
+    significance_snr: float = 5.0
     reject_powder_rings: bool = True
     ice_rings: str = "auto"
     ice_ring_width_inv_a: float = 0.004
@@ -123,6 +130,7 @@ class UNetFinderConfig:
         check_choice("ice_rings", self.ice_rings, ("auto", "reject", "off"))
         check_choice("masked_peaks", self.masked_peaks, ("drop", "keep"))
         check_choice("lone_pixels", self.lone_pixels, ("drop", "keep"))
+        check_non_negative("significance_snr", self.significance_snr)
         check_choice("precision", self.precision, ("auto", "float32", "bfloat16", "float16"))
         check_positive("ice_ring_width_inv_a", self.ice_ring_width_inv_a)
         check_positive("powder_ring_contrast", self.powder_ring_contrast)
@@ -159,7 +167,7 @@ class UNetFinder(PeakFinder):
     @property
     def last_rejections(self) -> dict[str, int]:
         """Regions of the last frame dropped, by cause (``"powder_ring"``, ``"ice_ring"``, ``"masked"``,
-        ``"lone_pixel"``)."""
+        ``"lone_pixel"``, ``"not_significant"``)."""
         return dict(self._rejected)
 
     @property
@@ -238,14 +246,18 @@ class UNetFinder(PeakFinder):
             candidate_reach(cfg.grow_px),
             gain=norm.gain,
         )
-        cols, along, lone = extract_peaks(
-            candidates, min_pixel_count=cfg.min_pixel_count, split=cfg.split_regions, grow_px=cfg.grow_px
+        regions = extract_peaks(
+            candidates,
+            min_pixel_count=cfg.min_pixel_count,
+            split=cfg.split_regions,
+            grow_px=cfg.grow_px,
+            significance_snr=cfg.significance_snr,
         )
         maps = norm.maps
         radius = None if maps is None else np.asarray(maps.radius_px)
         resolution = None if maps is None or maps.resolution_a is None else np.asarray(maps.resolution_a)
         rings = None
-        if cols["row"].size and norm.stats is not None and needs_ring_evidence(cfg, resolution):
+        if regions.columns["row"].size and norm.stats is not None and needs_ring_evidence(cfg, resolution):
             from ..classical.rings import azimuth_sectors, ring_evidence
 
             good = ~norm.bad
@@ -254,7 +266,7 @@ class UNetFinder(PeakFinder):
             if cfg.reject_powder_rings and maps is not None:
                 sectors = azimuth_sectors(maps.radius_px, maps.panel_id)
             rings = ring_evidence(data, good, norm.stats, contrast=cfg.powder_ring_contrast, sectors=sectors)
-        peaks, self._rejected = finish_peaks(cols, along, lone, rings, radius, resolution, cfg)
+        peaks, self._rejected = finish_peaks(regions, rings, radius, resolution, cfg)
         return peaks
 
 
@@ -265,24 +277,18 @@ def needs_ring_evidence(config: UNetFinderConfig, resolution_a: NDArray | None) 
 
 
 def finish_peaks(
-    cols: dict[str, NDArray[Any]],
-    along: NDArray[np.float64],
-    lone: NDArray[np.bool_],
+    regions: Regions,
     rings: RingEvidence | None,
     radius_px: NDArray | None,
     resolution_a: NDArray | None,
     config: UNetFinderConfig,
 ) -> tuple[PeakList, dict[str, int]]:
-    """Apply the ring, mask and lone-pixel rules to measured regions and make the frame's peak list.
+    """Apply the ring, mask, lone-pixel and significance rules to measured regions and make the frame's peak list.
 
     Parameters
     ----------
-    cols : dict of str to (n,) ndarray
-        The regions' measurements (:func:`~braggml.ml.unet_extract.extract_peaks`).
-    along : (n,) float ndarray
-        Share of each region's pixels along bad pixels, another panel or the frame's edge.
-    lone : (n,) bool ndarray
-        Regions that are a lone bright pixel.
+    regions : Regions
+        The regions' measurements and flags (:func:`~braggml.ml.unet_extract.extract_peaks`).
     rings : RingEvidence or None
         The frame's ring evidence (None: no powder-ring rejection, and ``ice_rings="auto"`` rejects nothing).
     radius_px, resolution_a : (H, W) ndarray or None
@@ -294,10 +300,12 @@ def finish_peaks(
     peaks : PeakList
         One frame.
     rejected : dict of str to int
-        Regions dropped, by cause (``"powder_ring"``, ``"ice_ring"``, ``"masked"``, ``"lone_pixel"``).
+        Regions dropped, by cause (``"powder_ring"``, ``"ice_ring"``, ``"masked"``, ``"lone_pixel"``,
+        ``"not_significant"``).
     """
     from ..classical.rings import peaks_on_rings
 
+    cols = regions.columns
     n = cols["row"].size
     rules: list[tuple[str, NDArray[np.bool_]]] = []  # in the order they apply
     want_ice = config.ice_rings != "off" and resolution_a is not None
@@ -316,9 +324,10 @@ def finish_peaks(
         )
         rules += [("powder_ring", on_powder), ("ice_ring", ice_rejected)]
     if config.masked_peaks == "drop":
-        rules.append(("masked", along >= 1.0))
+        rules.append(("masked", regions.along_mask >= 1.0))
     if config.lone_pixels == "drop":
-        rules.append(("lone_pixel", lone))
+        rules.append(("lone_pixel", regions.lone_pixel))
+    rules.append(("not_significant", regions.not_significant))  # flagged only with significance_snr > 0
     rejected: dict[str, int] = {}
     keep = np.ones(n, bool)
     for cause, bad in rules:

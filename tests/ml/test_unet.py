@@ -82,7 +82,7 @@ def _sparse_peaks(
         threshold,
         candidate_reach(grow_px),
     )
-    columns, along_mask, _, _ = extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px)
+    columns, along_mask, *_ = extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px)
     return columns, along_mask
 
 
@@ -133,6 +133,8 @@ def test_unet_config_rejects_bad_values(kwargs: dict, match: str) -> None:
      ({"overlap": 2000}, "overlap"), ({"device": "tpu"}, "device"), ({"min_pixel_count": 0}, "min_pixel_count"),
      ({"grow_px": -1.0}, "grow_px"), ({"precision": "int8"}, "precision"), ({"ice_rings": "maybe"}, "ice_rings"),
      ({"lone_pixels": "maybe"}, "lone_pixels"), ({"significance_snr": -1.0}, "significance_snr"),
+     ({"second_cut": 1.0}, "second_cut"), ({"second_cut": -0.1}, "second_cut"),
+     ({"second_cut_snr": 0.0}, "second_cut_snr"),
      ({"flips": 3}, "flips must be one of 1, 2, 4"), ({"flips": True}, "flips must be one of 1, 2, 4")],
 )
 def test_finder_config_rejects_bad_values(kwargs: dict, match: str) -> None:
@@ -1181,3 +1183,30 @@ def test_noise_blobs_behind_a_phosphor_are_not_taken_for_spots() -> None:
     assert scaled.noise_correlation > 4 and blind.noise_correlation == 1.0  # measured about 5.6
     assert (scaled.residual / scaled.noise > 3).sum() == 0
     assert (blind.residual / blind.noise > 3).sum() > 200  # 429 pixels: blobs that look like weak spots
+
+
+def test_the_second_cut_adds_clear_spots_the_network_is_unsure_of() -> None:
+    rng = np.random.default_rng(5)
+    image = rng.poisson(0.3, (96, 96)).astype(np.float32)
+    image[30:33, 30:33] = [[0, 3, 1], [1, 9, 6], [0, 2, 0]]  # a sharp spot of 22 photons
+    image[60, 60] = 500.0  # a hot pixel
+    image[70, 20] = 1.0  # one photon
+    prob = np.zeros((96, 96), np.float32)
+    prob[30:32, 30:32] = 0.5  # the network is unsure of the spot,
+    prob[59, 60] = 0.5  # of the hot pixel's neighbour (not of the hot pixel itself)
+    prob[70, 20] = 0.5  # and of the photon
+    norm = normalise_frame(image, np.zeros((96, 96), bool))
+    finder = UNetFinder(device="cpu", reject_powder_rings=False)
+    peaks = finder.peaks_from_probability(prob, norm, 0.98)
+    assert len(peaks) == 1 and abs(peaks.row[0] - 31.0) < 0.5 and abs(peaks.col[0] - 31.2) < 0.5
+    assert peaks.score[0] == pytest.approx(0.5)
+    # a region holding a pixel above the first cut is the first cut's alone
+    prob[31, 31] = 0.99
+    again = finder.peaks_from_probability(prob, norm, 0.98)
+    assert len(again) == 1 and again.score[0] == pytest.approx(0.99)
+    prob[31, 31] = 0.5
+    # no second cut, or a stricter significance: nothing
+    assert len(UNetFinder(device="cpu", second_cut=0.0).peaks_from_probability(prob, norm, 0.98)) == 0
+    assert len(UNetFinder(device="cpu", second_cut_snr=30.0).peaks_from_probability(prob, norm, 0.98)) == 0
+    # nor below it
+    assert len(UNetFinder(device="cpu", second_cut=0.6).peaks_from_probability(prob, norm, 0.98)) == 0

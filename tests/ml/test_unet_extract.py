@@ -170,24 +170,23 @@ def _ref_lone(labels: np.ndarray, n: int, frame: dict, gain: float) -> np.ndarra
     return out
 
 
-def _ref_not_significant(labels: np.ndarray, n: int, frame: dict, gain: float, level: float) -> np.ndarray:
-    """Regions whose brightest pixel's 3 x 3 block (good pixels on its panel) averages under a photon of
-    background per pixel, and where neither the block's four brightest pixels, nor the block, nor the region
-    holds a ``level``-sigma Poisson excess."""
-    out = np.zeros(n, bool)
-    if gain <= 0 or level <= 0:
-        return out
-    photons = frame["residual"].astype(np.float64) / gain
-    rate = np.maximum(frame["background"] / gain, (frame["noise"].astype(np.float64) / gain) ** 2)
+def _ref_significance(labels: np.ndarray, n: int, frame: dict, gain: float) -> tuple[np.ndarray, ...]:
+    """Per region, from the 3 x 3 block of its brightest pixel (good pixels on its panel): whether the block
+    averages under a photon of background per pixel; the most significant Poisson excess (normal sigmas) of the
+    block's four brightest pixels, the block and the region; that of the block without its centre; and whether
+    the centre is the block's brightest pixel."""
+    sparse, local_max = np.zeros(n, bool), np.zeros(n, bool)
+    significance, spill = np.full(n, np.nan), np.full(n, np.nan)
+    res = frame["residual"].astype(np.float64)
     bad, panel = frame["bad"], frame["panel"]
-    h, w = photons.shape
+    h, w = res.shape
 
-    def tail(n_photons: float, mu: float) -> float:  # P(Poisson(mu) >= mu + n_photons), continued to real counts
-        return float(stats.gamma.cdf(mu, a=mu + n_photons)) if n_photons > 0 else 1.0
+    def sigmas(n_photons: float, mu: float) -> float:  # P(Poisson(mu) >= mu + n_photons), continued to real counts
+        return float(stats.norm.isf(stats.gamma.cdf(mu, a=mu + n_photons))) if n_photons > 0 else -np.inf
 
     for k in range(1, n + 1):
         rows, cols = np.nonzero(labels == k)  # raster order
-        top = int(np.argmax(photons[rows, cols]))  # the first of equals
+        top = int(np.argmax(res[rows, cols]))  # the first of equals
         r, c = rows[top], cols[top]
         block = [
             (i, j)
@@ -195,16 +194,29 @@ def _ref_not_significant(labels: np.ndarray, n: int, frame: dict, gain: float, l
             for j in range(c - 1, c + 2)
             if 0 <= i < h and 0 <= j < w and not bad[i, j] and panel[i, j] == panel[r, c]
         ]
-        if sum(rate[p] for p in block) >= SPARSE_PHOTONS * len(block):
+        local_max[k - 1] = all(res[p] <= res[r, c] for p in block)
+        if gain <= 0:
             continue
+        photons = res / gain
+        rate = np.maximum(frame["background"] / gain, (frame["noise"].astype(np.float64) / gain) ** 2)
+        sparse[k - 1] = sum(rate[p] for p in block) < SPARSE_PHOTONS * len(block)
         four = sorted(block, key=lambda p: -photons[p])[:4]
-        tails = [
-            tail(sum(photons[p] for p in four), sum(rate[p] for p in four)),
-            tail(sum(photons[p] for p in block), sum(rate[p] for p in block)),
-            tail(photons[rows, cols].sum(), rate[rows, cols].sum()),
-        ]
-        out[k - 1] = min(tails) > stats.norm.sf(level)
-    return out
+        significance[k - 1] = max(
+            sigmas(sum(photons[p] for p in four), sum(rate[p] for p in four)),
+            sigmas(sum(photons[p] for p in block), sum(rate[p] for p in block)),
+            sigmas(photons[rows, cols].sum(), rate[rows, cols].sum()),
+        )
+        around = [p for p in block if p != (r, c)]
+        spill[k - 1] = sigmas(sum(photons[p] for p in around), sum(rate[p] for p in around))
+    return sparse, significance, spill, local_max
+
+
+def _ref_without_above(labels: np.ndarray, n: int, prob: np.ndarray, level: float) -> tuple[np.ndarray, int]:
+    keep = [k for k in range(1, n + 1) if not (prob[labels == k] > level).any()]
+    out = np.zeros_like(labels)
+    for new, k in enumerate(keep, start=1):
+        out[labels == k] = new
+    return out, len(keep)
 
 
 def _full_frame_chain(
@@ -215,10 +227,12 @@ def _full_frame_chain(
     split: bool = True,
     min_pixel_count: int = 1,
     gain: float = 0.0,
-    significance_snr: float = 5.0,
-) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    exclude_above: float | None = None,
+) -> tuple:
     bad, panel = frame["bad"], frame["panel"]
     labels, n = _ref_label((frame["prob"] > threshold) & ~bad, panel, min_pixel_count)
+    if exclude_above is not None:
+        labels, n = _ref_without_above(labels, n, frame["prob"], exclude_above)
     if split and n:
         labels, n = _ref_split(labels, n, frame["residual"], frame["noise"], gain)
     wide = _ref_grow(labels, grow_px, bad, panel) if grow_px > 0 else labels
@@ -227,7 +241,7 @@ def _full_frame_chain(
         measured,
         _ref_along_mask(labels, n, bad, panel),
         _ref_lone(labels, n, frame, gain),
-        _ref_not_significant(labels, n, frame, gain, significance_snr),
+        *_ref_significance(labels, n, frame, gain),
     )
 
 
@@ -239,7 +253,7 @@ def _sparse_chain(
     split: bool = True,
     min_pixel_count: int = 1,
     gain: float = 0.0,
-    significance_snr: float = 5.0,
+    exclude_above: float | None = None,
 ) -> Regions:
     c = gather_candidates(
         frame["prob"],
@@ -252,13 +266,11 @@ def _sparse_chain(
         candidate_reach(grow_px),
         gain=gain,
     )
-    return extract_peaks(
-        c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px, significance_snr=significance_snr
-    )
+    return extract_peaks(c, min_pixel_count=min_pixel_count, split=split, grow_px=grow_px, exclude_above=exclude_above)
 
 
 def _assert_same(full: tuple, sparse: tuple) -> None:
-    (a, a_mask, a_lone, a_faint), (b, b_mask, b_lone, b_faint) = full, sparse
+    (a, a_mask, a_lone, *a_rest), (b, b_mask, b_lone, *b_rest) = full, sparse
     assert set(b) == set(PEAK_COLUMNS)
     assert b["row"].size == a["row"].size
     for key in PEAK_COLUMNS:
@@ -266,7 +278,11 @@ def _assert_same(full: tuple, sparse: tuple) -> None:
     assert b["n_pixels"].dtype == np.int64
     np.testing.assert_allclose(b_mask, a_mask, rtol=1e-12)
     assert b_lone.dtype == bool and b_lone.tolist() == a_lone.tolist()
-    assert b_faint.dtype == bool and b_faint.tolist() == a_faint.tolist()
+    (a_sparse, a_sig, a_spill, a_max), (b_sparse, b_sig, b_spill, b_max) = a_rest, b_rest
+    assert b_sparse.dtype == bool and b_sparse.tolist() == a_sparse.tolist()
+    assert b_max.dtype == bool and b_max.tolist() == a_max.tolist()
+    np.testing.assert_allclose(b_sig, a_sig, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(b_spill, a_spill, rtol=1e-6, atol=1e-6)
 
 
 def _spot(shape: tuple[int, int], row: float, col: float, height: float, sigma: float = 1.0) -> np.ndarray:
@@ -356,14 +372,14 @@ def test_crowded_frames_on_four_panels_give_the_full_frame_peaks(seed: int) -> N
 
 def test_touching_spots_are_split_and_panel_border_spots_are_not_joined() -> None:
     frame = _synthetic_frame(0)
-    cols, share, _, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
+    cols, share, *_ = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
     found = np.column_stack([cols["row"], cols["col"]])
 
     def near(row: float, col: float, tol: float = 1.0) -> np.ndarray:
         return np.flatnonzero(np.hypot(found[:, 0] - row, found[:, 1] - col) < tol)
 
     assert near(20.0, 12.0).size == 1 and near(20.0, 16.5).size == 1  # two peaks from one region
-    unsplit, _, _, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0, split=False)
+    unsplit, *_ = _sparse_chain(frame, THRESHOLD, grow_px=2.0, split=False)
     assert unsplit["row"].size < cols["row"].size
     # the spot across the panel border is two regions, one on each panel, both along the other panel
     left, right = near(35.0, 38.5), near(35.0, 40.5)
@@ -418,7 +434,7 @@ def test_a_lone_bright_pixel_is_told_from_a_sharp_spot(gain: float) -> None:
         prob = np.where(residual > 5 * noise, 0.9, 0.0).astype(np.float32)
         frame = {"prob": prob, "residual": residual, "background": np.full(shape, 2.0 * gain, np.float32),
                  "noise": noise, "bad": np.zeros(shape, bool), "panel": np.zeros(shape, np.int32)}
-        cols, _, lone, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0, gain=gain)
+        cols, _, lone, *_ = _sparse_chain(frame, THRESHOLD, grow_px=2.0, gain=gain)
         found = np.column_stack([cols["row"], cols["col"]]).round()
         assert sorted(map(tuple, found.tolist())) == [(10.0, 10.0), (10.0, 30.0), (30.0, 15.0), (30.0, 45.0)]
         assert {tuple(p) for p in found[lone].tolist()} == {(10.0, 10.0)}
@@ -485,14 +501,21 @@ def _counting_frame(seed: int, shape: tuple[int, int] = (64, 96)) -> dict:
 @pytest.mark.parametrize("seed", range(4))
 def test_sparse_counting_frames_give_the_full_frame_significance(seed: int) -> None:
     frame = _counting_frame(seed)
-    flagged = 0
-    for grow_px, level in ((0.0, 5.0), (2.0, 5.0), (2.0, 3.0)):
-        full = _full_frame_chain(frame, THRESHOLD, grow_px=grow_px, gain=1.0, significance_snr=level)
-        _assert_same(full, _sparse_chain(frame, THRESHOLD, grow_px=grow_px, gain=1.0, significance_snr=level))
-        assert 0 < full[3].sum() < full[3].size  # some regions are noise clusters, some are spots
-        flagged += full[3].sum()
-        assert not _sparse_chain(frame, THRESHOLD, grow_px=grow_px, gain=1.0, significance_snr=0.0)[3].any()
-        assert not _sparse_chain(frame, THRESHOLD, grow_px=grow_px, gain=0.0, significance_snr=level)[3].any()
+    for grow_px in (0.0, 2.0):
+        full = _full_frame_chain(frame, THRESHOLD, grow_px=grow_px, gain=1.0)
+        sparse, significance, spill, local_max = full[3:]
+        _assert_same(full, _sparse_chain(frame, THRESHOLD, grow_px=grow_px, gain=1.0))
+        assert sparse.all()  # under a photon per pixel everywhere
+        faint = significance < 5.0
+        assert 0 < faint.sum() < faint.size  # some regions are noise clusters, some are spots
+        assert 0 < (spill < 2.0).sum() < spill.size and 0 < local_max.sum() < local_max.size
+        # the second cut's regions: those above a lower cut holding no pixel above the first
+        low = _full_frame_chain(frame, 0.2, grow_px=grow_px, gain=1.0, exclude_above=THRESHOLD)
+        assert 0 < low[0]["row"].size and (low[0]["score"] <= THRESHOLD).all()
+        _assert_same(low, _sparse_chain(frame, 0.2, grow_px=grow_px, gain=1.0, exclude_above=THRESHOLD))
+        # without the gain nothing is sparse and nothing has a significance
+        blind = _sparse_chain(frame, THRESHOLD, grow_px=grow_px, gain=0.0)
+        assert not blind.sparse.any() and np.isnan(blind.significance).all() and np.isnan(blind.spill).all()
 
 
 def test_noise_clusters_on_a_sparse_background_are_told_from_faint_sharp_spots() -> None:
@@ -514,22 +537,27 @@ def test_noise_clusters_on_a_sparse_background_are_told_from_faint_sharp_spots()
         _assert_same(_full_frame_chain(frame, THRESHOLD, grow_px=2.0, split=False, gain=1.0), out)
         return out
 
+    def faint(found: Regions) -> list[bool]:
+        return (found.sparse & (found.significance < 5.0)).tolist()
+
     cluster = np.array([[1.5, 2.5, 1.5], [1.5, 4.5, 1.5], [0.5, 1.5, -0.5]])  # 2-5 photons on 0.5 each
     sharp = np.array([[-0.5, 2.5, -0.5], [-0.5, 7.5, 5.5], [-0.5, -0.5, -0.5]])
     found = regions(0.5, [(np.s_[9:12], np.s_[9:12], cluster), (np.s_[9:12], np.s_[39:42], sharp)])
     assert found.columns["col"].round().tolist() == [10.0, 40.0]
-    assert found.not_significant.tolist() == [True, False]
+    assert faint(found) == [True, False]
+    assert (found.significance[1] > 6.0) and (found.spill[1] > 2.0) and found.local_max.all()
     # Gaussian pixels of that variance would call the cluster a spot: its 3 x 3 block holds 6.8 sigmas
     assert cluster.sum() / (3 * np.sqrt(0.5)) > 6.5
     almost_empty = regions(0.02, [(np.s_[19:21], np.s_[29:31], np.array([[9.0, 3.0], [2.0, 0.0]]))])
-    assert almost_empty.not_significant.tolist() == [False]
+    assert faint(almost_empty) == [False]
     # a broad spot of 40 photons (sigma 1.5 px) on 3 photons per pixel: under 4 sigmas in its brightest 3 x 3
     # and in the whole region, but the background is not sparse, so it stays
     r, c = np.mgrid[-3:4, -3:4]
     broad = 40.0 * np.exp(-(r**2 + c**2) / (2 * 1.5**2)) / (2 * np.pi * 1.5**2)
     assert broad[2:5, 2:5].sum() / np.sqrt(9 * 3.0) < 4.0 and broad.sum() / np.sqrt(49 * 3.0) < 4.0
     assert SPARSE_PHOTONS <= 3.0
-    assert regions(3.0, [(np.s_[17:24], np.s_[27:34], broad)]).not_significant.tolist() == [False]
+    on_three = regions(3.0, [(np.s_[17:24], np.s_[27:34], broad)])
+    assert on_three.sparse.tolist() == [False] and on_three.significance[0] < 4.0
 
 
 def test_regions_two_pixels_apart_on_the_edge_and_against_bad_pixels() -> None:
@@ -564,7 +592,7 @@ def test_regions_two_pixels_apart_on_the_edge_and_against_bad_pixels() -> None:
 def test_no_pixel_above_the_cut_gives_empty_columns() -> None:
     frame = _synthetic_frame(0)
     frame["prob"] *= 0.5
-    cols, share, _, _ = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
+    cols, share, *_ = _sparse_chain(frame, THRESHOLD, grow_px=2.0)
     assert all(cols[k].size == 0 for k in PEAK_COLUMNS) and share.shape == (0,)
     assert cols["n_pixels"].dtype == np.int64
     empty = CandidatePixels(
@@ -578,9 +606,10 @@ def test_no_pixel_above_the_cut_gives_empty_columns() -> None:
         panel=np.empty(0, np.int32),
         threshold=0.5,
     )
-    cols, share, lone, faint = extract_peaks(empty)
-    assert set(cols) == set(PEAK_COLUMNS) and cols["row"].size == 0 and share.size == 0 and lone.size == 0
-    assert faint.size == 0
+    regions = extract_peaks(empty)
+    cols = regions.columns
+    assert set(cols) == set(PEAK_COLUMNS) and cols["row"].size == 0
+    assert all(flag.size == 0 for flag in regions[1:])
 
 
 @pytest.mark.parametrize("reach", [0, 1, 2, 4])
@@ -633,9 +662,8 @@ def test_bad_input_is_rejected() -> None:
         gather_candidates(*args[:3], args[3][:-1], *args[4:], THRESHOLD, 2)
     with pytest.raises(ValueError, match="min_pixel_count"):
         extract_peaks(gather_candidates(*args, THRESHOLD, 2), min_pixel_count=0)
-    for level in (-1.0, float("nan")):
-        with pytest.raises(ValueError, match="significance_snr"):
-            extract_peaks(gather_candidates(*args, THRESHOLD, 2), significance_snr=level)
+    with pytest.raises(ValueError, match="exclude_above"):
+        extract_peaks(gather_candidates(*args, THRESHOLD, 2), exclude_above=float("nan"))
     with pytest.raises(ValueError, match="strictly increasing"):
         CandidatePixels(
             shape=(2, 2),

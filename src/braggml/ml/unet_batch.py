@@ -34,8 +34,15 @@ from ..errors import ConfigError
 from ..geometry import PixelMaps
 from ..peaks import PeakList
 from .unet import network_autocast, resolve_precision
-from .unet_extract import CandidatePixels, candidate_reach, extract_peaks
-from .unet_finder import UNetFinder, UNetFinderConfig, finish_peaks, needs_ring_evidence
+from .unet_extract import CandidatePixels, candidate_reach
+from .unet_finder import (
+    UNetFinder,
+    UNetFinderConfig,
+    extract_regions,
+    finish_peaks,
+    gather_level,
+    needs_ring_evidence,
+)
 from .unet_norm_torch import TorchNormaliser
 
 __all__ = [
@@ -92,14 +99,7 @@ def peaks_from_pixels(
     resolution_a: NDArray | None,
 ) -> tuple[PeakList, dict[str, int]]:
     """The peaks of one frame from its near-peak pixels (see :func:`~braggml.ml.unet_finder.finish_peaks`)."""
-    regions = extract_peaks(
-        frame.candidates,
-        min_pixel_count=config.min_pixel_count,
-        split=config.split_regions,
-        grow_px=config.grow_px,
-        significance_snr=config.significance_snr,
-    )
-    return finish_peaks(regions, frame.rings, radius_px, resolution_a, config)
+    return finish_peaks(extract_regions(frame.candidates, config), frame.rings, radius_px, resolution_a, config)
 
 
 class BatchedUNetFinder:
@@ -240,7 +240,7 @@ class BatchedUNetFinder:
             norm = self.normaliser(x, bad=extra, rings=self._want_rings)
             prob = self._probability(norm.inputs)
             prob.masked_fill_(norm.bad, 0.0)
-            above = (prob > self.threshold).to(torch.float16)[:, None]
+            above = (prob > gather_level(self.config, self.threshold)).to(torch.float16)[:, None]
             k = 2 * self.reach + 1
             near = torch.nn.functional.max_pool2d(above, (1, k), stride=1, padding=(0, self.reach))
             near = torch.nn.functional.max_pool2d(near, (k, 1), stride=1, padding=(self.reach, 0))[:, 0] > 0

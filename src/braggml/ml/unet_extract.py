@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.special import gammainc, ndtr
+from scipy.special import gammainc, ndtri
 
 __all__ = ["CandidatePixels", "Regions", "candidate_reach", "gather_candidates", "extract_peaks", "PEAK_COLUMNS"]
 
@@ -384,14 +384,45 @@ class Regions(NamedTuple):
         edge (8-connected).
     lone_pixel : (P,) bool ndarray
         Regions that are a lone bright pixel.
-    not_significant : (P,) bool ndarray
-        Regions on a sparse background that are no significant Poisson excess.
+    sparse : (P,) bool ndarray
+        Regions on a sparse background (under :data:`SPARSE_PHOTONS` photons per pixel).
+    significance : (P,) float64 ndarray
+        The most significant Poisson excess of each region's compact apertures, in normal sigmas (NaN
+        without the gain).
+    spill : (P,) float64 ndarray
+        The Poisson excess of the 8 neighbours of each region's brightest pixel, in normal sigmas (NaN without
+        the gain): what a spot spreads around its brightest pixel and a hot pixel does not.
+    local_max : (P,) bool ndarray
+        Whether each region's brightest pixel is also the brightest good pixel of its 3 x 3 block (on its
+        panel); a region beside a brighter pixel outside it (a hot pixel's neighbour) is not.
     """
 
     columns: dict[str, NDArray[Any]]
     along_mask: NDArray[np.float64]
     lone_pixel: NDArray[np.bool_]
-    not_significant: NDArray[np.bool_]
+    sparse: NDArray[np.bool_]
+    significance: NDArray[np.float64]
+    spill: NDArray[np.float64]
+    local_max: NDArray[np.bool_]
+
+    def take(self, index: NDArray[np.bool_] | NDArray[np.integer]) -> Regions:
+        """The regions at ``index`` (a boolean mask or positions)."""
+        return Regions(
+            {k: v[index] for k, v in self.columns.items()},
+            self.along_mask[index],
+            self.lone_pixel[index],
+            self.sparse[index],
+            self.significance[index],
+            self.spill[index],
+            self.local_max[index],
+        )
+
+    def join(self, other: Regions) -> Regions:
+        """These regions followed by ``other``'s."""
+        return Regions(
+            {k: np.concatenate([v, other.columns[k]]) for k, v in self.columns.items()},
+            *(np.concatenate([a, b]) for a, b in zip(self[1:], other[1:])),
+        )
 
 
 def extract_peaks(
@@ -400,7 +431,7 @@ def extract_peaks(
     min_pixel_count: int = 1,
     split: bool = True,
     grow_px: float = 2.0,
-    significance_snr: float = 5.0,
+    exclude_above: float | None = None,
 ) -> Regions:
     """The peaks of one frame from its candidate pixels.
 
@@ -425,16 +456,16 @@ def extract_peaks(
     less than :data:`LONE_NEIGHBOUR_SIGMA` sigmas of its background noise above the background. The test
     needs the gain: with ``gain`` 0 no region is a lone pixel.
 
-    A region is not significant when its background is sparse (below :data:`SPARSE_PHOTONS` photons per pixel
-    on average over the 3 x 3 block of its brightest pixel) and none of three compact apertures holds a
-    ``significance_snr``-sigma Poisson excess over its background: the four brightest good pixels of that
-    block, the whole block, and the region itself (before widening). The background of each pixel counts
-    ``max(background / gain, (noise / gain)**2)`` photons, as in the classical finders' Poisson test
-    (:func:`~braggml.classical._common.poisson_significant`). A sharp spot of a few photons on an almost
-    empty frame passes easily; a loose cluster of 2-4-photon pixels on half a photon per pixel, which a noise
-    model of Gaussian pixels would take for a 5-sigma spot, does not. Backgrounds of a photon per pixel or
-    more are left alone: there the counts are close to Gaussian. The test needs the gain (``gain`` 0, or
-    ``significance_snr`` 0: no region is flagged).
+    Each region's significance is that of the most significant of three compact apertures, as a Poisson excess
+    over their background in normal sigmas: the four brightest good pixels of the 3 x 3 block of its brightest
+    pixel (good pixels on its panel), the whole block, and the region itself (before widening). The background
+    of each pixel counts ``max(background / gain, (noise / gain)**2)`` photons, as in the classical finders'
+    Poisson test (:func:`~braggml.classical._common.poisson_significant`). A region is on a sparse background
+    when that block averages under :data:`SPARSE_PHOTONS` photons per pixel: there a sharp spot of a few
+    photons is highly significant, while a loose cluster of 2-4-photon pixels on half a photon per pixel,
+    which a noise model of Gaussian pixels would take for a 5-sigma spot, is not. Without the gain (``gain``
+    0) no region is sparse and the significance is NaN. The spill is the Poisson excess, in normal sigmas, of
+    the good neighbours of the brightest pixel in that block (NaN without the gain).
 
     Parameters
     ----------
@@ -446,8 +477,9 @@ def extract_peaks(
         Split regions holding several maxima.
     grow_px : float
         Widening of the regions in pixels (``>= 0``; 0 measures the regions as they are).
-    significance_snr : float
-        Level of the Poisson test on sparse backgrounds, in normal sigmas (``>= 0``; 0 turns it off).
+    exclude_above : float, optional
+        Regions holding a pixel of higher probability are left out (before they are split): with a set
+        re-cut lower, the regions that hold no pixel above the first cut.
 
     Returns
     -------
@@ -470,16 +502,18 @@ def extract_peaks(
     >>> columns = regions.columns
     >>> columns["row"].tolist(), columns["col"].tolist(), columns["n_pixels"].tolist(), regions.along_mask.tolist()
     ([2.0], [2.5], [8], [0.0])
-    >>> regions.lone_pixel.tolist(), regions.not_significant.tolist()  # gain 0: not tested
-    ([False], [False])
+    >>> regions.lone_pixel.tolist(), regions.sparse.tolist(), regions.significance.tolist()  # gain 0: not tested
+    ([False], [False], [nan])
     """
     if isinstance(min_pixel_count, bool) or int(min_pixel_count) != min_pixel_count or min_pixel_count < 1:
         raise ValueError(f"min_pixel_count must be an integer >= 1, got {min_pixel_count!r}")
-    if not (np.isfinite(significance_snr) and significance_snr >= 0):
-        raise ValueError(f"significance_snr must be finite and >= 0, got {significance_snr!r}")
+    if exclude_above is not None and not np.isfinite(exclude_above):
+        raise ValueError(f"exclude_above must be finite, got {exclude_above!r}")
     candidate_reach(grow_px)  # validates grow_px
     px = _Pixels(c)
     labels, n = _label(c, px, int(min_pixel_count))
+    if exclude_above is not None and n:
+        labels, n = _without_regions_above(c, labels, n, float(exclude_above))
     if split and n:
         labels, n = _split(c, px, labels, n)
     wide = _grow(c, px, labels, grow_px) if grow_px > 0 and n else labels
@@ -488,8 +522,22 @@ def extract_peaks(
         _measure(c, px, labels, wide, n),
         _along_mask(c, px, labels, n),
         _lone_pixel(c, px, top),
-        _not_significant(c, px, labels, top, float(significance_snr)),
+        *_significance(c, px, labels, top),
+        _local_max(c, px, top),
     )
+
+
+def _without_regions_above(
+    c: CandidatePixels, labels: NDArray[np.int32], n: int, level: float
+) -> tuple[NDArray[np.int32], int]:
+    """The regions holding no pixel of probability above ``level``, renumbered in order."""
+    core = np.flatnonzero(labels)
+    keep = np.ones(n + 1, bool)
+    keep[labels[core][c.prob[core] > level]] = False
+    keep[0] = False
+    number = np.zeros(n + 1, np.int32)
+    number[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return number[labels], int(keep.sum())
 
 
 def _label(c: CandidatePixels, px: _Pixels, min_pixel_count: int) -> tuple[NDArray[np.int32], int]:
@@ -765,19 +813,30 @@ def _lone_pixel(c: CandidatePixels, px: _Pixels, top: NDArray[np.int64]) -> NDAr
     return ~touch & (spill < expected - LONE_SIGMA * sigma) & (spill < LONE_NEIGHBOUR_SIGMA * np.sqrt(background2))
 
 
+def _local_max(c: CandidatePixels, px: _Pixels, top: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Whether each region's brightest pixel is the brightest good pixel of its 3 x 3 block on its panel."""
+    if top.size == 0:
+        return np.zeros(0, bool)
+    nb, inside = px.block(top)
+    safe = np.where(inside, nb, top)
+    good = inside & ~c.bad[safe] & (c.panel[safe] == c.panel[top])
+    residual = np.asarray(c.residual, np.float64)
+    return (np.where(good, residual[safe], -np.inf) <= residual[top]).all(axis=0)
+
+
 def _poisson_tail(photons: NDArray[np.float64], mu: NDArray[np.float64]) -> NDArray[np.float64]:
     """The one-sided tail ``P(Poisson(mu) >= mu + photons)`` (1 where ``photons <= 0``)."""
     with np.errstate(invalid="ignore"):
         return np.where(photons > 0, gammainc(np.maximum(mu + photons, 1e-12), np.maximum(mu, 1e-12)), 1.0)
 
 
-def _not_significant(
-    c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], top: NDArray[np.int64], level: float
-) -> NDArray[np.bool_]:
-    """Regions on a sparse background with no significant Poisson excess (see :func:`extract_peaks`)."""
+def _significance(
+    c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], top: NDArray[np.int64]
+) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
+    """Whether each region's background is sparse, its significance and its spill (see :func:`extract_peaks`)."""
     n = top.size
-    if n == 0 or c.gain <= 0 or level <= 0:
-        return np.zeros(n, bool)
+    if n == 0 or c.gain <= 0:
+        return np.zeros(n, bool), np.full(n, np.nan), np.full(n, np.nan)
     gain = float(c.gain)
     photons = np.asarray(c.residual, np.float64) / gain
     rate = np.maximum(np.asarray(c.background, np.float64) / gain, (np.asarray(c.noise, np.float64) / gain) ** 2)
@@ -804,4 +863,6 @@ def _not_significant(
             _poisson_tail(core_photons, core_rate),
         ]
     )
-    return sparse & (tail > ndtr(-level))
+    # the neighbours of the brightest pixel (the centre of the block, row 4)
+    spill = _poisson_tail(block_photons.sum(axis=0) - block_photons[4], block_rate.sum(axis=0) - block_rate[4])
+    return sparse, -ndtri(tail), -ndtri(spill)

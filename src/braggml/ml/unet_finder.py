@@ -23,9 +23,16 @@ if TYPE_CHECKING:  # torch is imported only when a model is loaded, not when the
     from ..classical.rings import RingEvidence
     from .unet import NormalisedFrame, TrainedUNet
     from .unet_batch import BatchedUNetFinder
-    from .unet_extract import Regions
+    from .unet_extract import CandidatePixels, Regions
 
-__all__ = ["UNetFinderConfig", "UNetFinder", "finish_peaks", "needs_ring_evidence"]
+__all__ = [
+    "UNetFinderConfig",
+    "UNetFinder",
+    "extract_regions",
+    "finish_peaks",
+    "gather_level",
+    "needs_ring_evidence",
+]
 
 #: The allowed ``flips`` (the keys of :data:`braggml.ml.unet.FLIPS`; kept here so that the finder is looked up
 #: without importing torch).
@@ -67,6 +74,13 @@ class UNetFinderConfig:
         in its brightest pixels, their 3 x 3 block or the region itself, as the classical finders' peaks must
         (:func:`~braggml.ml.unet_extract.extract_peaks`); loose clusters of a few photons are dropped as
         ``not_significant``. 0 turns it off.
+    second_cut : float
+        A second, lower probability cut: regions above it that hold no pixel above the model's cut are peaks
+        too when they are a Poisson excess of ``second_cut_snr`` sigmas in the same compact apertures (spots
+        the network is unsure of but the pixels show clearly; on detectors unlike those of its training
+        these are mostly faint sharp spots). 0 turns it off.
+    second_cut_snr : float
+        Significance those regions need, in normal sigmas.
     reject_powder_rings : bool
         Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton
         or ice rings), as the classical finders do (:func:`braggml.classical.rings.ring_evidence`).
@@ -106,6 +120,8 @@ class UNetFinderConfig:
     masked_peaks: str = "drop"
     lone_pixels: str = "drop"
     significance_snr: float = 5.0
+    second_cut: float = 0.3
+    second_cut_snr: float = 6.0
     reject_powder_rings: bool = True
     ice_rings: str = "auto"
     ice_ring_width_inv_a: float = 0.004
@@ -131,6 +147,9 @@ class UNetFinderConfig:
         check_choice("masked_peaks", self.masked_peaks, ("drop", "keep"))
         check_choice("lone_pixels", self.lone_pixels, ("drop", "keep"))
         check_non_negative("significance_snr", self.significance_snr)
+        if not 0 <= self.second_cut < 1:
+            raise ConfigError(f"second_cut must lie in [0, 1), got {self.second_cut!r}")
+        check_positive("second_cut_snr", self.second_cut_snr)
         check_choice("precision", self.precision, ("auto", "float32", "bfloat16", "float16"))
         check_positive("ice_ring_width_inv_a", self.ice_ring_width_inv_a)
         check_positive("powder_ring_contrast", self.powder_ring_contrast)
@@ -230,7 +249,9 @@ class UNetFinder(PeakFinder):
         self, prob: NDArray[np.float32], norm: NormalisedFrame, threshold: float | None = None
     ) -> PeakList:
         """The peaks of a probability map (from :meth:`probability`) at a cut (the configured one when None)."""
-        from .unet_extract import candidate_reach, extract_peaks, gather_candidates
+        from dataclasses import replace
+
+        from .unet_extract import candidate_reach, gather_candidates
 
         cfg = self.config
         if threshold is None:
@@ -242,17 +263,11 @@ class UNetFinder(PeakFinder):
             norm.noise,
             norm.bad,
             norm.panel_id,
-            float(threshold),
+            gather_level(cfg, float(threshold)),
             candidate_reach(cfg.grow_px),
             gain=norm.gain,
         )
-        regions = extract_peaks(
-            candidates,
-            min_pixel_count=cfg.min_pixel_count,
-            split=cfg.split_regions,
-            grow_px=cfg.grow_px,
-            significance_snr=cfg.significance_snr,
-        )
+        regions = extract_regions(replace(candidates, threshold=float(threshold)), cfg)
         maps = norm.maps
         radius = None if maps is None else np.asarray(maps.radius_px)
         resolution = None if maps is None or maps.resolution_a is None else np.asarray(maps.resolution_a)
@@ -268,6 +283,40 @@ class UNetFinder(PeakFinder):
             rings = ring_evidence(data, good, norm.stats, contrast=cfg.powder_ring_contrast, sectors=sectors)
         peaks, self._rejected = finish_peaks(regions, rings, radius, resolution, cfg)
         return peaks
+
+
+#: Regions found by the second cut must also spill this many sigmas (a Poisson excess) into the 8 neighbours of
+#: their brightest pixel: a spot does, a hot pixel the mask lacks does not.
+SECOND_CUT_SPILL_SIGMA = 2.0
+
+
+def gather_level(config: UNetFinderConfig, threshold: float) -> float:
+    """The probability above which pixels are gathered with their neighbourhood: the cut, or the second cut
+    when it is lower."""
+    return min(threshold, config.second_cut) if config.second_cut > 0 else threshold
+
+
+def extract_regions(candidates: CandidatePixels, config: UNetFinderConfig) -> Regions:
+    """The regions above the cut (``candidates.threshold``) and, with a lower second cut, the regions above it
+    that hold no pixel above the first, are significant enough (``second_cut_snr``), spill into the
+    neighbours of their brightest pixel (:data:`SECOND_CUT_SPILL_SIGMA`) and whose brightest pixel is the
+    brightest of its 3 x 3 block; the candidates must be gathered from :func:`gather_level`."""
+    from dataclasses import replace
+
+    from .unet_extract import extract_peaks
+
+    settings = {"min_pixel_count": config.min_pixel_count, "split": config.split_regions, "grow_px": config.grow_px}
+    regions = extract_peaks(candidates, **settings)
+    if 0 < config.second_cut < candidates.threshold:
+        low = replace(candidates, threshold=config.second_cut)
+        second = extract_peaks(low, exclude_above=candidates.threshold, **settings)
+        sure = (
+            (second.significance >= config.second_cut_snr)
+            & (second.spill >= SECOND_CUT_SPILL_SIGMA)
+            & second.local_max
+        )
+        regions = regions.join(second.take(sure))
+    return regions
 
 
 def needs_ring_evidence(config: UNetFinderConfig, resolution_a: NDArray | None) -> bool:
@@ -327,7 +376,8 @@ def finish_peaks(
         rules.append(("masked", regions.along_mask >= 1.0))
     if config.lone_pixels == "drop":
         rules.append(("lone_pixel", regions.lone_pixel))
-    rules.append(("not_significant", regions.not_significant))  # flagged only with significance_snr > 0
+    if config.significance_snr > 0:
+        rules.append(("not_significant", regions.sparse & ~(regions.significance >= config.significance_snr)))
     rejected: dict[str, int] = {}
     keep = np.ones(n, bool)
     for cause, bad in rules:

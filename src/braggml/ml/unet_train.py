@@ -779,7 +779,7 @@ def _region_centroids(
     candidates = gather_candidates(
         prob, residual, background, noise, bad, panel_id, float(threshold), candidate_reach(grow_px)
     )
-    cols = extract_peaks(candidates, min_pixel_count=1, split=False, grow_px=grow_px, significance_snr=0).columns
+    cols = extract_peaks(candidates, min_pixel_count=1, split=False, grow_px=grow_px).columns
     return np.column_stack([cols["row"], cols["col"]])
 
 

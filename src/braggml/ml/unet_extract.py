@@ -407,15 +407,7 @@ class Regions(NamedTuple):
 
     def take(self, index: NDArray[np.bool_] | NDArray[np.integer]) -> Regions:
         """The regions at ``index`` (a boolean mask or positions)."""
-        return Regions(
-            {k: v[index] for k, v in self.columns.items()},
-            self.along_mask[index],
-            self.lone_pixel[index],
-            self.sparse[index],
-            self.significance[index],
-            self.spill[index],
-            self.local_max[index],
-        )
+        return Regions({k: v[index] for k, v in self.columns.items()}, *(a[index] for a in self[1:]))
 
     def join(self, other: Regions) -> Regions:
         """These regions followed by ``other``'s."""
@@ -518,12 +510,13 @@ def extract_peaks(
         labels, n = _split(c, px, labels, n)
     wide = _grow(c, px, labels, grow_px) if grow_px > 0 and n else labels
     top = _brightest(c, labels)
+    block, good = _blocks(c, px, top)  # the 3 x 3 block of each region's brightest pixel
     return Regions(
         _measure(c, px, labels, wide, n),
         _along_mask(c, px, labels, n),
-        _lone_pixel(c, px, top),
-        *_significance(c, px, labels, top),
-        _local_max(c, px, top),
+        _lone_pixel(c, block, good),
+        *_significance(c, labels, block, good),
+        _local_max(c, block, good),
     )
 
 
@@ -769,21 +762,21 @@ def _along_mask(c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], n: i
     core = np.flatnonzero(labels)
     if n == 0 or core.size == 0:
         return np.zeros(n)
-    _, touch = _block_along_mask(c, px, core)
+    _, good = _blocks(c, px, core)
+    touch = ~good.all(axis=0)
     lab = labels[core]
     sizes = np.bincount(lab, minlength=n + 1)[1:]
     return np.bincount(lab, weights=touch, minlength=n + 1)[1:] / np.maximum(sizes, 1)
 
 
-def _block_along_mask(
+def _blocks(
     c: CandidatePixels, px: _Pixels, pos: NDArray[np.int64]
 ) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
     """The (9, M) positions of the 3 x 3 neighbourhoods of the pixels at ``pos`` (the pixel itself beyond the
-    frame's edge) and whether each neighbourhood holds a bad pixel, another panel or the frame's edge."""
+    frame's edge) and whether each neighbour lies in the frame, is good and is on the pixel's panel."""
     nb, inside = px.block(pos)
-    safe = np.where(inside, nb, pos)
-    touch = (~inside | c.bad[safe] | (c.panel[safe] != c.panel[pos])).any(axis=0)
-    return safe, touch
+    block = np.where(inside, nb, pos)
+    return block, inside & ~c.bad[block] & (c.panel[block] == c.panel[pos])
 
 
 def _brightest(c: CandidatePixels, labels: NDArray[np.int32]) -> NDArray[np.int64]:
@@ -798,13 +791,15 @@ def _brightest(c: CandidatePixels, labels: NDArray[np.int32]) -> NDArray[np.int6
     return core[order[first]]
 
 
-def _lone_pixel(c: CandidatePixels, px: _Pixels, top: NDArray[np.int64]) -> NDArray[np.bool_]:
-    """Regions that are a lone bright pixel (see :func:`extract_peaks`); ``top``: their brightest pixels."""
-    if top.size == 0 or c.gain <= 0:
-        return np.zeros(top.size, bool)
-    safe, touch = _block_along_mask(c, px, top)  # judged only with all 8 neighbours good and on its panel
-    residual = np.asarray(c.residual, np.float64)[safe]
-    noise2 = np.asarray(c.noise, np.float64)[safe] ** 2
+def _lone_pixel(c: CandidatePixels, block: NDArray[np.int64], good: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Regions that are a lone bright pixel (see :func:`extract_peaks`); ``block``: the (9, n) 3 x 3 blocks of
+    their brightest pixels (the pixel itself beyond the frame's edge), ``good``: which are good and on its
+    panel."""
+    if block.shape[1] == 0 or c.gain <= 0:
+        return np.zeros(block.shape[1], bool)
+    touch = ~good.all(axis=0)  # judged only with all 8 neighbours good and on its panel
+    residual = np.asarray(c.residual, np.float64)[block]
+    noise2 = np.asarray(c.noise, np.float64)[block] ** 2
     peak = residual[4]
     spill = residual.sum(axis=0) - peak
     expected = LONE_MIN_SPILL * np.clip(peak, 0.0, None)
@@ -813,15 +808,10 @@ def _lone_pixel(c: CandidatePixels, px: _Pixels, top: NDArray[np.int64]) -> NDAr
     return ~touch & (spill < expected - LONE_SIGMA * sigma) & (spill < LONE_NEIGHBOUR_SIGMA * np.sqrt(background2))
 
 
-def _local_max(c: CandidatePixels, px: _Pixels, top: NDArray[np.int64]) -> NDArray[np.bool_]:
-    """Whether each region's brightest pixel is the brightest good pixel of its 3 x 3 block on its panel."""
-    if top.size == 0:
-        return np.zeros(0, bool)
-    nb, inside = px.block(top)
-    safe = np.where(inside, nb, top)
-    good = inside & ~c.bad[safe] & (c.panel[safe] == c.panel[top])
-    residual = np.asarray(c.residual, np.float64)
-    return (np.where(good, residual[safe], -np.inf) <= residual[top]).all(axis=0)
+def _local_max(c: CandidatePixels, block: NDArray[np.int64], good: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Whether each region's brightest pixel (the centre of its block) is the brightest good pixel of the block."""
+    residual = np.asarray(c.residual, np.float64)[block]
+    return (np.where(good, residual, -np.inf) <= residual[4]).all(axis=0)
 
 
 def _poisson_tail(photons: NDArray[np.float64], mu: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -831,24 +821,21 @@ def _poisson_tail(photons: NDArray[np.float64], mu: NDArray[np.float64]) -> NDAr
 
 
 def _significance(
-    c: CandidatePixels, px: _Pixels, labels: NDArray[np.int32], top: NDArray[np.int64]
+    c: CandidatePixels, labels: NDArray[np.int32], block: NDArray[np.int64], good: NDArray[np.bool_]
 ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
-    """Whether each region's background is sparse, its significance and its spill (see :func:`extract_peaks`)."""
-    n = top.size
+    """Whether each region's background is sparse, its significance and its spill (see :func:`extract_peaks`;
+    ``block`` and ``good`` as for :func:`_lone_pixel`)."""
+    n = block.shape[1]
     if n == 0 or c.gain <= 0:
         return np.zeros(n, bool), np.full(n, np.nan), np.full(n, np.nan)
     gain = float(c.gain)
     photons = np.asarray(c.residual, np.float64) / gain
     rate = np.maximum(np.asarray(c.background, np.float64) / gain, (np.asarray(c.noise, np.float64) / gain) ** 2)
-    # the 3 x 3 block of the brightest pixel: its good pixels on the same panel
-    nb, inside = px.block(top)
-    safe = np.where(inside, nb, top)
-    good = inside & ~c.bad[safe] & (c.panel[safe] == c.panel[top])
-    block_photons = np.where(good, photons[safe], 0.0)
-    block_rate = np.where(good, rate[safe], 0.0)
+    block_photons = np.where(good, photons[block], 0.0)
+    block_rate = np.where(good, rate[block], 0.0)
     sparse = block_rate.sum(axis=0) < SPARSE_PHOTONS * np.maximum(good.sum(axis=0), 1)
     # the four brightest good pixels of the block
-    order = np.argsort(np.where(good, -photons[safe], np.inf), axis=0, kind="stable")[:4]
+    order = np.argsort(np.where(good, -photons[block], np.inf), axis=0, kind="stable")[:4]
     four_photons = np.take_along_axis(block_photons, order, axis=0).sum(axis=0)
     four_rate = np.take_along_axis(block_rate, order, axis=0).sum(axis=0)
     # the region above the cut

@@ -967,13 +967,13 @@ def test_peaks_on_powder_rings_are_dropped_and_counted() -> None:
     off_ring = [(centre[0] + 60, centre[1] + 20), (centre[0] - 30, centre[1] - 120)]
     for r, c in on_ring + off_ring:
         prob[int(round(r)) - 1 : int(round(r)) + 2, int(round(c)) - 1 : int(round(c)) + 2] = 0.99
-    finder = UNetFinder(device="cpu")
+    finder = UNetFinder(device="cpu", significance_snr=0.0)  # the regions are marked on plain background
     peaks = finder.peaks_from_probability(prob, norm, 0.5)
     assert len(peaks) == len(off_ring) and finder.last_rejections == {"powder_ring": len(on_ring)}
     found = np.column_stack([peaks.row, peaks.col])
     fi, _ = match_frame(found, np.array(off_ring), 1.5)
     assert len(fi) == len(off_ring)
-    keep_all = UNetFinder(device="cpu", reject_powder_rings=False)
+    keep_all = UNetFinder(device="cpu", reject_powder_rings=False, significance_snr=0.0)
     assert len(keep_all.peaks_from_probability(prob, norm, 0.5)) == len(on_ring) + len(off_ring)
     assert keep_all.last_rejections == {}
 
@@ -1101,10 +1101,11 @@ def test_regions_along_the_mask_are_measured_and_dropped() -> None:
     _, share = _sparse_peaks(prob, bad=bad, panel=panel)
     np.testing.assert_allclose(share, [1.0, 1 / 3, 1.0, 1.0])  # the open one now lies next to another panel
     norm = normalise_frame(np.random.default_rng(0).poisson(5.0, (20, 20)).astype(np.int32), bad)
-    finder = UNetFinder(device="cpu", reject_powder_rings=False, split_regions=False)
+    # the regions are marked on plain background: only the mask rule is judged here
+    finder = UNetFinder(device="cpu", reject_powder_rings=False, split_regions=False, significance_snr=0.0)
     peaks = finder.peaks_from_probability(prob, norm, 0.5)
     assert len(peaks) == 2 and finder.last_rejections == {"masked": 2}
-    kept = UNetFinder(device="cpu", reject_powder_rings=False, masked_peaks="keep")
+    kept = UNetFinder(device="cpu", reject_powder_rings=False, masked_peaks="keep", significance_snr=0.0)
     assert len(kept.peaks_from_probability(prob, norm, 0.5)) == 4
 
 
@@ -1147,6 +1148,24 @@ def test_a_noise_cluster_on_a_sparse_background_is_dropped_and_a_faint_sharp_spo
     from braggml.pipeline import RunSummary
 
     assert "rejected peaks: not_significant 1" in RunSummary(n_frames=1, rejected=finder.last_rejections).lines()
+
+
+
+def test_a_region_of_pixels_no_higher_than_their_background_is_dropped() -> None:
+    """On 5 photons per pixel (not sparse) a region needs only a 3-sigma excess: a faint spot of 40 photons is
+    kept, a region the network marks on plain background is not."""
+    rng = np.random.default_rng(6)
+    image = rng.poisson(5.0, (96, 96)).astype(np.float32)
+    r, c = np.mgrid[:96, :96]
+    image += rng.poisson(40.0 * np.exp(-((r - 30.0) ** 2 + (c - 30.0) ** 2) / (2 * 0.8**2)) / (2 * np.pi * 0.64))
+    image[60:63, 60:63] = 5.0  # exactly the background
+    prob = np.zeros((96, 96), np.float32)
+    prob[29:32, 29:32] = prob[60:63, 60:63] = 1.0
+    norm = normalise_frame(image, np.zeros((96, 96), bool))
+    finder = UNetFinder(device="cpu", reject_powder_rings=False)
+    peaks = finder.peaks_from_probability(prob, norm, 0.5)
+    assert len(peaks) == 1 and abs(peaks.row[0] - 30.0) < 0.5 and finder.last_rejections == {"not_significant": 1}
+    assert len(UNetFinder(device="cpu", significance_snr=0.0).peaks_from_probability(prob, norm, 0.5)) == 2
 
 
 def test_train_help_names_every_frame_variant() -> None:

@@ -73,7 +73,8 @@ class UNetFinderConfig:
         On sparse backgrounds (under a photon per pixel) a region must be a Poisson excess of this many sigmas
         in its brightest pixels, their 3 x 3 block or the region itself, as the classical finders' peaks must
         (:func:`~braggml.ml.unet_extract.extract_peaks`); loose clusters of a few photons are dropped as
-        ``not_significant``. 0 turns it off.
+        ``not_significant``. On other backgrounds the region must be an excess of :data:`SIGNIFICANCE_FLOOR`
+        sigmas (or of ``significance_snr`` when lower). 0 turns both off.
     second_cut : float
         A second, lower probability cut: regions above it that hold no pixel above the model's cut are peaks
         too when they are a Poisson excess of ``second_cut_snr`` sigmas in the same compact apertures (spots
@@ -285,6 +286,11 @@ class UNetFinder(PeakFinder):
         return peaks
 
 
+#: On any background a region must be a Poisson excess of at least this many sigmas in one of its compact
+#: apertures (``significance_snr`` where the background is sparse): the network's probability alone does not
+#: make a peak of pixels that stand no higher than their background.
+SIGNIFICANCE_FLOOR = 3.0
+
 #: Regions found by the second cut must also spill this many sigmas (a Poisson excess) into the 8 neighbours of
 #: their brightest pixel: a spot does, a hot pixel the mask lacks does not.
 SECOND_CUT_SPILL_SIGMA = 2.0
@@ -377,7 +383,8 @@ def finish_peaks(
     if config.lone_pixels == "drop":
         rules.append(("lone_pixel", regions.lone_pixel))
     if config.significance_snr > 0:
-        rules.append(("not_significant", regions.sparse & ~(regions.significance >= config.significance_snr)))
+        level = np.where(regions.sparse, config.significance_snr, min(SIGNIFICANCE_FLOOR, config.significance_snr))
+        rules.append(("not_significant", regions.significance < level))  # NaN (no gain): not judged
     rejected: dict[str, int] = {}
     keep = np.ones(n, bool)
     for cause, bad in rules:

@@ -31,6 +31,7 @@ __all__ = [
     "check_positive",
     "check_non_negative",
     "check_choice",
+    "poisson_tail",
 ]
 
 
@@ -770,7 +771,7 @@ def poisson_significant(
     it stops single photons and charge-shared photon pairs from counting as peaks. Without a gain
     (``gain <= 0``) every peak passes.
     """
-    from scipy.special import gammainc, ndtr
+    from scipy.special import ndtr
 
     if not gain > 0:
         return np.ones(measured.intensity.size, bool)
@@ -779,9 +780,24 @@ def poisson_significant(
     if rate is not None:
         per_pixel = np.maximum(per_pixel, rate)
     mu = measured.n_pixels * per_pixel
+    return poisson_tail(photons, mu) <= ndtr(-min_snr)
+
+
+def poisson_tail(photons: NDArray[np.float64], mu: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The one-sided tail ``P(Poisson(mu) >= mu + photons)``, continued to real counts by the regularised
+    incomplete gamma function (1 where ``photons <= 0``; ``mu`` below 0 counts as 0).
+
+    Examples
+    --------
+    >>> poisson_tail(np.array([0.0, 3.0]), np.array([1.0, 1.0])).round(4).tolist()  # P(X >= 4 | 1) = 0.019
+    [1.0, 0.019]
+    """
+    from scipy.special import gammainc
+
+    photons = np.asarray(photons, np.float64)
+    mu = np.maximum(np.asarray(mu, np.float64), 0.0)
     with np.errstate(invalid="ignore"):
-        tail = np.where(photons > 0, gammainc(np.maximum(mu + photons, 1e-12), mu), 1.0)
-    return tail <= ndtr(-min_snr)
+        return np.where(photons > 0, gammainc(np.maximum(mu + photons, 1e-12), mu), 1.0)
 
 
 def rate_at_peaks(

@@ -21,7 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.special import gammainc, ndtri
+from scipy.special import ndtri
+
+from ..classical._common import poisson_tail
 
 __all__ = ["CandidatePixels", "Regions", "candidate_reach", "gather_candidates", "extract_peaks", "PEAK_COLUMNS"]
 
@@ -814,12 +816,6 @@ def _local_max(c: CandidatePixels, block: NDArray[np.int64], good: NDArray[np.bo
     return (np.where(good, residual, -np.inf) <= residual[4]).all(axis=0)
 
 
-def _poisson_tail(photons: NDArray[np.float64], mu: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The one-sided tail ``P(Poisson(mu) >= mu + photons)`` (1 where ``photons <= 0``)."""
-    with np.errstate(invalid="ignore"):
-        return np.where(photons > 0, gammainc(np.maximum(mu + photons, 1e-12), np.maximum(mu, 1e-12)), 1.0)
-
-
 def _significance(
     c: CandidatePixels, labels: NDArray[np.int32], block: NDArray[np.int64], good: NDArray[np.bool_]
 ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
@@ -845,11 +841,11 @@ def _significance(
     core_rate = np.bincount(lab, weights=rate[core], minlength=n)
     tail = np.minimum.reduce(
         [
-            _poisson_tail(four_photons, four_rate),
-            _poisson_tail(block_photons.sum(axis=0), block_rate.sum(axis=0)),
-            _poisson_tail(core_photons, core_rate),
+            poisson_tail(four_photons, four_rate),
+            poisson_tail(block_photons.sum(axis=0), block_rate.sum(axis=0)),
+            poisson_tail(core_photons, core_rate),
         ]
     )
     # the neighbours of the brightest pixel (the centre of the block, row 4)
-    spill = _poisson_tail(block_photons.sum(axis=0) - block_photons[4], block_rate.sum(axis=0) - block_rate[4])
+    spill = poisson_tail(block_photons.sum(axis=0) - block_photons[4], block_rate.sum(axis=0) - block_rate[4])
     return sparse, -ndtri(tail), -ndtri(spill)

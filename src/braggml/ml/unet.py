@@ -487,8 +487,8 @@ class FlipAveraged(nn.Module):
     """A network whose logits are the mean of its logits on flipped copies of the input, flipped back.
 
     The pixel grid is symmetric under these flips but a trained network is not exactly so: averaging its
-    answers on the flipped copies removes part of its own noise. Peaks near the cut gain most: with the
-    shipped model, four copies raise F1 on every simulated preset. Each copy costs one more pass of the network.
+    answers on the flipped copies removes part of its own noise. Peaks near the cut gain most; how much F1
+    gains depends on the model (docs/unet.md). Each copy costs one more pass of the network.
     The input is padded to a multiple of :attr:`UNetConfig.multiple` before it is flipped, so that every copy
     is cut into the same space-to-depth and pooling blocks.
 

@@ -16,10 +16,9 @@ parameters are grid-searched (``GRID``, best F1) on frames 100..100+``--grid-fra
 and condition (8 by default: the unseen ``eiger4m`` frames hold about ten scored spots each, too few for a search
 on two), and it is also run with its defaults. On an unseen preset it is also run with the settings grid-searched
 on each trained preset in the same condition: peakfinder8 carried over to a detector it was not tuned on, as the
-U-Net is. "Recall at equal precision" is compared by SNR bin
-both ways: the U-Net's probability cut lowered as far as its precision stays at or above grid-searched
-peakfinder8's, and peakfinder8 at the grid's most sensitive setting (highest recall on the grid frames) that
-is at least as precise there as the U-Net with its own cut.
+U-Net is. "Recall at equal precision" is compared by SNR bin both ways: the U-Net's probability cut lowered as
+far as its precision stays at or above grid-searched peakfinder8's, and peakfinder8 at the grid's most sensitive
+setting (highest recall on the grid frames) that is at least as precise there as the U-Net with its own cut.
 
 Speed: seconds per 4.4-Mpixel frame (Jungfrau-4M-like, 2156 x 2060) of the U-Net finder on one and two CPU
 threads, split into normalisation, network and peak extraction, next to default peakfinder8 in the same run;

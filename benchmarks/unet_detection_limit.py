@@ -125,6 +125,10 @@ def main() -> None:
         preset, _, condition = row.partition("/")
         if preset not in PRESETS or condition not in CONDITIONS:
             parser.error(f"--rows: {row!r} is not one of {', '.join(f'{p}/{c}' for p in PRESETS for c in CONDITIONS)}")
+    if any(not fpf > 0 for fpf in args.false_per_frame):
+        parser.error(f"--false-per-frame must be > 0, got {args.false_per_frame}")
+    if args.model and not Path(args.model).is_file():
+        parser.error(f"--model: no such file: {args.model}")
     torch.set_num_threads(2)
     finder = UNetFinder(model_path=args.model)
     results = {}

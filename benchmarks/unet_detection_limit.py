@@ -41,7 +41,7 @@ import torch
 from scipy import optimize, stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unet_vs_peakfinder8 import CONDITIONS, PRESETS, run, run_mask, simulator, truth_of  # noqa: E402
+from unet_vs_peakfinder8 import CONDITIONS, PRESETS, run, run_mask, simulator, summary, truth_of  # noqa: E402
 
 from braggml.evaluate.metrics import evaluate_peaks  # noqa: E402
 from braggml.ml.unet_finder import UNetFinder  # noqa: E402
@@ -144,10 +144,11 @@ def main() -> None:
         good_pixels = int((~mask).sum())
         truth = truth_of(frames)
         ev = evaluate_peaks(run(finder, frames, maps, mask), truth, optional=truth_of(frames, weaker=True))
-        unet_bins = {f"{b['low']:g}-{b['high']:g}": round(b["recall"], 3) for b in ev.recall_by_snr if b["n_true"]}
+        unet = summary(ev)
+        unet_bins = unet["recall_by_snr"]
         entry = {
             "n_true": int(snr.size),
-            "unet": {"precision": round(ev.precision, 3), "recall": round(ev.recall, 3),
+            "unet": {"precision": unet["precision"], "recall": unet["recall"],
                      "false_per_frame": round(ev.n_found * (1 - ev.precision) / args.frames, 2),
                      "recall_by_snr": unet_bins},
             "oracle": {},

@@ -43,12 +43,11 @@ from scipy import optimize, stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unet_vs_peakfinder8 import CONDITIONS, PRESETS, run, run_mask, simulator, summary, truth_of  # noqa: E402
 
-from braggml.evaluate.metrics import evaluate_peaks  # noqa: E402
+from braggml.evaluate.metrics import DEFAULT_SNR_BINS, evaluate_peaks  # noqa: E402
 from braggml.ml.unet_finder import UNetFinder  # noqa: E402
 
 #: Pixels within this distance of a spot's centre make up its profile.
 PROFILE_RADIUS_PX = 3.0
-SNR_BINS = ((3.0, 5.0), (5.0, 10.0), (10.0, np.inf))
 
 
 def poisson_sum_tail(weights: np.ndarray, rates: np.ndarray, x: float) -> float:
@@ -101,9 +100,9 @@ def spot_tails(frame, mask: np.ndarray, gain: float) -> tuple[np.ndarray, np.nda
 
 
 def binned(detected: np.ndarray, snr: np.ndarray) -> dict[str, float]:
-    """Share of the spots detected, by SNR bin (bins without spots left out)."""
+    """Share of the spots detected, by the SNR bins of :func:`evaluate_peaks` (bins without spots left out)."""
     shares = {}
-    for lo, hi in SNR_BINS:
+    for lo, hi in zip(DEFAULT_SNR_BINS[:-1], DEFAULT_SNR_BINS[1:]):
         in_bin = (snr >= lo) & (snr < hi)
         if in_bin.any():
             shares[f"{lo:g}-{hi:g}"] = round(float(detected[in_bin].mean()), 3)

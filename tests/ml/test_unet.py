@@ -1150,7 +1150,6 @@ def test_a_noise_cluster_on_a_sparse_background_is_dropped_and_a_faint_sharp_spo
     assert "rejected peaks: not_significant 1" in RunSummary(n_frames=1, rejected=finder.last_rejections).lines()
 
 
-
 def test_a_region_of_pixels_no_higher_than_their_background_is_dropped() -> None:
     """On 5 photons per pixel (not sparse) a region needs only a 3-sigma excess: a faint spot of 40 photons is
     kept, a region the network marks on plain background is not."""

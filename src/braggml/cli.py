@@ -295,7 +295,7 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument(
         "--model",
         metavar="MODEL",
-        help="trained model for --finder cnn/svm/unet (braggml train; unet has a built-in one)",
+        help="trained model for --finder cnn/svm/unet (braggml train); without it, the built-in one",
     )
     p.add_argument("-o", "--output", metavar="PEAKS", help="peak list to write (.h5/.cxi, .stream, .csv)")
     p.add_argument("--format", choices=["cxi", "stream", "csv"], help="peak-list format (default: from extension)")

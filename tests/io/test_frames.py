@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from braggml.errors import ConfigError, DataFormatError, InputNotFoundError
-from braggml.io import Frame, FrameSource, open_frames
+from braggml.io import Frame, FrameSource, open_frame_groups, open_frames
 from braggml.peaks import FrameRef
 
 RNG = np.random.default_rng(7)
@@ -468,6 +468,19 @@ def test_files_of_different_frame_shapes(tmp_path: Path) -> None:
     np.save(tmp_path / "b.npy", np.zeros((16, 20)))
     with pytest.raises(DataFormatError, match=r"files differ in frame shape: .*a\.npy has \(16, 16\), .*b\.npy has"):
         open_frames(str(tmp_path / "*.npy"))
+
+
+def test_open_frame_groups_one_source_per_shape(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.full((2, 16, 16), 1.0))
+    np.save(tmp_path / "b.npy", np.full((3, 16, 20), 2.0))
+    np.save(tmp_path / "c.npy", np.full((1, 16, 16), 3.0))
+    groups = open_frame_groups(str(tmp_path / "*.npy"))
+    assert [(g.shape, len(g)) for g in groups] == [((16, 16), 3), ((16, 20), 3)]
+    assert [Path(f).name for f in groups[0].files] == ["a.npy", "c.npy"]
+    assert groups[0].frame(2).data[0, 0] == 3.0 and groups[1].frame(0).data[0, 0] == 2.0
+    assert groups[0].frame(2).ref.index == 0
+    with pytest.raises(InputNotFoundError, match="no files match"):
+        open_frame_groups(str(tmp_path / "*.h5"))
 
 
 def test_corrupt_chunk_names_file_dataset_and_frame(tmp_path: Path) -> None:

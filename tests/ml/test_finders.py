@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from braggml.errors import ConfigError, DataFormatError
+from braggml.errors import ConfigError, DataFormatError, InputNotFoundError
 from braggml.evaluate.matching import match_frame
+from braggml.finder import make_finder
+from braggml.geometry import PixelMaps
 from braggml.ml.cli_support import add_train_arguments, run_train
 from braggml.ml.finders import CNNFinder, CNNFinderConfig, SVMFinder, SVMFinderConfig
 from braggml.simulate import Simulator, get_preset
@@ -106,11 +108,64 @@ def test_finder_finds_strong_spots_on_a_new_frame(models: dict[str, Path], kind:
     assert len(strict.find(frame.image, maps.mask, maps=maps)) <= len(peaks)
 
 
+@pytest.mark.parametrize("kind", ["cnn", "svm"])
+def test_shipped_model_finds_the_spots_of_an_unseen_detector(kind: str) -> None:
+    """Without a model file the finders use the shipped models, trained on Jungfrau and Pilatus frames only."""
+    finder = make_finder(kind)
+    assert finder.config.model_path == ""
+    assert finder.model.kind == kind and finder.model.info["labels"] == "simulation truth"
+    assert any("jungfrau4m" in f for f in finder.model.info["data"])
+    assert not any("test" in Path(f).name or "eiger" in f for f in finder.model.info["data"])
+    sim = Simulator(get_preset("test"), seed=SEED)
+    maps = sim.layout.pixel_maps(sim.wavelength_a)
+    frame = sim.frame(40)
+    peaks = finder.find(frame.image, maps.mask, maps=maps)
+    s = frame.spots
+    found, spots = np.column_stack([peaks.row, peaks.col]), np.column_stack([s["row"], s["col"]])
+    strong = s["observable"] & (s["snr"] >= 10)
+    _, ti = match_frame(found, spots[strong], 2.0)
+    assert strong.sum() > 100 and len(ti) >= 0.9 * strong.sum()  # cnn 167, svm 154 of 169
+    fi, _ = match_frame(found, spots, 2.0)
+    assert len(fi) >= 0.97 * len(peaks)  # few peaks where no reflection is
+
+
+def test_shipped_models_reject_a_blank_frame() -> None:
+    rng = np.random.default_rng(4)
+    image = rng.poisson(3.0, (256, 256)).astype(np.int32)
+    image[100, 100] = 5000  # a lone hot pixel
+    for kind in ("cnn", "svm"):
+        assert len(make_finder(kind).find(image)) <= 1, kind
+
+
+@pytest.mark.parametrize("kind", ["cnn", "svm"])
+def test_peaks_on_a_powder_ring_are_dropped_and_spots_off_it_kept(kind: str) -> None:
+    """The shipped models' candidates keep ring peaks (so the classifiers saw them); the finders drop them."""
+    rng = np.random.default_rng(2)
+    maps = PixelMaps.fallback((256, 256))
+    r = maps.radius_px.astype(np.float64)
+    rows, cols = np.indices((256, 256))
+    expected = 10.0 + 30 * np.exp(-((r - 70) ** 2) / (2 * 1.5**2))
+    grains = [(127.5 + 70 * np.sin(a), 127.5 + 70 * np.cos(a)) for a in rng.uniform(0, 2 * np.pi, 40)]
+    spots = [(40.0, 40.0), (200.0, 60.0), (60.0, 210.0), (215.0, 215.0)]
+    for rc, c in grains + spots:
+        expected += 400.0 * np.exp(-((rows - rc) ** 2 + (cols - c) ** 2) / (2 * 1.0**2))
+    image = rng.poisson(expected).astype(np.int32)
+
+    def n_on_ring(peaks) -> int:
+        return int((np.abs(np.hypot(peaks.row - 127.5, peaks.col - 127.5) - 70) < 4).sum())
+
+    kept = make_finder(kind).find(image, maps=maps)
+    assert n_on_ring(kept) == 0
+    _, ti = match_frame(np.column_stack([kept.row, kept.col]), np.array(spots), 1.0)
+    assert len(ti) == len(spots)
+    assert n_on_ring(make_finder(kind, reject_powder_rings=False).find(image, maps=maps)) >= 1  # 3 of 40 grains
+
+
 def test_finder_configuration_errors(models: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match="needs model_path"):
-        CNNFinder()
-    with pytest.raises(ConfigError, match="needs model_path"):
-        SVMFinder()
+    with pytest.raises(ConfigError, match="ice_rings"):
+        SVMFinderConfig(ice_rings="sometimes")
+    with pytest.raises(InputNotFoundError, match="no_such_model"):
+        CNNFinder(model_path="no_such_model.safetensors")
     with pytest.raises(ConfigError, match="score_threshold"):
         CNNFinderConfig(model_path="m", score_threshold=1.5)
     with pytest.raises(ConfigError, match="batch_size"):

@@ -20,6 +20,8 @@ from braggml.ml.patches import (
     positive_weight,
     split_by_frame,
 )
+from braggml.simulate import get_preset, simulate_to_file
+from braggml.simulate.config import apply_overrides
 
 
 # -- patches --------------------------------------------------------------------------------------------------
@@ -184,6 +186,27 @@ def test_build_patch_set_from_user_peak_list_matches_simulation(patch_set, sim_f
     assert ps.n_frames == 2
     reference = patch_set.for_frames([0, 1])
     np.testing.assert_array_equal(ps.labels, reference.labels)
+
+
+def test_build_patch_set_mixes_detectors_of_other_frame_shapes(patch_set, sim_file: Path, tmp_path: Path) -> None:
+    config = apply_overrides(get_preset("test"), {"detector": {"module_shape": [96, 200]}})
+    other = simulate_to_file(tmp_path / "other.h5", 2, config, seed=3)
+    ps = build_patch_set([sim_file, other])
+    assert ps.n_frames == 7 and [Path(f).name for f in ps.files] == [sim_file.name, "other.h5"]
+    # the first file's frames are labelled as alone; the other's come after them, as run 1
+    first = ps.for_frames([0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(first.labels, patch_set.labels)
+    np.testing.assert_array_equal(first.patches, patch_set.patches)
+    second = ps.for_frames([5, 6])
+    assert len(second) > 0 and set(np.unique(second.run)) == {1}
+    assert second.n_positive > 10 and second.row.max() < 200 and second.col.max() < 200
+    alone = build_patch_set(other)
+    np.testing.assert_array_equal(second.labels, alone.labels)
+    # a peak list that does not name its files cannot be matched by order across two detectors
+    labels = tmp_path / "by_order.csv"
+    labels.write_text("frame,row,col\n" + "".join(f"{k},10,10\n" for k in range(7)))
+    with pytest.raises(DataFormatError, match=r"does not say which files.*mix frame shapes \(256, 256\), \(200, 200\)"):
+        build_patch_set([sim_file, other], labels=labels)
 
 
 def test_build_patch_set_without_truth_needs_labels(tmp_path: Path) -> None:

@@ -1228,3 +1228,39 @@ def test_the_second_cut_adds_clear_spots_the_network_is_unsure_of() -> None:
     assert len(UNetFinder(device="cpu", second_cut_snr=30.0).peaks_from_probability(prob, norm, 0.98)) == 0
     # nor below it
     assert len(UNetFinder(device="cpu", second_cut=0.6).peaks_from_probability(prob, norm, 0.98)) == 0
+
+
+def test_the_cnn_backstop_adds_spots_the_network_missed_and_keeps_its_own() -> None:
+    """On weak frames of a detector neither model was trained on, the CNN backstop finds more of the spots."""
+    config = get_preset("test")
+    low, high = config.crystal.strength_range_photons
+    sim = Simulator(apply_overrides(config, {"crystal": {"strength_range_photons": [low / 5, high / 5]}}), seed=8)
+    maps = sim.layout.pixel_maps(sim.wavelength_a)
+    alone = UNetFinder(device="cpu")
+    with_cnn = UNetFinder(device="cpu", backstop="cnn")
+    assert with_cnn.batch_runner((256, 256)) is None  # frames one at a time, so that the backstop runs
+    n_true = n_alone = n_with = n_added = n_added_at_spots = 0
+    for k in range(4):
+        frame = sim.frame(k)
+        a = alone.find(frame.image, maps.mask, maps=maps)
+        b = with_cnn.find(frame.image, maps.mask, maps=maps)
+        added = b.take(np.arange(len(b)) >= len(a))
+        np.testing.assert_array_equal(b.row[: len(a)], a.row)  # the network's peaks all stay
+        assert with_cnn.last_backstop_added == len(added)
+        assert np.all(added.score >= 0.97)
+        if len(a) and len(added):
+            assert cKDTree(np.column_stack([a.row, a.col])).query(np.column_stack([added.row, added.col]))[0].min() > 2
+        s = frame.spots
+        truth = np.column_stack([s["row"], s["col"]])[s["observable"] & (s["snr"] >= 3)]
+        n_true += len(truth)
+        n_alone += len(match_frame(np.column_stack([a.row, a.col]), truth, 2.0)[1])
+        n_with += len(match_frame(np.column_stack([b.row, b.col]), truth, 2.0)[1])
+        n_added += len(added)
+        n_added_at_spots += len(match_frame(np.column_stack([added.row, added.col]),
+                                            np.column_stack([s["row"], s["col"]]), 2.0)[0])
+    assert n_true > 200 and n_with > n_alone
+    assert n_added > 0 and n_added_at_spots >= 0.8 * n_added
+    with pytest.raises(ConfigError, match="backstop"):
+        UNetFinderConfig(backstop="pf8")
+    with pytest.raises(ConfigError, match="backstop_score"):
+        UNetFinderConfig(backstop_score=1.5)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .atomic import atomic_output
 from .describe import describe, format_description
-from .frames import Frame, FrameSource, expand_inputs, open_frames
+from .frames import Frame, FrameSource, expand_inputs, open_frame_groups, open_frames
 from .geom import parse_crystfel_geom, read_crystfel_geom, read_geometry_masks, write_crystfel_geom
 from .masks import (
     DETECTOR_KINDS,
@@ -47,5 +47,6 @@ __all__ = [
     "guess_detector_kind",
     "invalid_pixels",
     "load_mask",
+    "open_frame_groups",
     "open_frames",
 ]

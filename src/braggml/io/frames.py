@@ -49,7 +49,7 @@ from .masks import (
 if TYPE_CHECKING:
     from .metadata import GeometryHint
 
-__all__ = ["Frame", "FrameSource", "open_frames", "expand_inputs", "HDF5_SUFFIXES"]
+__all__ = ["Frame", "FrameSource", "open_frames", "open_frame_groups", "expand_inputs", "HDF5_SUFFIXES"]
 
 #: File name endings read as HDF5.
 HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5", ".hdf", ".he5", ".cxi", ".nxs", ".nx5", ".nexus", ".nx")
@@ -770,3 +770,45 @@ def open_frames(
         raise ConfigError(f"saturation must be a positive number; got {saturation!r}")
     files = [_open_file(path, ds) for path, ds in expand_inputs(inputs, dataset=dataset)]
     return FrameSource(files, detector_kind=detector_kind, saturation=saturation)
+
+
+def open_frame_groups(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, dataset: str | None = None
+) -> list[FrameSource]:
+    """Open frames of several detectors at once: one :class:`FrameSource` per frame shape.
+
+    Work that takes frames one by one and does not need them to share a geometry (building a training set
+    from runs of two detectors) opens its inputs this way; :func:`open_frames` refuses files whose frame
+    shapes differ.
+
+    Parameters
+    ----------
+    inputs : path, glob pattern, or a list of them
+        As for :func:`open_frames`.
+    dataset : str, optional
+        Dataset path for inputs that do not name one.
+
+    Returns
+    -------
+    list of FrameSource
+        One per frame shape, in the order the shapes first appear; each holds its files in input order.
+
+    Raises
+    ------
+    InputNotFoundError, DataFormatError
+        As :func:`open_frames`, but for differing shapes.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> for name, side in (("a.npy", 32), ("b.npy", 48), ("c.npy", 32)):
+    ...     np.save(os.path.join(folder, name), np.zeros((2, side, side), np.uint16))
+    >>> [(s.shape, len(s)) for s in open_frame_groups(os.path.join(folder, "*.npy"))]
+    [((32, 32), 4), ((48, 48), 2)]
+    """
+    by_shape: dict[tuple[int, int], list[_FrameFile]] = {}
+    for path, ds in expand_inputs(inputs, dataset=dataset):
+        f = _open_file(path, ds)
+        by_shape.setdefault(f.shape, []).append(f)
+    return [FrameSource(files) for files in by_shape.values()]

@@ -2,6 +2,9 @@
 
 ``cnn`` (:class:`CNNFinder`) and ``svm`` (:class:`SVMFinder`) read a model file written by ``braggml train``;
 the model carries its candidate-finder settings and patch normalisation, so only the model file is needed.
+Without one they use the models that ship with braggml (:data:`DEFAULT_CNN_PATH`, :data:`DEFAULT_SVM_PATH`),
+trained on simulated frames of the ``jungfrau4m`` and ``pilatus6m`` presets
+(``benchmarks/train_patch_defaults.py``).
 Each returned peak is a kept candidate: its centroid, intensity, background and SNR come from the candidate
 finder, and ``score`` holds the classifier's peak score in [0, 1].
 """
@@ -9,19 +12,27 @@ finder, and ``score`` holds the classifier's peak score in [0, 1].
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ..classical._common import check_choice
 from ..errors import ConfigError
 from ..finder import PeakFinder
 from ..geometry import PixelMaps
 from ..peaks import PeakList
 from .patches import CandidateConfig, PatchConfig, candidate_finder, candidate_patches
 
-__all__ = ["CNNFinder", "CNNFinderConfig", "SVMFinder", "SVMFinderConfig"]
+__all__ = ["CNNFinder", "CNNFinderConfig", "SVMFinder", "SVMFinderConfig", "DEFAULT_CNN_PATH", "DEFAULT_SVM_PATH"]
+
+_DATA = Path(__file__).resolve().parent.parent / "data"
+#: The CNN model used when none is given.
+DEFAULT_CNN_PATH = _DATA / "cnn_default.safetensors"
+#: The SVM model used when none is given.
+DEFAULT_SVM_PATH = _DATA / "svm_default.safetensors"
 
 
 class _PatchClassifier(Protocol):
@@ -33,7 +44,8 @@ class _PatchClassifier(Protocol):
     def scores(self, patches: NDArray[np.floating], *, batch_size: int = ...) -> NDArray[np.float32]: ...
 
 
-def _check_common(model_path: str, score_threshold: float | None, batch_size: int) -> None:
+def _check_common(model_path: str, score_threshold: float | None, batch_size: int, ice_rings: str) -> None:
+    check_choice("ice_rings", ice_rings, ("auto", "reject", "off"))
     if not isinstance(model_path, str):
         raise ConfigError(f"model_path must be a path, got {model_path!r}")
     if score_threshold is not None and not (math.isfinite(score_threshold) and 0.0 <= score_threshold <= 1.0):
@@ -49,7 +61,8 @@ class CNNFinderConfig:
     Attributes
     ----------
     model_path : str
-        CNN model file written by ``braggml train --model cnn`` (required).
+        CNN model file written by ``braggml train --model cnn``; empty: the shipped one
+        (:data:`DEFAULT_CNN_PATH`).
     score_threshold : float or None
         Keep candidates whose peak score is at least this; None uses the threshold stored in the model
         (the one that maximised the F1 on its validation frames).
@@ -57,15 +70,24 @@ class CNNFinderConfig:
         Patches per forward pass.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    reject_powder_rings : bool
+        Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton or ice
+        rings), as the classical finders do. The candidates the model was trained on kept such peaks, so that it
+        saw them; here they are dropped before classification.
+    ice_rings : {"auto", "reject", "off"}
+        Peaks at ice-Ih resolutions (needs a known geometry): ``"auto"`` drops them at the ice rings the frame
+        shows, ``"reject"`` at every ice ring.
     """
 
     model_path: str = ""
     score_threshold: float | None = None
     batch_size: int = 4096
     device: str = "auto"
+    reject_powder_rings: bool = True
+    ice_rings: str = "auto"
 
     def __post_init__(self) -> None:
-        _check_common(self.model_path, self.score_threshold, self.batch_size)
+        _check_common(self.model_path, self.score_threshold, self.batch_size, self.ice_rings)
         if str(self.device).strip().lower() != "auto" and not (
             self.device in ("cpu", "cuda") or (str(self.device).startswith("cuda:") and self.device[5:].isdigit())
         ):
@@ -79,35 +101,44 @@ class SVMFinderConfig:
     Attributes
     ----------
     model_path : str
-        SVM model file written by ``braggml train --model svm`` (required).
+        SVM model file written by ``braggml train --model svm``; empty: the shipped one
+        (:data:`DEFAULT_SVM_PATH`).
     score_threshold : float or None
         Keep candidates whose calibrated peak score is at least this; None uses the model's threshold.
     batch_size : int
         Patches per evaluation batch.
+    reject_powder_rings : bool
+        Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton or ice
+        rings), as the classical finders do. The candidates the model was trained on kept such peaks, so that it
+        saw them; here they are dropped before classification.
+    ice_rings : {"auto", "reject", "off"}
+        Peaks at ice-Ih resolutions (needs a known geometry): ``"auto"`` drops them at the ice rings the frame
+        shows, ``"reject"`` at every ice ring.
     """
 
     model_path: str = ""
     score_threshold: float | None = None
     batch_size: int = 4096
+    reject_powder_rings: bool = True
+    ice_rings: str = "auto"
 
     def __post_init__(self) -> None:
-        _check_common(self.model_path, self.score_threshold, self.batch_size)
+        _check_common(self.model_path, self.score_threshold, self.batch_size, self.ice_rings)
 
 
 class _ClassifierFinder(PeakFinder):
     """Shared machinery: load the model once, find candidates, classify their patches, keep the peaks."""
 
     model: _PatchClassifier
+    default_model: ClassVar[Path]
 
     def __init__(self, config: Any = None, **params: Any) -> None:
         super().__init__(config, **params)
-        if not self.config.model_path:
-            raise ConfigError(
-                f"the {self.name} finder needs model_path: the model file written by "
-                f"'braggml train --model {self.name}'"
-            )
-        self.model = self._load(self.config.model_path)
-        self.candidates = candidate_finder(self.model.candidate_config)
+        self.model = self._load(self.config.model_path or str(self.default_model))
+        candidates = candidate_finder(self.model.candidate_config)
+        rules = {"reject_powder_rings": bool(self.config.reject_powder_rings), "ice_rings": self.config.ice_rings}
+        known = {f.name for f in fields(candidates.config)}
+        self.candidates = candidates.with_params(**{k: v for k, v in rules.items() if k in known})
         self.last_rejections: dict[str, int] = {}
         self.last_candidates: PeakList = PeakList.empty(1)
         self.last_scores: NDArray[np.float32] = np.zeros(0, np.float32)
@@ -148,11 +179,12 @@ class CNNFinder(_ClassifierFinder):
     Examples
     --------
     >>> finder = CNNFinder(model_path="model.safetensors")  # doctest: +SKIP
-    >>> peaks = finder.find(image, mask, maps=maps)  # doctest: +SKIP
+    >>> peaks = CNNFinder().find(image, mask, maps=maps)  # the shipped model  # doctest: +SKIP
     """
 
     name: ClassVar[str] = "cnn"
     config_class: ClassVar[type] = CNNFinderConfig
+    default_model: ClassVar[Path] = DEFAULT_CNN_PATH
     config: CNNFinderConfig
 
     def _load(self, path: str) -> _PatchClassifier:
@@ -171,6 +203,7 @@ class SVMFinder(_ClassifierFinder):
 
     name: ClassVar[str] = "svm"
     config_class: ClassVar[type] = SVMFinderConfig
+    default_model: ClassVar[Path] = DEFAULT_SVM_PATH
     config: SVMFinderConfig
 
     def _load(self, path: str) -> _PatchClassifier:

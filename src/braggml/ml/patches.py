@@ -606,7 +606,8 @@ def build_patch_set(
     Parameters
     ----------
     inputs : path, glob or list of them
-        Frames, as :func:`braggml.io.open_frames` reads them.
+        Frames, as :func:`braggml.io.open_frames` reads them; files of several detectors (frame shapes) may
+        be mixed (:func:`braggml.io.open_frame_groups`).
     labels : path, optional
         A peak list (CXI, CrystFEL stream, CSV) holding the true peaks, e.g. the peaks of frames that
         indexed. Only frames it lists are used (matched by file name and frame index; by order when it does
@@ -637,7 +638,7 @@ def build_patch_set(
     from tqdm.auto import tqdm
 
     from ..evaluate.truth import load_truth
-    from ..io.frames import open_frames
+    from ..io.frames import open_frame_groups
     from ..io.peaklists import read_peaks
 
     patch_config = patch_config or PatchConfig()
@@ -647,14 +648,22 @@ def build_patch_set(
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"max_frames must be >= 1, got {max_frames!r}")
     finder = candidate_finder(candidate_config)
-    source = open_frames(inputs, dataset=dataset)
-    refs = source.refs
-    files = tuple(source.files)
+    sources = open_frame_groups(inputs, dataset=dataset)
+    # frame g is frame g - starts[k] of sources[k]: files of one detector (frame shape) after another
+    starts = np.cumsum([0] + [len(s) for s in sources])
+    refs = [r for s in sources for r in s.refs]
+    files = tuple(f for s in sources for f in s.files)
     file_index = {f: i for i, f in enumerate(files)}
 
     truth_of: dict[int, PeakList]
     if labels is not None:
-        truth_of = _labels_by_frame(read_peaks(labels), refs, str(labels))
+        peak_list = read_peaks(labels)
+        if peak_list.frames is None and len(sources) > 1:
+            raise DataFormatError(
+                f"{labels}: the peak list does not say which files its frames come from, and the data mix frame "
+                f"shapes {', '.join(str(s.shape) for s in sources)}; give the frames of one detector at a time"
+            )
+        truth_of = _labels_by_frame(peak_list, refs, str(labels))
     else:
         truth_of = {}
         per_file: dict[str, PeakList] = {}
@@ -676,20 +685,21 @@ def build_patch_set(
     if not used:
         raise DataFormatError(f"no labelled frames in {', '.join(files)}")
 
-    file_mask = source.file_mask()
+    file_masks = [s.file_mask() for s in sources]
     sim_maps: dict[str, PixelMaps | None] = {}
     parts: dict[str, list[NDArray[Any]]] = {k: [] for k in ("patches", "labels", "frame", "run", "row", "col", "snr")}
     truth_parts: list[PeakList] = []
     bar = tqdm(used, unit="frame", desc="candidates", disable=not progress, leave=False)
     for g in bar:
-        frame = source.frame(g)
+        k = int(np.searchsorted(starts, g, side="right")) - 1
+        frame = sources[k].frame(g - int(starts[k]))
         run_maps = maps
         if run_maps is None:
             if frame.ref.file not in sim_maps:
                 sim_maps[frame.ref.file] = _simulation_maps(frame.ref.file)
             run_maps = sim_maps[frame.ref.file]
         bad = frame.bad.copy()
-        for m in (file_mask, mask):
+        for m in (file_masks[k], mask):
             if m is not None:
                 if m.shape != bad.shape:
                     raise ConfigError(f"mask of shape {m.shape} does not match frames of shape {bad.shape}")
@@ -714,7 +724,8 @@ def build_patch_set(
         parts["row"].append(cands.row)
         parts["col"].append(cands.col)
         parts["snr"].append(cands.snr)
-    source.close()
+    for s in sources:
+        s.close()
     p = patch_config.size
     data = {
         k: (np.concatenate(v) if v else np.empty((0, 2, p, p) if k == "patches" else 0))

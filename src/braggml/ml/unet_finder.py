@@ -93,6 +93,16 @@ class UNetFinderConfig:
     powder_ring_contrast : float
         A pixel counts towards a ring when it stands this many background sigmas above the neighbouring
         radii.
+    backstop : {"off", "cnn"}
+        ``"cnn"``: the patch CNN finder (:class:`~braggml.ml.finders.CNNFinder`, with the same ring rules) runs
+        on the frame too, and its peaks of score ``backstop_score`` or more that lie more than
+        :data:`BACKSTOP_RADIUS_PX` from every U-Net peak are added. The two learned finders miss different
+        spots (faint sharp ones are the network's gap on unfamiliar detectors), for the CNN finder's time
+        on top. Frames then go through the network one at a time, also on a CUDA device.
+    backstop_score : float
+        CNN peak score an added peak needs.
+    backstop_model : str
+        CNN model file of the backstop; empty for the one shipped with braggml.
     tile_size : int
         Side of the inference tiles in pixels.
     overlap : int
@@ -127,6 +137,9 @@ class UNetFinderConfig:
     ice_rings: str = "auto"
     ice_ring_width_inv_a: float = 0.004
     powder_ring_contrast: float = 1.0
+    backstop: str = "off"
+    backstop_score: float = 0.97
+    backstop_model: str = ""
     tile_size: int = 1024
     overlap: int = 64
     batch_size: int = 4
@@ -154,6 +167,11 @@ class UNetFinderConfig:
         check_choice("precision", self.precision, ("auto", "float32", "bfloat16", "float16"))
         check_positive("ice_ring_width_inv_a", self.ice_ring_width_inv_a)
         check_positive("powder_ring_contrast", self.powder_ring_contrast)
+        check_choice("backstop", self.backstop, ("off", "cnn"))
+        if not 0 <= self.backstop_score <= 1:
+            raise ConfigError(f"backstop_score must lie in [0, 1], got {self.backstop_score!r}")
+        if not isinstance(self.backstop_model, str):
+            raise ConfigError(f"backstop_model must be a path, got {self.backstop_model!r}")
         check_positive("tile_size", self.tile_size)
         check_positive("batch_size", self.batch_size)
         check_positive("frame_batch", self.frame_batch)
@@ -181,7 +199,9 @@ class UNetFinder(PeakFinder):
     def __init__(self, config: Any = None, **params: Any) -> None:
         super().__init__(config, **params)
         self._model: TrainedUNet | None = None
+        self._backstop: PeakFinder | None = None
         self.last_probability: NDArray[np.float32] | None = None
+        self.last_backstop_added = 0
         self._rejected: dict[str, int] = {}
 
     @property
@@ -226,7 +246,7 @@ class UNetFinder(PeakFinder):
     ) -> BatchedUNetFinder | None:
         """A runner that finds the peaks of a stream of frames of this shape in batches on the device, or None
         when frames are better taken one at a time (the model is not on a CUDA device)."""
-        if self.model.device.type != "cuda":
+        if self.model.device.type != "cuda" or self.config.backstop != "off":
             return None
         from .unet_batch import BatchedUNetFinder
 
@@ -244,7 +264,41 @@ class UNetFinder(PeakFinder):
     ) -> PeakList:
         prob, norm = self.probability(image, mask, maps=maps)
         self.last_probability = prob
-        return self.peaks_from_probability(prob, norm)
+        peaks = self.peaks_from_probability(prob, norm)
+        if self.config.backstop == "off":
+            return peaks
+        return self._add_backstop(peaks, image, mask, maps)
+
+    def _add_backstop(
+        self, peaks: PeakList, image: NDArray, mask: NDArray[np.bool_] | None, maps: PixelMaps | None
+    ) -> PeakList:
+        """``peaks`` and the backstop finder's sure peaks that lie away from all of them."""
+        from scipy.spatial import cKDTree
+
+        cfg = self.config
+        if self._backstop is None:
+            from .finders import CNNFinder
+
+            self._backstop = CNNFinder(
+                model_path=cfg.backstop_model,
+                device=str(self.model.device),
+                reject_powder_rings=cfg.reject_powder_rings,
+                ice_rings=cfg.ice_rings,
+            )
+        extra = self._backstop.find(image, mask, maps=maps)
+        keep = extra.score >= cfg.backstop_score
+        if len(peaks) and keep.any():
+            distance, _ = cKDTree(np.column_stack([peaks.row, peaks.col])).query(
+                np.column_stack([extra.row[keep], extra.col[keep]])
+            )
+            keep[np.flatnonzero(keep)[distance <= BACKSTOP_RADIUS_PX]] = False
+        self.last_backstop_added = int(keep.sum())
+        if not keep.any():
+            return peaks
+        added = extra.take(keep).columns()
+        joined = {k: np.concatenate([np.asarray(v), np.asarray(added[k], np.asarray(v).dtype)])
+                  for k, v in peaks.columns().items()}
+        return PeakList(**joined, n_frames=1, frames=peaks.frames)
 
     def peaks_from_probability(
         self, prob: NDArray[np.float32], norm: NormalisedFrame, threshold: float | None = None
@@ -285,6 +339,9 @@ class UNetFinder(PeakFinder):
         peaks, self._rejected = finish_peaks(regions, rings, radius, resolution, cfg)
         return peaks
 
+
+#: A backstop peak is added only when it lies further than this from every U-Net peak (pixels).
+BACKSTOP_RADIUS_PX = 2.0
 
 #: On any background a region must be a Poisson excess of at least this many sigmas in one of its compact
 #: apertures (``significance_snr`` where the background is sparse): the network's probability alone does not

@@ -44,67 +44,17 @@ class _PatchClassifier(Protocol):
     def scores(self, patches: NDArray[np.floating], *, batch_size: int = ...) -> NDArray[np.float32]: ...
 
 
-def _check_common(model_path: str, score_threshold: float | None, batch_size: int, ice_rings: str) -> None:
-    check_choice("ice_rings", ice_rings, ("auto", "reject", "off"))
-    if not isinstance(model_path, str):
-        raise ConfigError(f"model_path must be a path, got {model_path!r}")
-    if score_threshold is not None and not (math.isfinite(score_threshold) and 0.0 <= score_threshold <= 1.0):
-        raise ConfigError(f"score_threshold must lie in [0, 1] (or be unset), got {score_threshold!r}")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-
-
 @dataclass(frozen=True)
-class CNNFinderConfig:
-    """Parameters of :class:`CNNFinder`.
+class _PatchFinderConfig:
+    """Settings both patch finders share.
 
     Attributes
     ----------
     model_path : str
-        CNN model file written by ``braggml train --model cnn``; empty: the shipped one
-        (:data:`DEFAULT_CNN_PATH`).
+        Model file written by ``braggml train``; empty: the one shipped with braggml.
     score_threshold : float or None
         Keep candidates whose peak score is at least this; None uses the threshold stored in the model
         (the one that maximised the F1 on its validation frames).
-    batch_size : int
-        Patches per forward pass.
-    device : str
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    reject_powder_rings : bool
-        Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton or ice
-        rings), as the classical finders do. The candidates the model was trained on kept such peaks, so that it
-        saw them; here they are dropped before classification.
-    ice_rings : {"auto", "reject", "off"}
-        Peaks at ice-Ih resolutions (needs a known geometry): ``"auto"`` drops them at the ice rings the frame
-        shows, ``"reject"`` at every ice ring.
-    """
-
-    model_path: str = ""
-    score_threshold: float | None = None
-    batch_size: int = 4096
-    device: str = "auto"
-    reject_powder_rings: bool = True
-    ice_rings: str = "auto"
-
-    def __post_init__(self) -> None:
-        _check_common(self.model_path, self.score_threshold, self.batch_size, self.ice_rings)
-        if str(self.device).strip().lower() != "auto" and not (
-            self.device in ("cpu", "cuda") or (str(self.device).startswith("cuda:") and self.device[5:].isdigit())
-        ):
-            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-
-
-@dataclass(frozen=True)
-class SVMFinderConfig:
-    """Parameters of :class:`SVMFinder`.
-
-    Attributes
-    ----------
-    model_path : str
-        SVM model file written by ``braggml train --model svm``; empty: the shipped one
-        (:data:`DEFAULT_SVM_PATH`).
-    score_threshold : float or None
-        Keep candidates whose calibrated peak score is at least this; None uses the model's threshold.
     batch_size : int
         Patches per evaluation batch.
     reject_powder_rings : bool
@@ -123,7 +73,44 @@ class SVMFinderConfig:
     ice_rings: str = "auto"
 
     def __post_init__(self) -> None:
-        _check_common(self.model_path, self.score_threshold, self.batch_size, self.ice_rings)
+        check_choice("ice_rings", self.ice_rings, ("auto", "reject", "off"))
+        if not isinstance(self.model_path, str):
+            raise ConfigError(f"model_path must be a path, got {self.model_path!r}")
+        t = self.score_threshold
+        if t is not None and not (math.isfinite(t) and 0.0 <= t <= 1.0):
+            raise ConfigError(f"score_threshold must lie in [0, 1] (or be unset), got {t!r}")
+        b = self.batch_size
+        if isinstance(b, bool) or int(b) != b or b < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {b!r}")
+
+
+@dataclass(frozen=True)
+class CNNFinderConfig(_PatchFinderConfig):
+    """Parameters of :class:`CNNFinder`: those of both patch finders (``model_path``, empty for
+    :data:`DEFAULT_CNN_PATH`; ``score_threshold``; ``batch_size``, patches per forward pass;
+    ``reject_powder_rings``; ``ice_rings``) and the device.
+
+    Attributes
+    ----------
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    """
+
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if str(self.device).strip().lower() != "auto" and not (
+            self.device in ("cpu", "cuda") or (str(self.device).startswith("cuda:") and self.device[5:].isdigit())
+        ):
+            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class SVMFinderConfig(_PatchFinderConfig):
+    """Parameters of :class:`SVMFinder`: those of both patch finders (``model_path``, empty for
+    :data:`DEFAULT_SVM_PATH`; ``score_threshold``, on the calibrated score; ``batch_size``;
+    ``reject_powder_rings``; ``ice_rings``)."""
 
 
 class _ClassifierFinder(PeakFinder):

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``parser`` (defaults are those of the configuration classes)."""
     parser.add_argument("data", nargs="*", metavar="DATA",
-                        help="frame files for --model cnn/svm (simulated files carry their own truth)")
+                        help="frame files for --model cnn/svm, of one or several detectors (simulated files carry "
+                             "their own truth)")
     parser.add_argument("--model", required=True, choices=["cnn", "svm", "unet"],
                         help="classifier to train, or unet: the whole-frame segmentation network")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (.safetensors)")

@@ -129,6 +129,22 @@ def test_shipped_model_finds_the_spots_of_an_unseen_detector(kind: str) -> None:
     assert len(fi) >= 0.97 * len(peaks)  # few peaks where no reflection is
 
 
+def test_candidates_below_min_snr_are_not_classified() -> None:
+    sim = Simulator(get_preset("test"), seed=SEED)
+    frame, maps = sim.frame(40), sim.layout.pixel_maps(sim.wavelength_a)
+    floor = make_finder("cnn")
+    assert floor.config.min_snr == 3.0
+    kept = floor.find(frame.image, maps.mask, maps=maps)
+    assert len(kept) > 100 and kept.snr.min() >= 3.0
+    assert floor.last_rejections["min_snr"] > 0 and floor.last_candidates.snr.min() >= 3.0
+    every = make_finder("cnn", min_snr=0.0)
+    all_peaks = every.find(frame.image, maps.mask, maps=maps)
+    assert every.last_rejections["min_snr"] == 0
+    np.testing.assert_array_equal(np.sort(all_peaks.row[all_peaks.snr >= 3.0]), np.sort(kept.row))
+    with pytest.raises(ConfigError, match="min_snr"):
+        SVMFinderConfig(min_snr=-1.0)
+
+
 def test_shipped_models_reject_a_blank_frame() -> None:
     rng = np.random.default_rng(4)
     image = rng.poisson(3.0, (256, 256)).astype(np.int32)

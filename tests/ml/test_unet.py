@@ -1247,7 +1247,7 @@ def test_the_cnn_backstop_adds_spots_the_network_missed_and_keeps_its_own() -> N
         added = b.take(np.arange(len(b)) >= len(a))
         np.testing.assert_array_equal(b.row[: len(a)], a.row)  # the network's peaks all stay
         assert with_cnn.last_backstop_added == len(added)
-        assert np.all(added.score >= 0.97)
+        assert np.all(added.score >= with_cnn.config.backstop_score)
         if len(a) and len(added):
             assert cKDTree(np.column_stack([a.row, a.col])).query(np.column_stack([added.row, added.col]))[0].min() > 2
         s = frame.spots

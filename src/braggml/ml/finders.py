@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ..classical._common import check_choice
+from ..classical._common import check_choice, check_non_negative
 from ..errors import ConfigError
 from ..finder import PeakFinder
 from ..geometry import PixelMaps
@@ -64,6 +64,10 @@ class _PatchFinderConfig:
     ice_rings : {"auto", "reject", "off"}
         Peaks at ice-Ih resolutions (needs a known geometry): ``"auto"`` drops them at the ice rings the frame
         shows, ``"reject"`` at every ice ring.
+    min_snr : float
+        Candidates whose SNR (as the candidate finder measured it) is below this are not classified. A patch
+        holds too few pixels to tell a faint spot from the pixel noise of a detector unlike those of the
+        training frames (single noisy pixels pass for sharp spots); the SNR is measured on the whole frame.
     """
 
     model_path: str = ""
@@ -71,9 +75,11 @@ class _PatchFinderConfig:
     batch_size: int = 4096
     reject_powder_rings: bool = True
     ice_rings: str = "auto"
+    min_snr: float = 3.0
 
     def __post_init__(self) -> None:
         check_choice("ice_rings", self.ice_rings, ("auto", "reject", "off"))
+        check_non_negative("min_snr", self.min_snr)
         if not isinstance(self.model_path, str):
             raise ConfigError(f"model_path must be a path, got {self.model_path!r}")
         t = self.score_threshold
@@ -88,7 +94,7 @@ class _PatchFinderConfig:
 class CNNFinderConfig(_PatchFinderConfig):
     """Parameters of :class:`CNNFinder`: those of both patch finders (``model_path``, empty for
     :data:`DEFAULT_CNN_PATH`; ``score_threshold``; ``batch_size``, patches per forward pass;
-    ``reject_powder_rings``; ``ice_rings``) and the device.
+    ``reject_powder_rings``; ``ice_rings``; ``min_snr``) and the device.
 
     Attributes
     ----------
@@ -110,7 +116,7 @@ class CNNFinderConfig(_PatchFinderConfig):
 class SVMFinderConfig(_PatchFinderConfig):
     """Parameters of :class:`SVMFinder`: those of both patch finders (``model_path``, empty for
     :data:`DEFAULT_SVM_PATH`; ``score_threshold``, on the calibrated score; ``batch_size``;
-    ``reject_powder_rings``; ``ice_rings``)."""
+    ``reject_powder_rings``; ``ice_rings``; ``min_snr``)."""
 
 
 class _ClassifierFinder(PeakFinder):
@@ -149,11 +155,14 @@ class _ClassifierFinder(PeakFinder):
         candidates, patches = candidate_patches(
             self.candidates, image, mask, maps=maps, config=self.model.patch_config
         )
+        faint = candidates.snr < self.config.min_snr
+        if faint.any():
+            candidates, patches = candidates.take(~faint), patches[~faint]
         scores = self.model.scores(patches, batch_size=self.config.batch_size) if len(candidates) else np.zeros(0)
         keep = scores >= self.threshold
         self.last_candidates = candidates
         self.last_scores = np.asarray(scores, np.float32)
-        self.last_rejections = {"classifier": int((~keep).sum())}
+        self.last_rejections = {"min_snr": int(faint.sum()), "classifier": int((~keep).sum())}
         kept = candidates.take(keep)
         columns = kept.columns()
         columns["score"] = np.asarray(scores, np.float64)[keep]

@@ -138,7 +138,7 @@ class UNetFinderConfig:
     ice_ring_width_inv_a: float = 0.004
     powder_ring_contrast: float = 1.0
     backstop: str = "off"
-    backstop_score: float = 0.97
+    backstop_score: float = 0.9
     backstop_model: str = ""
     tile_size: int = 1024
     overlap: int = 64

@@ -12,7 +12,7 @@ finder, and ``score`` holds the classifier's peak score in [0, 1].
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from ..classical._common import check_choice, check_non_negative
 from ..errors import ConfigError
-from ..finder import PeakFinder
+from ..finder import PeakFinder, finder_class
 from ..geometry import PixelMaps
 from ..peaks import PeakList
 from .patches import CandidateConfig, PatchConfig, candidate_finder, candidate_patches
@@ -128,10 +128,11 @@ class _ClassifierFinder(PeakFinder):
     def __init__(self, config: Any = None, **params: Any) -> None:
         super().__init__(config, **params)
         self.model = self._load(self.config.model_path or str(self.default_model))
-        candidates = candidate_finder(self.model.candidate_config)
+        chosen = self.model.candidate_config
         rules = {"reject_powder_rings": bool(self.config.reject_powder_rings), "ice_rings": self.config.ice_rings}
-        known = {f.name for f in fields(candidates.config)}
-        self.candidates = candidates.with_params(**{k: v for k, v in rules.items() if k in known})
+        known = {f.name for f in fields(finder_class(chosen.finder).config_class)}
+        params = {**chosen.params, **{k: v for k, v in rules.items() if k in known}}
+        self.candidates = candidate_finder(replace(chosen, params=params))
         self.last_rejections: dict[str, int] = {}
         self.last_candidates: PeakList = PeakList.empty(1)
         self.last_scores: NDArray[np.float32] = np.zeros(0, np.float32)

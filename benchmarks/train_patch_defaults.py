@@ -62,6 +62,22 @@ def simulate_training_frames(folder: Path, n_frames: int, n_draws: int) -> list[
     return [p for p, *_ in jobs]
 
 
+def describe(model_path: Path, data: Path) -> None:
+    """Name the training frames relative to ``data`` in the model's record and say what it was trained on, as
+    the shipped U-Net's record does (the model is otherwise left as trained)."""
+    from braggml.ml.checkpoint import load_classifier
+
+    model = load_classifier(model_path, device="cpu")
+    names = [Path(f).name if Path(f).parent == data else str(f) for f in model.info.get("data", [])]
+    model.info["data"] = names
+    model.info["trained_on"] = (
+        f"simulated frames of presets {', '.join(PRESETS)} (run seed {SEED}; {len(names)} files: fixed variants "
+        f"{', '.join(FIXED)}; drawn variants {', '.join(DRAWN)}), candidates of the high-recall peakfinder8, "
+        "truth = spots with expected SNR >= 3 (benchmarks/train_patch_defaults.py)"
+    )
+    model.save(model_path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder of the simulated training frames")
@@ -82,6 +98,8 @@ def main() -> None:
         status = braggml_main(["train", "--model", kind, *files, "-o", str(out), "--min-truth-snr", "3",
                                "--seed", "0", "--plots", str(args.data / f"{kind}_plots"), "--progress", *extra])
         print(f"{kind}: exit {status}, {time.perf_counter() - t0:.0f} s", flush=True)
+        if status == 0:
+            describe(out, args.data)
 
 
 if __name__ == "__main__":

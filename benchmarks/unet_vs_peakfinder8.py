@@ -20,6 +20,10 @@ U-Net is. "Recall at equal precision" is compared by SNR bin both ways: the U-Ne
 far as its precision stays at or above grid-searched peakfinder8's, and peakfinder8 at the grid's most sensitive
 setting (highest recall on the grid frames) that is at least as precise there as the U-Net with its own cut.
 
+``--also`` scores variants of the finder on the same simulated frames, each at its own settings and cut:
+``flips4`` (four flipped copies averaged), ``backstop`` (the patch CNN as a backstop, ``backstop="cnn"``) and
+both.
+
 Speed: seconds per 4.4-Mpixel frame (Jungfrau-4M-like, 2156 x 2060) of the U-Net finder on one and two CPU
 threads, split into normalisation, network and peak extraction, next to default peakfinder8 in the same run;
 for a model that averages flipped copies (``--flips``, by default the model's own), also with one copy.
@@ -34,7 +38,7 @@ hot pixels found in them (:mod:`braggml.classical.hotpixels`) are masked for eve
 too; ``--hot-pixels off`` scores each frame with the detector's mask alone.
 
 Run: ``python benchmarks/unet_vs_peakfinder8.py [--frames 4] [--grid-frames 8] [--model PATH] [--flips N]
-[--hot-pixels off] [--weaker-spots false] [--out results.json] [--pictures DIR] [--skip simulated speed real]``.
+[--also flips4 backstop flips4+backstop] [--hot-pixels off] [--weaker-spots false] [--out results.json] [--pictures DIR] [--skip simulated speed real]``.
 """
 
 from __future__ import annotations
@@ -70,6 +74,12 @@ GRID = {
     "pixel_snr": [2.5, 3.0, 3.5, 4.5],
     "min_pixel_count": [1, 2, 3],
     "min_pixel_photons": [0.0, 1.0, 2.0],
+}
+#: Variants of the finder that ``--also`` scores beside it, each at its own cut.
+VARIANTS = {
+    "flips4": {"flips": 4},
+    "backstop": {"backstop": "cnn"},
+    "flips4+backstop": {"flips": 4, "backstop": "cnn"},
 }
 CUTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
@@ -143,7 +153,13 @@ def grid_search(
     return best, equal
 
 
-def simulated(unet: UNetFinder, n_frames: int, n_grid: int, hot_pixels: bool = True, optional: bool = True) -> dict:
+def simulated(
+    unet: UNetFinder, n_frames: int, n_grid: int, hot_pixels: bool = True, optional: bool = True,
+    others: dict[str, UNetFinder] | None = None,
+) -> dict:
+    """Every row of presets and conditions; ``others`` are further U-Net finders (by name) scored at their own
+    settings beside ``unet`` on the same frames."""
+    others = others or {}
     out: dict = {}
     tuned: dict[tuple[str, str], dict] = {}  # grid-searched settings of the trained presets, by (preset, condition)
     for preset, condition in itertools.product(PRESETS, CONDITIONS):
@@ -191,6 +207,11 @@ def simulated(unet: UNetFinder, n_frames: int, n_grid: int, hot_pixels: bool = T
             "f1_gain_over_best_pf8": round(ev_unet.f1 - max(pf8_grid.f1, pf8_default.f1), 3),
             "hot_pixels_masked": n_hot,
         }
+        for name, other in others.items():
+            ev = evaluate_peaks(run(other, frames, maps, mask), truth, optional=weaker)
+            row[name] = summary(ev) | {"f1_gain_over_grid": round(ev.f1 - pf8_grid.f1, 3)}
+            print(f"    {name}: F1 {ev.f1:.3f} (P {ev.precision:.3f} R {ev.recall:.3f}),"
+                  f" gain over grid {ev.f1 - pf8_grid.f1:+.3f}", flush=True)
         out[f"{preset}/{condition}"] = row
         print(f"{preset:10s} {condition:5s} unet F1 {ev_unet.f1:.3f} (P {ev_unet.precision:.3f} R {ev_unet.recall:.3f})"
               f" | pf8 grid F1 {pf8_grid.f1:.3f} (P {pf8_grid.precision:.3f} R {pf8_grid.recall:.3f})"
@@ -334,6 +355,8 @@ def main() -> None:
     parser.add_argument("--model", default="")
     parser.add_argument("--flips", type=int, choices=[1, 2, 4], default=None,
                         help="flipped copies the network's logits are averaged over (default: the model's own)")
+    parser.add_argument("--also", nargs="*", default=[], choices=sorted(VARIANTS),
+                        help="score these variants of the finder beside it on the simulated frames")
     parser.add_argument("--out", default="")
     parser.add_argument("--pictures", default="")
     parser.add_argument("--skip", nargs="*", default=[], choices=["simulated", "speed", "real"])
@@ -349,6 +372,7 @@ def main() -> None:
                "flips": unet.model.flips,
                "trained_on": unet.model.info.get("trained_on"), "cpu_threads_simulated": 2}
     print({k: v for k, v in results.items()}, flush=True)
+    others = {name: UNetFinder(model_path=args.model, device="cpu", **VARIANTS[name]) for name in args.also}
 
     def save() -> None:  # after every section, so that a later failure keeps what was measured
         if args.out:
@@ -356,7 +380,8 @@ def main() -> None:
 
     if "simulated" not in args.skip:
         results["simulated"] = simulated(
-            unet, args.frames, args.grid_frames, args.hot_pixels == "auto", args.weaker_spots == "not-scored"
+            unet, args.frames, args.grid_frames, args.hot_pixels == "auto", args.weaker_spots == "not-scored",
+            others,
         )
         save()
     if "speed" not in args.skip:

@@ -120,9 +120,25 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .io.describe import describe, format_description
 
-    for path in args.files:
-        print(format_description(describe(path)))
+    paths = list(args.files)
+    if args.builtin_models or any(_is_model_file(p) for p in paths):
+        from .ml.describe import BUILTIN_MODELS, describe_model, format_model_description
+
+        if args.builtin_models:
+            paths += [str(path) for path in BUILTIN_MODELS.values()]
+    if not paths:
+        raise ConfigError("give a detector or model file, or --builtin-models")
+    for path in paths:
+        if _is_model_file(path):
+            print(format_model_description(describe_model(path)))
+        else:
+            print(format_description(describe(path)))
     return 0
+
+
+def _is_model_file(path: str) -> bool:
+    """A braggml model file, by its suffix (``braggml info`` describes those as models)."""
+    return Path(path).suffix.lower() == ".safetensors"
 
 
 # ---------------------------------------------------------------------------------------------- find
@@ -629,8 +645,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("info", help="show what a detector file holds", description="Show datasets, frames and masks.")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser(
+        "info",
+        help="show what a detector file or a model file holds",
+        description=(
+            "Show the datasets, frames, masks and geometry of detector files, and the kind, size, cut, training "
+            "and held-out scores of model files (.safetensors)."
+        ),
+    )
+    p.add_argument("files", nargs="*", metavar="FILE")
+    p.add_argument("--builtin-models", action="store_true",
+                   help="describe the models shipped with braggml (what --finder cnn|svm|unet uses without --model)")
     p.set_defaults(func=_cmd_info)
 
     _add_find_parser(sub)

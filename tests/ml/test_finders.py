@@ -198,3 +198,60 @@ def test_finder_on_an_empty_frame(models: dict[str, Path]) -> None:
     finder = CNNFinder(model_path=str(models["cnn"]), device="cpu")
     peaks = finder.find(np.zeros((64, 64), np.float32))
     assert len(peaks) == 0 and peaks.n_frames == 1
+
+
+def test_info_describes_trained_models(models: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    from braggml.cli import main
+    from braggml.ml.checkpoint import load_classifier
+    from braggml.ml.describe import describe_model
+
+    for kind, path in models.items():
+        info = describe_model(path)
+        metrics = json.loads(path.with_suffix(".metrics.json").read_text())
+        model = load_classifier(path, device="cpu")
+        assert info["kind"] == kind and info["builtin"] is None
+        assert info["threshold"] == pytest.approx(model.threshold)
+        assert info["patch_size_px"] == 15
+        assert info["candidates"]["finder"] == "peakfinder8"
+        assert info["n_training_files"] == 1
+        assert info["test"]["f1"] == pytest.approx(metrics["test"]["peaks"]["f1"])
+        if kind == "cnn":  # fitted numbers: every weight and bias, not the batch-norm statistics
+            assert info["parameters"] == sum(p.numel() for p in model.model.parameters())
+    assert main(["info", str(models["cnn"]), str(models["svm"])]) == 0
+    out = capsys.readouterr().out
+    assert "patch CNN classifier (--finder cnn)" in out and "patch SVM classifier (--finder svm)" in out
+    assert f"F1 {describe_model(models['svm'])['test']['f1']:.3f}" in out
+
+
+def test_info_describes_the_builtin_models(capsys: pytest.CaptureFixture) -> None:
+    from braggml.cli import main
+    from braggml.ml.checkpoint import read_metadata
+    from braggml.ml.describe import BUILTIN_MODELS, describe_model
+    from braggml.ml.unet import load_unet
+
+    assert main(["info", "--builtin-models"]) == 0
+    out = capsys.readouterr().out
+    for kind in ("cnn", "svm", "unet"):
+        assert f"yes: what --finder {kind} uses without --model" in out
+    unet = describe_model(BUILTIN_MODELS["unet"])
+    loaded = load_unet(BUILTIN_MODELS["unet"], device="cpu")
+    assert unet["builtin"] == "unet" and unet["threshold"] == pytest.approx(loaded.threshold)
+    assert unet["parameters"] == sum(p.numel() for p in loaded.model.parameters())
+    assert "jungfrau4m" in unet["trained_on"]
+    for kind in ("cnn", "svm"):  # the shipped record names its frames, not where they lay when it was trained
+        names = read_metadata(BUILTIN_MODELS[kind])["info"]["data"]
+        assert names and not any("/" in name for name in names)
+        assert describe_model(BUILTIN_MODELS[kind])["n_training_files"] == len(names)
+
+
+def test_info_rejects_bad_model_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from braggml.cli import main
+
+    assert main(["info", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors: model file not found" in capsys.readouterr().err
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    assert main(["info", str(junk)]) == 2
+    assert "junk.safetensors: not a braggml model file" in capsys.readouterr().err
+    assert main(["info"]) == 2
+    assert "give a detector or model file, or --builtin-models" in capsys.readouterr().err

@@ -8,5 +8,6 @@ imported until a submodule is used.
 - :mod:`braggml.ml.svm`: the scikit-learn pipeline, grid search, pickle-free ``load_model``;
 - :mod:`braggml.ml.finders`: the ``cnn`` and ``svm`` peak finders;
 - :mod:`braggml.ml.checkpoint`: the model file (safetensors arrays + JSON settings);
+- :mod:`braggml.ml.describe`: what a model file holds (``braggml info MODEL``);
 - :mod:`braggml.ml.cli_support`: ``braggml train``.
 """

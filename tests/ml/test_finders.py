@@ -124,7 +124,7 @@ def test_shipped_model_finds_the_spots_of_an_unseen_detector(kind: str) -> None:
     found, spots = np.column_stack([peaks.row, peaks.col]), np.column_stack([s["row"], s["col"]])
     strong = s["observable"] & (s["snr"] >= 10)
     _, ti = match_frame(found, spots[strong], 2.0)
-    assert strong.sum() > 100 and len(ti) >= 0.9 * strong.sum()  # cnn 167, svm 154 of 169
+    assert strong.sum() > 100 and len(ti) >= 0.88 * strong.sum()  # cnn 164, svm 152 of 169 (2-3 along a gap)
     fi, _ = match_frame(found, spots, 2.0)
     assert len(fi) >= 0.97 * len(peaks)  # few peaks where no reflection is
 
@@ -175,6 +175,39 @@ def test_peaks_on_a_powder_ring_are_dropped_and_spots_off_it_kept(kind: str) -> 
     _, ti = match_frame(np.column_stack([kept.row, kept.col]), np.array(spots), 1.0)
     assert len(ti) == len(spots)
     assert n_on_ring(make_finder(kind, reject_powder_rings=False).find(image, maps=maps)) >= 1  # 3 of 40 grains
+
+
+def test_peaks_along_a_panel_border_are_dropped_and_spots_inside_kept() -> None:
+    """A CSPAD-like sensor: the column along the border between two panels has wider pixels (2.5 times the
+    background) with pairs of bright pixels in it; the finders drop peaks whose core lies along the other panel,
+    as the classical finders do, and keep the spots inside the panels."""
+    rng = np.random.default_rng(5)
+    shape = (256, 256)
+    panel = np.zeros(shape, np.int32)
+    panel[:, 128:] = 1
+    maps = PixelMaps(panel_id=panel, radius_px=PixelMaps.fallback(shape).radius_px, mask=np.zeros(shape, bool),
+                     resolution_a=None)
+    rows, cols = np.indices(shape)
+    expected = np.full(shape, 4.0)
+    expected[:, 127] *= 2.5
+    border = [(float(r), 127.0) for r in range(16, 250, 24)]
+    spots = [(40.0, 40.0), (200.0, 60.0), (60.0, 200.0), (215.0, 215.0)]
+    for rc, c in spots:
+        expected += 300.0 * np.exp(-((rows - rc) ** 2 + (cols - c) ** 2) / (2 * 0.9**2))
+    for rc, c in border:  # two bright pixels, one above the other
+        expected[int(rc) : int(rc) + 2, int(c)] += 80.0
+    image = rng.poisson(expected).astype(np.int32)
+    for kind in ("cnn", "svm"):
+        kept = make_finder(kind).find(image, maps=maps)
+        _, ti = match_frame(np.column_stack([kept.row, kept.col]), np.array(spots), 1.0)
+        assert len(ti) == len(spots), kind
+        assert not (np.abs(kept.col - 127.5) < 2).any(), kind
+    every = make_finder("cnn", masked_peaks="keep")
+    assert every.candidates.config.masked_peaks == "keep"
+    kept = every.find(image, maps=maps)
+    assert (np.abs(kept.col - 127.5) < 2).sum() >= len(border) // 2
+    with pytest.raises(ConfigError, match="masked_peaks"):
+        CNNFinderConfig(masked_peaks="hide")
 
 
 def test_finder_configuration_errors(models: dict[str, Path]) -> None:

@@ -68,6 +68,10 @@ class _PatchFinderConfig:
         Candidates whose SNR (as the candidate finder measured it) is below this are not classified. A patch
         holds too few pixels to tell a faint spot from the pixel noise of a detector unlike those of the
         training frames (single noisy pixels pass for sharp spots); the SNR is measured on the whole frame.
+    masked_peaks : {"drop", "keep"}
+        ``"drop"``: candidates whose core lies along bad pixels, a panel gap or another panel are dropped
+        before classification, as the classical finders drop such peaks (their maximum may be hidden, or they
+        are artefacts of the panel's border, such as the wider pixels along a CSPAD sensor's middle).
     """
 
     model_path: str = ""
@@ -76,9 +80,11 @@ class _PatchFinderConfig:
     reject_powder_rings: bool = True
     ice_rings: str = "auto"
     min_snr: float = 3.0
+    masked_peaks: str = "drop"
 
     def __post_init__(self) -> None:
         check_choice("ice_rings", self.ice_rings, ("auto", "reject", "off"))
+        check_choice("masked_peaks", self.masked_peaks, ("drop", "keep"))
         check_non_negative("min_snr", self.min_snr)
         if not isinstance(self.model_path, str):
             raise ConfigError(f"model_path must be a path, got {self.model_path!r}")
@@ -94,7 +100,7 @@ class _PatchFinderConfig:
 class CNNFinderConfig(_PatchFinderConfig):
     """Parameters of :class:`CNNFinder`: those of both patch finders (``model_path``, empty for
     :data:`DEFAULT_CNN_PATH`; ``score_threshold``; ``batch_size``, patches per forward pass;
-    ``reject_powder_rings``; ``ice_rings``; ``min_snr``) and the device.
+    ``reject_powder_rings``; ``ice_rings``; ``min_snr``; ``masked_peaks``) and the device.
 
     Attributes
     ----------
@@ -116,7 +122,7 @@ class CNNFinderConfig(_PatchFinderConfig):
 class SVMFinderConfig(_PatchFinderConfig):
     """Parameters of :class:`SVMFinder`: those of both patch finders (``model_path``, empty for
     :data:`DEFAULT_SVM_PATH`; ``score_threshold``, on the calibrated score; ``batch_size``;
-    ``reject_powder_rings``; ``ice_rings``; ``min_snr``)."""
+    ``reject_powder_rings``; ``ice_rings``; ``min_snr``; ``masked_peaks``)."""
 
 
 class _ClassifierFinder(PeakFinder):
@@ -129,7 +135,8 @@ class _ClassifierFinder(PeakFinder):
         super().__init__(config, **params)
         self.model = self._load(self.config.model_path or str(self.default_model))
         chosen = self.model.candidate_config
-        rules = {"reject_powder_rings": bool(self.config.reject_powder_rings), "ice_rings": self.config.ice_rings}
+        rules = {"reject_powder_rings": bool(self.config.reject_powder_rings), "ice_rings": self.config.ice_rings,
+                 "masked_peaks": self.config.masked_peaks}
         known = {f.name for f in fields(finder_class(chosen.finder).config_class)}
         params = {**chosen.params, **{k: v for k, v in rules.items() if k in known}}
         self.candidates = candidate_finder(replace(chosen, params=params))

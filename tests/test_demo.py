@@ -17,11 +17,13 @@ def test_demo_tiny_run_writes_a_complete_report(tmp_path, capsys):
     argv.append("-q")
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    for finder in ("peakfinder8", "dispersion", "dispersion_extended", "threshold", "cnn", "svm", "unet"):
+    for finder in ("peakfinder8", "dispersion", "dispersion_extended", "threshold", "cnn", "svm", "cnn_builtin",
+                   "svm_builtin", "unet"):
         assert finder in printed
         assert (out / f"peaks_{finder}.h5").is_file()
     report = (out / "report.md").read_text()
-    assert "| peakfinder8 |" in report and "| cnn |" in report and "| unet |" in report
+    assert "| peakfinder8 |" in report and "| cnn |" in report and "| cnn_builtin |" in report
+    assert "| unet |" in report
     figures = json.loads((out / "report.json").read_text())
     pf8 = figures["finders"]["peakfinder8"]
     assert pf8["n_true"] > 0

@@ -618,8 +618,9 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
         help="simulate data, train the learned finders, compare every finder and write a report (no data needed)",
         description=(
             "The main job on built-in data: simulate a training and a test run with ground truth, train the CNN and "
-            "SVM patch classifiers, run the classical finders with default settings and the trained models on the "
-            "test frames, print a side-by-side table and write a Markdown report with pictures."
+            "SVM patch classifiers, run the classical finders with default settings, the trained models and the "
+            "models shipped with braggml (cnn_builtin, svm_builtin, unet) on the test frames, print a side-by-side "
+            "table and write a Markdown report with pictures."
         ),
         formatter_class=_HelpFormatter,
     )

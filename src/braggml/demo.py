@@ -1,8 +1,8 @@
 """``braggml demo``: the main job on built-in data, runnable right after installation.
 
 It simulates a small training run and a test run with ground truth, trains the CNN and the SVM patch classifiers
-on the training run, runs the classical finders (default settings) and the trained models on the test run,
-prints a side-by-side table and writes a report with pictures.
+on the training run, runs the classical finders (default settings), the trained models and the models shipped with
+braggml on the test run, prints a side-by-side table and writes a report with pictures.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def run_demo(
     echo=print,
 ) -> int:
     """Simulate a test run of ``n_frames`` frames of ``preset``, train the learned finders on a separate run of
-    ``n_train_frames`` frames, find the test run's peaks with every finder (and the U-Net shipped with braggml
-    when learned finders are run) and score them.
+    ``n_train_frames`` frames, find the test run's peaks with every finder (and, when learned finders are run,
+    with the models shipped with braggml: ``<kind>_builtin`` and ``unet``) and score them.
 
     Writes into ``out_dir``: ``frames.h5`` and ``train.h5`` (frames and truth), ``model_<kind>.safetensors``,
     ``peaks_<finder>.h5`` (CXI peak lists), ``report.md`` / ``report.json`` and PNG pictures. Returns the exit
@@ -105,8 +105,9 @@ def run_demo(
     found_all = {}
     runs = [(name, make_finder(name), "default settings") for name in finders]
     runs += [(kind, make_finder(kind, model_path=str(path)), f"model {path.name}") for kind, path in models.items()]
-    if learned:  # the whole-frame network ships trained (on other simulated frames): no training here
-        runs.append(("unet", make_finder("unet"), "shipped model"))
+    if learned:  # the models shipped with braggml, trained on other simulated frames: no training here
+        runs += [(f"{kind}_builtin", make_finder(kind), "built-in model") for kind in learned]
+        runs.append(("unet", make_finder("unet"), "built-in model"))
     for name, finder, what in runs:
         echo(f"finding peaks with {name} ({what})")
         peaks, summary = find_in_frames(
@@ -160,7 +161,12 @@ def run_demo(
             f"Test run: {n_frames} simulated frames of the `{preset}` preset (seed {seed}), {len(truth.peaks)} "
             f"true spots with expected SNR >= {DEMO_TRUTH_MIN_SNR:g}. Classical finders run with their default settings"
             + (f"; {', '.join(models)} trained on {n_train_frames} other frames (seed {seed + 1})" if models else "")
-            + ("; unet is the model shipped with braggml (trained on other simulated frames)" if learned else "")
+            + (
+                f"; unet and {', '.join(f'{k}_builtin' for k in learned)} use the models shipped with braggml "
+                "(trained on many more simulated frames of other seeds and detectors)"
+                if learned
+                else ""
+            )
             + ". A found peak is true when it lies within 2 px of a true spot (one-to-one matching)."
         ],
     )

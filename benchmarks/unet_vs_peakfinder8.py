@@ -38,7 +38,8 @@ hot pixels found in them (:mod:`braggml.classical.hotpixels`) are masked for eve
 too; ``--hot-pixels off`` scores each frame with the detector's mask alone.
 
 Run: ``python benchmarks/unet_vs_peakfinder8.py [--frames 4] [--grid-frames 8] [--model PATH] [--flips N]
-[--also flips4 backstop flips4+backstop] [--hot-pixels off] [--weaker-spots false] [--out results.json] [--pictures DIR] [--skip simulated speed real]``.
+[--also flips4 backstop flips4+backstop] [--hot-pixels off] [--weaker-spots false] [--out results.json]
+[--pictures DIR] [--skip simulated speed real]``.
 """
 
 from __future__ import annotations

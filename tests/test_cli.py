@@ -70,6 +70,23 @@ def test_find_writes_other_formats_and_hit_list(cxi_file: Path, tmp_path: Path, 
     assert lines == [f"{cxi_file} //0", f"{cxi_file} //1"]
 
 
+def test_find_reads_back_its_hit_list(cxi_file: Path, tmp_path: Path):
+    """The hits of one run (an event list) are the input of the next: only those frames, same peaks."""
+    first, hits = tmp_path / "all.h5", tmp_path / "hits.lst"
+    assert main(["find", str(cxi_file), "-o", str(first), "--min-peaks", "3", "--hits-out", str(hits), "-q"]) == 0
+    hits.write_text("\n".join(reversed(hits.read_text().splitlines())) + "\n")  # frames 1 then 0
+    second = tmp_path / "hits_only.h5"
+    assert main(["find", str(hits), "-o", str(second), "-q"]) == 0
+    every, chosen = read_peaks(first), read_peaks(second)
+    assert chosen.n_frames == 2 and [ref.index for ref in chosen.frames] == [1, 0]
+    for k, index in enumerate((1, 0)):
+        mine = np.column_stack([chosen.row[chosen.frame == k], chosen.col[chosen.frame == k]])
+        theirs = np.column_stack([every.row[every.frame == index], every.col[every.frame == index]])
+        np.testing.assert_allclose(np.sort(mine, axis=0), np.sort(theirs, axis=0))
+    (tmp_path / "bad.lst").write_text(f"{cxi_file} //7\n")
+    assert main(["find", str(tmp_path / "bad.lst"), "-o", str(tmp_path / "x.h5"), "-q"]) == 2
+
+
 def test_find_with_each_classical_finder(cxi_file: Path, tmp_path: Path):
     for name in ("threshold", "peakfinder8", "dispersion", "dispersion_extended"):
         out = tmp_path / f"{name}.csv"

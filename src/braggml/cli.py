@@ -78,7 +78,11 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="HDF5/CXI/NeXus, CBF, TIFF, .npy/.npz files or quoted globs; FILE::/dataset/path picks a dataset",
+        help=(
+            "HDF5/CXI/NeXus, CBF, TIFF, .npy/.npz files or quoted globs; FILE::/dataset/path picks a dataset; "
+            "a CrystFEL event list (.lst: 'file //N' or 'file' per line, as --hits-out writes) stands for the "
+            "frames it names"
+        ),
     )
     parser.add_argument("--dataset", metavar="PATH", help="dataset holding the frames in every HDF5 input")
     m = parser.add_argument_group("masks (bad pixels are never part of a peak)")

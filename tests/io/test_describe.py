@@ -143,3 +143,17 @@ def test_describe_bad_files(tmp_path: Path) -> None:
     (tmp_path / "x.h5").write_bytes(b"\0" * 100)
     with pytest.raises(DataFormatError, match=r"x\.h5: not an HDF5 file"):
         describe(tmp_path / "x.h5")
+
+
+def test_describe_event_list(tmp_path: Path) -> None:
+    master = _eiger(tmp_path)
+    np.save(tmp_path / "one.npy", np.zeros((32, 40), np.uint16))
+    listing = tmp_path / "hits.lst"
+    listing.write_text(f"{master} //5\n{master} //0\n{tmp_path / 'one.npy'}\n")
+    info = describe(listing)
+    assert info["format"] == "event list" and info["n_frames"] == 3 and info["files_named"] == 2
+    assert info["frame_shape"] == (32, 40)
+    text = format_description(info)
+    assert "(event list," in text and "files named:    2" in text
+    listing.write_text(f"{master} //6\n")
+    assert "there is no event //6" in describe(listing)["problem"]

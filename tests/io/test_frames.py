@@ -164,6 +164,47 @@ def test_inputs_order_kept_and_globs_sorted(tmp_path: Path) -> None:
     assert [Path(f).name for f in source.files] == ["b_1.npy", "b_2.npy", "a.npy"]
 
 
+def test_event_list_selects_frames_in_its_order(tmp_path: Path) -> None:
+    """A CrystFEL event list stands for the frames it names; each keeps its index within its file."""
+    stack = np.stack([np.full((16, 16), 10 * k, np.uint16) for k in range(6)])
+    write_cxi(tmp_path / "run.cxi", stack)
+    np.save(tmp_path / "single.npy", np.full((16, 16), 7, np.uint16))
+    (tmp_path / "sub").mkdir()
+    listing = tmp_path / "sub" / "hits.lst"
+    listing.write_text(f"# hits\n{tmp_path / 'run.cxi'} //4\n{tmp_path / 'run.cxi'} //1\n; comment\n\n"
+                       f"../single.npy\n{tmp_path / 'run.cxi'} //5/0\n")
+    source = open_frames(listing)
+    assert len(source) == 4
+    assert [source.frame(k).data[0, 0] for k in range(4)] == [40.0, 10.0, 7.0, 50.0]
+    assert [ref.index for ref in source.refs] == [4, 1, 0, 5]
+    assert [source.frame(k).index for k in range(4)] == [0, 1, 2, 3]
+    assert source.refs[2].file == str(tmp_path / "sub" / ".." / "single.npy")  # relative to the list
+    again = pickle.loads(pickle.dumps(source))  # workers receive the source pickled
+    assert [again.frame(k).data[0, 0] for k in range(4)] == [40.0, 10.0, 7.0, 50.0]
+    whole = tmp_path / "whole.lst"
+    whole.write_text(f"{tmp_path / 'run.cxi'}\n")  # a bare file name: all its frames
+    assert len(open_frames(whole)) == 6
+    mixed = open_frames([str(tmp_path / "run.cxi"), str(listing)])
+    assert len(mixed) == 10 and mixed.refs[6].index == 4
+
+
+def test_event_list_errors_name_the_list_and_line(tmp_path: Path) -> None:
+    write_cxi(tmp_path / "run.cxi", np.zeros((3, 16, 16), np.uint16))
+    run = tmp_path / "run.cxi"
+    cases = {
+        f"{run} //0\n{run} //3\n": (DataFormatError, r"bad\.lst:2: .*holds 3 frame\(s\), there is no event //3"),
+        f"{tmp_path / 'gone.h5'} //0\n": (InputNotFoundError, r"bad\.lst:1: .*gone\.h5: no such file"),
+        f"{run} //x\n": (DataFormatError, r"bad\.lst:1: cannot read event '//x'"),
+        "# nothing here\n": (DataFormatError, r"bad\.lst: the event list names no frames"),
+    }
+    for text, (error, message) in cases.items():
+        (tmp_path / "bad.lst").write_text(text)
+        with pytest.raises(error, match=message):
+            open_frames(tmp_path / "bad.lst")
+    with pytest.raises(InputNotFoundError, match=r"missing\.lst: no such event list"):
+        open_frames(tmp_path / "missing.lst")
+
+
 def test_cheetah_data_data(tmp_path: Path) -> None:
     frames = RNG.integers(0, 100, size=(2, 24, 30)).astype(np.int16)
     with h5py.File(tmp_path / "cheetah.h5", "w") as f:

@@ -77,6 +77,30 @@ def test_changed_settings_do_not_reuse_parts(run_files, tmp_path: Path):
     assert run_find(run, ExecutionConfig(chunk_frames=4), output=out, resume=False).resumed_frames == 0
 
 
+def test_an_edited_event_list_does_not_reuse_parts(run_files, tmp_path: Path):
+    """Parts of a run over an event list are reused only while the list is the one they were computed from."""
+    listing = tmp_path / "frames.lst"
+    listing.write_text("".join(f"{f} //{k}\n" for f in run_files for k in range(3)))
+    out = tmp_path / "peaks.h5"
+    run = PreparedRun(_job([listing]), warn_without_geometry=False)
+
+    def crash(result) -> None:
+        raise _Crash
+
+    with pytest.raises(_Crash):
+        run_find(run, ExecutionConfig(chunk_frames=2), output=out, on_chunk=crash)
+    assert run_find(run, ExecutionConfig(chunk_frames=2), output=out).resumed_frames == 2
+    out = tmp_path / "again.h5"
+    with pytest.raises(_Crash):
+        run_find(run, ExecutionConfig(chunk_frames=2), output=out, on_chunk=crash)
+    listing.write_text("".join(f"{f} //{k}\n" for f in run_files for k in (2, 1, 0)))
+    os.utime(listing, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a new mtime even on coarse clocks
+    edited = PreparedRun(_job([listing]), warn_without_geometry=False)
+    outcome = run_find(edited, ExecutionConfig(chunk_frames=2), output=out)
+    assert outcome.resumed_frames == 0
+    assert [ref.index for ref in outcome.peaks.frames[:3]] == [2, 1, 0]
+
+
 _SLOW_FIND = """
 import sys, time
 import braggml.pipeline as pipeline

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import DataFormatError, InputNotFoundError
 from . import cbf as _cbf
 from . import hdf5 as _hdf5
-from .frames import _npz_headers, _sniff, open_frames
+from .frames import _npz_headers, _sniff, is_event_list, open_frames
 from .masks import detector_kind_from_text, split_spec
 from .metadata import GeometryHint
 
@@ -50,7 +50,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputNotFoundError(f"{file}: no such file")
     if p.is_dir():
         raise DataFormatError(f"{file}: is a folder, not a file")
-    kind = _sniff(file)
+    kind = "event list" if is_event_list(file) else _sniff(file)
     info: dict[str, Any] = {
         "file": file,
         "format": kind,
@@ -99,6 +99,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
             elif first.n_frames and first.ref(0).dataset:
                 info["frame_dataset"] = first.ref(0).dataset
             info["n_frames"] = len(source)
+            if kind == "event list":
+                info["files_named"] = len(dict.fromkeys(source.files))
             info["frame_shape"] = source.shape
             info["dtype"] = str(source.dtype)
             info["detector"] = first.kind_text
@@ -171,6 +173,7 @@ def format_description(info: dict[str, Any]) -> str:
     rows = [
         ("frame dataset", frame_dataset),
         ("frames", info.get("n_frames")),
+        ("files named", info.get("files_named")),
         ("frame shape", info.get("frame_shape")),
         ("dtype", info.get("dtype")),
         ("masks", ", ".join(info.get("masks") or []) or None),

@@ -1,9 +1,9 @@
 """Detector frames from files: one lazy, random-access sequence over many files and formats.
 
-:func:`open_frames` takes paths, glob patterns, or ``FILE::/dataset`` specifications and returns a
-:class:`FrameSource`. Files are scanned when it is opened (frame counts and shapes, from headers only), and
-frames are read one at a time when asked for: an HDF5 stack is never read whole, ``.npy`` files are
-memory-mapped, and at most one file is held open at a time.
+:func:`open_frames` takes paths, glob patterns, ``FILE::/dataset`` specifications or CrystFEL event lists
+(``.lst``) and returns a :class:`FrameSource`. Files are scanned when it is opened (frame counts and shapes,
+from headers only), and frames are read one at a time when asked for: an HDF5 stack is never read whole,
+``.npy`` files are memory-mapped, and at most one file is held open at a time.
 
 Formats:
 
@@ -49,7 +49,15 @@ from .masks import (
 if TYPE_CHECKING:
     from .metadata import GeometryHint
 
-__all__ = ["Frame", "FrameSource", "open_frames", "open_frame_groups", "expand_inputs", "HDF5_SUFFIXES"]
+__all__ = [
+    "Frame",
+    "FrameSource",
+    "open_frames",
+    "open_frame_groups",
+    "expand_inputs",
+    "is_event_list",
+    "HDF5_SUFFIXES",
+]
 
 #: File name endings read as HDF5.
 HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5", ".hdf", ".he5", ".cxi", ".nxs", ".nx5", ".nexus", ".nx")
@@ -427,6 +435,32 @@ class _FabioFile(_FrameFile):
         return _cbf.read_fabio_frame(self.path, index), None
 
 
+class _SelectedFrames(_FrameFile):
+    """Some frames of one file, in a given order (the events of an event list); provenance stays the file's."""
+
+    def __init__(self, inner: _FrameFile, indices: Sequence[int]) -> None:
+        self._inner = inner
+        self._indices = np.asarray(indices, np.int64)
+        self.path = inner.path
+        self.n_frames = int(self._indices.size)
+        self.shape = inner.shape
+        self.dtype = inner.dtype
+        self.saturation = inner.saturation
+        self.kind_text = inner.kind_text
+
+    def ref(self, index: int) -> FrameRef:
+        return self._inner.ref(int(self._indices[index]))
+
+    def read(self, index: int) -> tuple[NDArray[Any], NDArray[np.bool_] | None]:
+        return self._inner.read(int(self._indices[index]))
+
+    def file_mask(self) -> NDArray[np.bool_] | None:
+        return self._inner.file_mask()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 def _sniff(path: str) -> str:
     """'hdf5', 'cbf', 'tiff', 'npy' or 'npz' from the name, else from the first bytes."""
     name = path.lower()
@@ -512,6 +546,80 @@ def expand_inputs(
             out.extend((m, chosen) for m in matches)
         else:
             out.append((file, chosen))
+    return out
+
+
+def is_event_list(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a CrystFEL event or file list (by its ``.lst`` suffix), as ``indexamajig -i``
+    and ``braggml find --hits-out`` write them."""
+    return os.fspath(path).lower().endswith(".lst")
+
+
+def _open_event_list(path: str, dataset: str | None) -> list[_FrameFile]:
+    """The frames an event list names, in its order: ``file`` (every frame of the file) or ``file //N`` (frame
+    N) per line, ``#`` and ``;`` starting comments. Consecutive events of one file are read as one selection.
+    A file name is taken as given, and when no such file exists, relative to the list's folder."""
+    from .peaklists import _event_index
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFoundError(f"{path}: no such event list")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path}: cannot read the event list ({exc})") from None
+    events: list[tuple[str, str | None, int | None, int]] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        name, index = line, None
+        if " //" in line:
+            name, event = line.rsplit(" //", 1)
+            index = _event_index(event)
+            if index is None:
+                raise DataFormatError(f"{path}:{lineno}: cannot read event {'//' + event.strip()!r}")
+        file, own = split_spec(name.strip())
+        if not os.path.exists(file) and not os.path.isabs(file) and (p.parent / file).exists():
+            file = str(p.parent / file)
+        events.append((file, own if own is not None else dataset, index, lineno))
+    if not events:
+        raise DataFormatError(f"{path}: the event list names no frames")
+    out: list[_FrameFile] = []
+    k = 0
+    while k < len(events):
+        file, ds, index, lineno = events[k]
+        try:
+            inner = _open_file(file, ds)
+        except (InputNotFoundError, DataFormatError) as exc:
+            raise type(exc)(f"{path}:{lineno}: {exc}") from None
+        if index is None:
+            out.append(inner)
+            k += 1
+            continue
+        chosen = []
+        while k < len(events) and events[k][:2] == (file, ds) and events[k][2] is not None:
+            _, _, index, lineno = events[k]
+            if index >= inner.n_frames:
+                raise DataFormatError(
+                    f"{path}:{lineno}: {file} holds {inner.n_frames} frame(s), there is no event //{index}"
+                )
+            chosen.append(index)
+            k += 1
+        out.append(_SelectedFrames(inner, chosen))
+    return out
+
+
+def _open_inputs(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], dataset: str | None
+) -> list[_FrameFile]:
+    """Every input opened: files whole, event lists (``.lst``) as the frames they name."""
+    out: list[_FrameFile] = []
+    for path, ds in expand_inputs(inputs, dataset=dataset):
+        if is_event_list(path):
+            out.extend(_open_event_list(path, ds))
+        else:
+            out.append(_open_file(path, ds))
     return out
 
 
@@ -732,7 +840,9 @@ def open_frames(
     ----------
     inputs : path, glob pattern, or a list of them
         Each may end in ``::/dataset/path`` (HDF5) or ``::name`` (``.npz``). Globs are sorted by name; the
-        order of the inputs is kept.
+        order of the inputs is kept. A CrystFEL event list (``.lst``: ``file`` or ``file //N`` per line, as
+        ``indexamajig -i`` reads and ``braggml find --hits-out`` writes) stands for the frames it names, in
+        its order; a frame keeps its index within its file.
     dataset : str, optional
         Dataset path for inputs that do not name one; found automatically when None.
     detector_kind : {'photon-counting', 'integrating', 'unknown'}, optional
@@ -768,8 +878,7 @@ def open_frames(
         raise ConfigError(f"detector_kind must be one of {', '.join(DETECTOR_KINDS)}; got {detector_kind!r}")
     if saturation is not None and not (np.isfinite(saturation) and saturation > 0):
         raise ConfigError(f"saturation must be a positive number; got {saturation!r}")
-    files = [_open_file(path, ds) for path, ds in expand_inputs(inputs, dataset=dataset)]
-    return FrameSource(files, detector_kind=detector_kind, saturation=saturation)
+    return FrameSource(_open_inputs(inputs, dataset), detector_kind=detector_kind, saturation=saturation)
 
 
 def open_frame_groups(
@@ -808,7 +917,6 @@ def open_frame_groups(
     [((32, 32), 4), ((48, 48), 2)]
     """
     by_shape: dict[tuple[int, int], list[_FrameFile]] = {}
-    for path, ds in expand_inputs(inputs, dataset=dataset):
-        f = _open_file(path, ds)
+    for f in _open_inputs(inputs, dataset):
         by_shape.setdefault(f.shape, []).append(f)
     return [FrameSource(files) for files in by_shape.values()]

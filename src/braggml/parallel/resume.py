@@ -44,14 +44,17 @@ def parts_folder(output: str | os.PathLike[str]) -> Path:
 
 
 def run_identity(job: Any, files: Sequence[str], frame_range: tuple[int, int], n_frames: int) -> str:
-    """Digest of what decides a run's results: the job, the input files (size, mtime) and the frame range.
+    """Digest of what decides a run's results: the job, the input files and event lists (size, mtime) and the
+    frame range.
 
     The braggml version is part of it: parts written by another version are not reused.
     """
     from .. import __version__
+    from ..io.frames import is_event_list
 
+    lists = [str(item) for item in getattr(job, "inputs", ()) if is_event_list(item) and os.path.isfile(item)]
     stats = []
-    for path in files:
+    for path in [*files, *lists]:
         try:
             st = os.stat(path)
             stats.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])

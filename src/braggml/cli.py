@@ -446,18 +446,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .evaluate.metrics import evaluate_peaks
-    from .evaluate.truth import load_truth
+    from .evaluate.truth import load_truth, truth_for
     from .io.atomic import atomic_output
     from .io.peaklists import read_peaks
 
     if not args.radius > 0:
         raise ConfigError(f"--radius must be > 0, got {args.radius}")
-    truth = load_truth(args.truth, min_snr=args.min_snr)
     found = read_peaks(args.peaks)
-    if found.n_frames != truth.peaks.n_frames:
-        raise ConfigError(
-            f"{args.peaks} has {found.n_frames} frames but the truth {args.truth} has {truth.peaks.n_frames}"
-        )
+    truth = truth_for(load_truth(args.truth, min_snr=args.min_snr), found, found_name=str(args.peaks))
     ev = evaluate_peaks(
         found,
         truth.peaks,

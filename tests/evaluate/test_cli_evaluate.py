@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from braggml.cli import main
+from braggml.errors import ConfigError
 from braggml.io.peaklists import write_peaks
 from braggml.peaks import FrameRef, PeakList
 from braggml.simulate import get_preset, simulate_to_file
@@ -101,3 +102,39 @@ def test_peaks_at_weaker_simulated_spots_are_not_scored(simulated: Path, tmp_pat
     scored = figures["n_found"] - figures["n_optional"]
     assert figures["precision"] == pytest.approx(figures["true_positives"] / scored)
     assert f"at weaker true peaks (not scored) {figures['n_optional']}" in capsys.readouterr().out
+
+
+def test_peaks_of_some_frames_are_scored_against_the_truth_of_those(simulated: Path, tmp_path: Path, capsys):
+    """Peaks found in an event list (frames 2 and 0 of the run) are paired with the truth of frames 2 and 0."""
+    from braggml.evaluate.metrics import evaluate_peaks
+    from braggml.evaluate.truth import load_truth, truth_for
+    from braggml.io.peaklists import read_peaks
+
+    listing = tmp_path / "some.lst"
+    listing.write_text(f"{simulated} //2\n{simulated} //0\n")
+    found_path, figures = tmp_path / "some.h5", tmp_path / "some.json"
+    assert main(["find", str(listing), "-o", str(found_path), "-q"]) == 0
+    argv = ["evaluate", "--truth", str(simulated), "--peaks", str(found_path), "--json", str(figures), "--min-snr", "3"]
+    assert main(argv) == 0
+    assert "(frames 2, 0)" in capsys.readouterr().out
+    whole = load_truth(simulated, min_snr=3.0)
+    found = read_peaks(found_path)
+    expected = evaluate_peaks(
+        found,
+        PeakList.concatenate([whole.peaks.for_frame(2), whole.peaks.for_frame(0)]),
+        optional=PeakList.concatenate([whole.optional.for_frame(2), whole.optional.for_frame(0)]),
+    )
+    scored = json.loads(figures.read_text())
+    assert scored["n_true"] == expected.n_true and scored["f1"] == pytest.approx(expected.f1)
+    assert expected.recall > 0.5  # the pairing is right: the wrong frames' truth would hardly match
+    chosen = truth_for(whole, found)
+    assert chosen.is_hit.tolist() == [whole.is_hit[2], whole.is_hit[0]]
+    assert len(chosen.resolution_a) == len(chosen.peaks)
+    np.testing.assert_array_equal(chosen.resolution_a[: (whole.peaks.frame == 2).sum()],
+                                  whole.resolution_a[whole.peaks.frame == 2])
+    stranger = found.with_frames([FrameRef("other.h5", "/data", 0), FrameRef("other.h5", "/data", 1)])
+    with pytest.raises(ConfigError, match=r"frame other\.h5::/data //0 is not among the frames of the truth"):
+        truth_for(whole, stranger)
+    bare = PeakList.from_columns(n_frames=2, frame=[0], row=[1.0], col=[1.0])
+    with pytest.raises(ConfigError, match="has 2 frames but the truth"):
+        truth_for(whole, bare)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import DataFormatError
-from ..peaks import PeakList
+from ..errors import ConfigError, DataFormatError
+from ..peaks import FrameRef, PeakList
 
-__all__ = ["Truth", "load_truth"]
+__all__ = ["Truth", "load_truth", "truth_for"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,3 +73,46 @@ def load_truth(path: str | Path, *, min_snr: float | None = None) -> Truth:
         return Truth(sim.peaks, resolution[order], sim.hit, f"simulation truth in {path}", optional)
     peaks = read_peaks(path)
     return Truth(peaks, None, None, f"peak list {path}")
+
+
+def _frame_key(ref: FrameRef) -> tuple[str, int]:
+    return Path(ref.file).name, int(ref.index)
+
+
+def truth_for(truth: Truth, found: PeakList, *, found_name: str = "the peak list") -> Truth:
+    """The truth of the frames of ``found``, in its order.
+
+    A peak list of some frames of a run (found in an event list, for example) is scored against the truth of
+    those frames: each frame is looked up by its file name and index when both lists record where their frames
+    came from. Lists of the same length without that record are taken frame by frame.
+
+    Raises
+    ------
+    ConfigError
+        When the frames cannot be paired: different lengths without frame records, or a frame of ``found``
+        the truth does not hold.
+    """
+    n_truth = truth.peaks.n_frames
+    if found.frames is None or truth.peaks.frames is None:
+        if found.n_frames != n_truth:
+            raise ConfigError(f"{found_name} has {found.n_frames} frames but the truth {truth.source} has {n_truth}")
+        return truth
+    where = {_frame_key(ref): k for k, ref in enumerate(truth.peaks.frames)}
+    positions = []
+    for ref in found.frames:
+        k = where.get(_frame_key(ref))
+        if k is None:
+            raise ConfigError(f"{found_name}: frame {ref} is not among the frames of the truth ({truth.source})")
+        positions.append(k)
+    if positions == list(range(n_truth)):
+        return truth
+    rows = np.concatenate([np.flatnonzero(truth.peaks.frame == k) for k in positions])
+    shown = ", ".join(str(ref.index) for ref in found.frames[:3]) + (" ..." if len(positions) > 3 else "")
+    optional = truth.optional
+    return Truth(
+        peaks=PeakList.concatenate([truth.peaks.for_frame(k) for k in positions]),
+        resolution_a=None if truth.resolution_a is None else truth.resolution_a[rows],
+        is_hit=None if truth.is_hit is None else truth.is_hit[positions],
+        source=f"{truth.source} (frames {shown})",
+        optional=None if optional is None else PeakList.concatenate([optional.for_frame(k) for k in positions]),
+    )

@@ -32,6 +32,7 @@ __all__ = [
     "save_arrays",
     "read_arrays",
     "read_metadata",
+    "read_shapes",
     "versions",
     "json_clean",
     "require",
@@ -138,6 +139,21 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     return _metadata(_open(path), path)
+
+
+def read_shapes(path: str | os.PathLike[str]) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
+    """The shapes of a model file's arrays and its settings, without reading the arrays.
+
+    Raises
+    ------
+    InputNotFoundError, DataFormatError
+        As :func:`read_metadata`.
+    """
+    path = Path(path)
+    handle = _open(path)
+    meta = _metadata(handle, path)
+    shapes = {name: tuple(int(n) for n in handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    return shapes, meta
 
 
 def read_arrays(

@@ -6,11 +6,12 @@ loaded.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import _metadata, _open
+from .checkpoint import read_shapes
 from .finders import DEFAULT_CNN_PATH, DEFAULT_SVM_PATH
 from .unet import DEFAULT_MODEL_PATH
 
@@ -43,22 +44,12 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises
     ------
-    InputNotFoundError
-        The file does not exist.
-    DataFormatError
-        The file is not a braggml model file.
+    InputNotFoundError, DataFormatError
+        A missing file, or one that is not a braggml model file.
     """
     p = Path(os.fspath(path))
-    handle = _open(p)
-    meta = _metadata(handle, p)
-    n_params = 0
-    for name in handle.keys():  # noqa: SIM118 - safetensors handles are not mappings
-        if name.endswith(_NOT_PARAMETERS):
-            continue
-        count = 1
-        for dim in handle.get_slice(name).get_shape():
-            count *= int(dim)
-        n_params += count
+    shapes, meta = read_shapes(p)
+    n_params = sum(math.prod(shape) for name, shape in shapes.items() if not name.endswith(_NOT_PARAMETERS))
     info = meta.get("info") or {}
     kind = meta.get("kind")
     builtin = next((k for k, b in BUILTIN_MODELS.items() if b.exists() and b.resolve() == p.resolve()), None)

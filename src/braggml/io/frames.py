@@ -559,29 +559,16 @@ def _open_event_list(path: str, dataset: str | None) -> list[_FrameFile]:
     """The frames an event list names, in its order: ``file`` (every frame of the file) or ``file //N`` (frame
     N) per line, ``#`` and ``;`` starting comments. Consecutive events of one file are read as one selection.
     A file name is taken as given, and when no such file exists, relative to the list's folder."""
-    from .peaklists import _event_index
+    from .peaklists import parse_event_list
 
-    p = Path(path)
-    if not p.is_file():
+    if not Path(path).is_file():
         raise InputNotFoundError(f"{path}: no such event list")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: cannot read the event list ({exc})") from None
+    folder = Path(path).parent
     events: list[tuple[str, str | None, int | None, int]] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        name, index = line, None
-        if " //" in line:
-            name, event = line.rsplit(" //", 1)
-            index = _event_index(event)
-            if index is None:
-                raise DataFormatError(f"{path}:{lineno}: cannot read event {'//' + event.strip()!r}")
-        file, own = split_spec(name.strip())
-        if not os.path.exists(file) and not os.path.isabs(file) and (p.parent / file).exists():
-            file = str(p.parent / file)
+    for lineno, name, index in parse_event_list(path):
+        file, own = split_spec(name)
+        if not os.path.exists(file) and not os.path.isabs(file) and (folder / file).exists():
+            file = str(folder / file)
         events.append((file, own if own is not None else dataset, index, lineno))
     if not events:
         raise DataFormatError(f"{path}: the event list names no frames")

@@ -49,6 +49,7 @@ __all__ = [
     "read_peaks",
     "write_event_list",
     "read_event_list",
+    "parse_event_list",
 ]
 
 PeakFormat = Literal["cxi", "stream", "csv"]
@@ -238,16 +239,26 @@ def write_event_list(refs: Iterable[FrameRef], path: str | os.PathLike[str]) -> 
     return out
 
 
-def read_event_list(path: str | os.PathLike[str]) -> list[FrameRef]:
-    """Read a CrystFEL event or file list: ``file`` or ``file //index`` per line (``#``/``;`` comments).
+def parse_event_list(path: str | os.PathLike[str]) -> list[tuple[int, str, int | None]]:
+    """The entries of a CrystFEL event or file list: ``(line number, file, index)`` for each ``file //index``
+    line, with index None for a bare ``file`` line (every frame of the file); ``#`` and ``;`` start comments.
 
-    The dataset path is not part of an event list and is left empty.
+    Raises
+    ------
+    InputNotFoundError
+        The list does not exist.
+    DataFormatError
+        It cannot be read, or a line holds an event that is not a frame index.
     """
     p = Path(os.fspath(path))
     if not p.is_file():
         raise InputNotFoundError(f"event list {str(p)!r} does not exist")
-    refs: list[FrameRef] = []
-    for lineno, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{p}: cannot read the event list ({exc})") from None
+    entries: list[tuple[int, str, int | None]] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
@@ -255,11 +266,20 @@ def read_event_list(path: str | os.PathLike[str]) -> list[FrameRef]:
             name, event = line.rsplit(" //", 1)
             index = _event_index(event)
             if index is None:
-                raise DataFormatError(f"{p}:{lineno}: cannot read event {'//' + event!r}")
-            refs.append(FrameRef(name.strip(), "", index))
+                raise DataFormatError(f"{p}:{lineno}: cannot read event {'//' + event.strip()!r}")
+            entries.append((lineno, name.strip(), index))
         else:
-            refs.append(FrameRef(line, "", 0))
-    return refs
+            entries.append((lineno, line, None))
+    return entries
+
+
+def read_event_list(path: str | os.PathLike[str]) -> list[FrameRef]:
+    """Read a CrystFEL event or file list: ``file`` or ``file //index`` per line (``#``/``;`` comments); a bare
+    file is read as its frame 0.
+
+    The dataset path is not part of an event list and is left empty.
+    """
+    return [FrameRef(name, "", 0 if index is None else index) for _, name, index in parse_event_list(path)]
 
 
 # -- CXI -------------------------------------------------------------------------------------------------------

@@ -650,11 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
         "info",
         help="show what a detector file or a model file holds",
         description=(
-            "Show the datasets, frames, masks and geometry of detector files, and the kind, size, cut, training "
-            "and held-out scores of model files (.safetensors)."
+            "Show the datasets, frames, masks and geometry of detector files (and of the frames an event list "
+            "names), and the kind, size, cut, training and held-out scores of model files (.safetensors)."
         ),
     )
-    p.add_argument("files", nargs="*", metavar="FILE")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="detector file (FILE::/dataset picks a dataset), event list (.lst) or model (.safetensors)")
     p.add_argument("--builtin-models", action="store_true",
                    help="describe the models shipped with braggml (what --finder cnn|svm|unet uses without --model)")
     p.set_defaults(func=_cmd_info)

@@ -93,7 +93,8 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for kind in args.models:
         out = args.out_dir / f"{kind}_default.safetensors"
-        extra = ["--epochs", str(args.epochs)] if kind == "cnn" else ["--max-train-patches", str(args.svm_patches)]
+        extra = (["--epochs", str(args.epochs)] if kind == "cnn"
+                 else ["--max-train-patches", str(args.svm_patches), "--min-candidate-snr", "3"])
         t0 = time.perf_counter()
         status = braggml_main(["train", "--model", kind, *files, "-o", str(out), "--min-truth-snr", "3",
                                "--seed", "0", "--plots", str(args.data / f"{kind}_plots"), "--progress", *extra])

@@ -84,6 +84,22 @@ def test_train_rejects_bad_options(tmp_path: Path, sim_file: Path) -> None:
         run_train(parser.parse_args([str(sim_file), "--model", "svm", "-o", str(tmp_path / "no" / "m.st")]))
 
 
+def test_train_on_the_candidates_the_finder_classifies(tmp_path: Path, sim_file: Path) -> None:
+    """--min-candidate-snr leaves the faint candidates (which the finders do not classify) out of training."""
+    from braggml.ml.checkpoint import load_classifier
+
+    quick = ("--cv-folds", "2", "--c-values", "0.01", "--rbf-max-samples", "0", "--no-plots")
+    (tmp_path / "every").mkdir()
+    rc_every, every = _train(tmp_path / "every", sim_file, "svm", *quick)
+    rc_floor, floor = _train(tmp_path, sim_file, "svm", *quick, "--min-candidate-snr", "3")
+    assert rc_every == 0 and rc_floor == 0
+    a, b = load_classifier(every).info, load_classifier(floor).info
+    assert a["min_candidate_snr"] == 0 and b["min_candidate_snr"] == 3
+    assert 0 < b["n_train_patches"] < a["n_train_patches"]
+    with pytest.raises(ConfigError, match="--min-candidate-snr must be >= 0"):
+        _train(tmp_path, sim_file, "svm", "--min-candidate-snr", "-1")
+
+
 @pytest.mark.parametrize("kind", ["cnn", "svm"])
 def test_finder_finds_strong_spots_on_a_new_frame(models: dict[str, Path], kind: str) -> None:
     sim = Simulator(get_preset("test"), seed=SEED)
@@ -275,6 +291,7 @@ def test_info_describes_the_builtin_models(capsys: pytest.CaptureFixture) -> Non
         names = read_metadata(BUILTIN_MODELS[kind])["info"]["data"]
         assert names and not any("/" in name for name in names)
         assert describe_model(BUILTIN_MODELS[kind])["n_training_files"] == len(names)
+    assert describe_model(BUILTIN_MODELS["svm"])["min_candidate_snr"] == 3  # what the finder classifies
 
 
 def test_info_rejects_bad_model_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

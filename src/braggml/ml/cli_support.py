@@ -54,6 +54,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--radius-px", type=float, default=2.0, help="largest candidate-to-truth distance of a peak")
     g.add_argument("--min-truth-snr", type=float, metavar="SNR",
                    help="true peaks below this SNR neither count as peaks nor as misses")
+    g.add_argument("--min-candidate-snr", type=float, default=0.0, metavar="SNR",
+                   help="train and score on the candidates of at least this SNR only (as the candidate finder "
+                        "measures it); the cnn and svm finders classify those of --min-snr or more (3 by default)")
     c = parser.add_argument_group("CNN and U-Net training")
     c.add_argument("--channels", type=int, nargs="+", metavar="C",
                    help="feature channels of each convolution stage (U-Net: of each level)")
@@ -170,6 +173,8 @@ def _run_train(args: argparse.Namespace, *, is_main: bool) -> int:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    if not args.min_candidate_snr >= 0:
+        raise ConfigError(f"--min-candidate-snr must be >= 0, got {args.min_candidate_snr}")
 
     default_candidates = CandidateConfig()
     finder_name = args.candidate_finder or default_candidates.finder
@@ -196,6 +201,10 @@ def _run_train(args: argparse.Namespace, *, is_main: bool) -> int:
         max_frames=args.max_frames,
         progress=progress,
     )
+    if args.min_candidate_snr > 0:
+        faint = ps.snr < args.min_candidate_snr
+        ps = ps.take(~faint)
+        echo(f"left out {int(faint.sum())} candidates under SNR {args.min_candidate_snr:g} (--min-candidate-snr)")
     echo(f"{ps.n_frames} labelled frames, {len(ps)} candidates: {ps.n_positive} peaks, {ps.n_negative} not peaks, "
          f"{len(ps) - ps.n_positive - ps.n_negative} ignored")
     split = split_by_frame(ps.groups(args.split_by), tuple(args.split), seed=args.seed)  # type: ignore[arg-type]
@@ -276,6 +285,7 @@ def _run_train(args: argparse.Namespace, *, is_main: bool) -> int:
             "labels": str(args.labels) if args.labels else "simulation truth",
             "radius_px": args.radius_px,
             "min_truth_snr": args.min_truth_snr,
+            "min_candidate_snr": args.min_candidate_snr,
             "split": {"by": args.split_by, "fractions": list(args.split), "seed": args.seed,
                       "train": split.train_groups.tolist(), "val": split.val_groups.tolist(),
                       "test": split.test_groups.tolist()},

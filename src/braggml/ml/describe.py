@@ -38,7 +38,8 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
         ``file``, ``size_bytes``, ``kind``, ``builtin`` (the finder it is the shipped model of, or None),
         ``created``, ``versions``, ``parameters`` (fitted numbers, without batch-norm statistics),
         ``threshold`` and, for a U-Net, ``flips`` and ``cuts`` (by number of flipped copies); for a patch
-        classifier ``patch_size_px`` and ``candidates`` (finder and parameters); ``trained_on``,
+        classifier ``patch_size_px``, ``candidates`` (finder and parameters) and ``min_candidate_snr`` (the
+        fainter candidates were left out of training); ``trained_on``,
         ``n_training_files``, ``validation_f1`` and ``test`` (held-out peak precision, recall and F1), each
         None when the file does not record it.
 
@@ -77,6 +78,7 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
         half = patch.get("half_size")
         out["patch_size_px"] = 2 * int(half) + 1 if isinstance(half, int) else None
         out["candidates"] = meta.get("candidates")
+        out["min_candidate_snr"] = info.get("min_candidate_snr")
     return out
 
 
@@ -100,10 +102,12 @@ def format_model_description(info: dict[str, Any]) -> str:
         ]
     else:
         cand = info.get("candidates") or {}
+        floor = info.get("min_candidate_snr")
         params = ", ".join(f"{k}={v}" for k, v in sorted((cand.get("params") or {}).items()))
         rows += [
             ("patch", f"{info['patch_size_px']} x {info['patch_size_px']} px" if info.get("patch_size_px") else None),
             ("candidates", f"{cand.get('finder')} ({params})" if cand else None),
+            ("trained on SNR", f">= {floor:g} (fainter candidates left out)" if floor else None),
             ("score cut", f"{threshold:.3f}" if threshold is not None else None),
         ]
     test = info.get("test")

@@ -50,9 +50,10 @@ def run_identity(job: Any, files: Sequence[str], frame_range: tuple[int, int], n
     The braggml version is part of it: parts written by another version are not reused.
     """
     from .. import __version__
-    from ..io.frames import is_event_list
+    from ..io.frames import expand_inputs, is_event_list
 
-    lists = [str(item) for item in getattr(job, "inputs", ()) if is_event_list(item) and os.path.isfile(item)]
+    inputs = tuple(getattr(job, "inputs", ()))
+    lists = [path for path, _ in expand_inputs(inputs) if is_event_list(path)] if inputs else []
     stats = []
     for path in [*files, *lists]:
         try:

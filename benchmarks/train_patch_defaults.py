@@ -87,13 +87,16 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["cnn", "svm"], choices=["cnn", "svm"])
     ap.add_argument("--epochs", type=int, default=20, help="most CNN epochs")
     ap.add_argument("--svm-patches", type=int, default=150_000, help="training patches the SVM keeps (drawn at random)")
+    ap.add_argument("--cnn-min-candidate-snr", type=float, default=0.0,
+                    help="train the CNN only on candidates at least this bright (the SVM always uses 3)")
     args = ap.parse_args()
 
     files = [str(p) for p in simulate_training_frames(args.data, args.frames, args.draws)]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for kind in args.models:
         out = args.out_dir / f"{kind}_default.safetensors"
-        extra = (["--epochs", str(args.epochs)] if kind == "cnn"
+        extra = (["--epochs", str(args.epochs), "--min-candidate-snr", str(args.cnn_min_candidate_snr)]
+                 if kind == "cnn"
                  else ["--max-train-patches", str(args.svm_patches), "--min-candidate-snr", "3"])
         t0 = time.perf_counter()
         status = braggml_main(["train", "--model", kind, *files, "-o", str(out), "--min-truth-snr", "3",

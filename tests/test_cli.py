@@ -212,3 +212,22 @@ def test_subprocess_python_m_braggml(cxi_file: Path, tmp_path: Path):
     )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "absent.cxi" in bad.stderr
+
+
+def test_library_chatter_hidden_unless_verbose(real_data: Path, tmp_path: Path):
+    # fabio warns about a private TIFF tag of this file on every read; that is not the user's concern
+    tif = real_data / "pilatus_misc" / "Fe3O4C_M1_map_1_P1_E1_001.tif"
+    out = tmp_path / "peaks.csv"
+    geometry = ["--beam-center", "521", "490"]
+    quiet = subprocess.run(
+        [sys.executable, "-m", "braggml", "find", str(tif), *geometry, "-o", str(out), "-q"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    loud = subprocess.run(
+        [sys.executable, "-m", "braggml", "-v", "find", str(tif), *geometry, "-o", str(out), "-q"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert loud.returncode == 0, loud.stderr
+    assert "braggml: WARNING: [fabio.TiffIO] Data at tag id" in loud.stderr

@@ -672,13 +672,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# libraries whose warnings are about the files' own quirks (fabio: "Data at tag id '65000' is smaller than
+# expected" for every private TIFF tag it cannot size), shown with -v only
+_CHATTY_LOGGERS = ("fabio",)
+
+
+class _LogFormatter(logging.Formatter):
+    """``braggml: LEVEL: message``, with the logger's name for messages other libraries log (Python
+    warnings name their source file already)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.name in ("braggml", "py.warnings") or record.name.startswith("braggml."):
+            return f"braggml: {record.levelname}: {text}"
+        return f"braggml: {record.levelname}: [{record.name}] {text}"
+
+
+def _configure_logging(verbose: int) -> None:
+    """Log to stderr at WARNING, INFO (-v) or DEBUG (-vv); Python warnings are logged too."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(message)s"))
+    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), handlers=[handler])
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.ERROR)
+    logging.captureWarnings(True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="braggml: %(levelname)s: %(message)s")
-    logging.captureWarnings(True)
+    _configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except BraggMLError as exc:

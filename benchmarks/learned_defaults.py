@@ -13,10 +13,12 @@ Real frames (``../shared/data/real``, maps from ``benchmarks/classical_data.py``
 share of peakfinder8's strong peaks (SNR >= 10) each finder also finds within 2 px, and the hit calls on the
 thaumatin grid scan (hit: at least ``--min-peaks`` peaks).
 
-``--finders unet+cnn`` adds the U-Net with the patch CNN as its backstop (``backstop="cnn"``).
+``--finders unet+cnn`` adds the U-Net with the patch CNN as its backstop (``backstop="cnn"``). ``--model
+cnn=new.safetensors`` adds a column ``cnn:new`` with that model and the finder's default settings, to weigh a
+retrained model against the shipped one in the same run.
 
 Run: ``python benchmarks/learned_defaults.py [--frames 8] [--first-frame 0] [--finders cnn svm unet unet+cnn]
-[--skip simulated real] [--out results.json]``.
+[--model FINDER=PATH ...] [--skip simulated real] [--out results.json]``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ VARIANTS = {"unet+cnn": ("unet", {"backstop": "cnn"})}
 def finder(name: str):
     base, params = VARIANTS.get(name, (name, {}))
     return make_finder(base, **params)
+
+
+def add_model_variants(specs: list[str]) -> list[str]:
+    """Register ``FINDER=PATH`` as the finder ``FINDER:stem`` with that model; returns the new names."""
+    names = []
+    for spec in specs:
+        base, sep, path = spec.partition("=")
+        if not sep or base not in LEARNED or not Path(path).is_file():
+            raise SystemExit(f"--model wants FINDER=PATH with FINDER one of {LEARNED} and an existing file: {spec!r}")
+        name = f"{base}:{Path(path).stem}"
+        VARIANTS[name] = (base, {"model_path": path})
+        names.append(name)
+    return names
 
 
 def simulated(names: list[str], n_frames: int, first: int = 0) -> dict:
@@ -110,13 +125,15 @@ def main() -> None:
     ap.add_argument("--first-frame", type=int, default=0, help="first scored frame of each simulated row")
     ap.add_argument("--finders", nargs="+", default=list(LEARNED), choices=[*LEARNED, *VARIANTS],
                     help="learned finders to score (unet+cnn: the U-Net with the CNN backstop)")
+    ap.add_argument("--model", nargs="+", default=[], metavar="FINDER=PATH",
+                    help="also score FINDER with this model file (column FINDER:stem)")
     ap.add_argument("--min-peaks", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--skip", nargs="*", default=[], choices=["simulated", "real"])
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    names = [*REFERENCES, *args.finders]
+    names = [*REFERENCES, *args.finders, *add_model_variants(args.model)]
     results: dict = {"finders": names}
     if "simulated" not in args.skip:
         results["simulated"] = simulated(names, args.frames, args.first_frame)

@@ -642,7 +642,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find Bragg peaks in X-ray crystallography detector frames (classical and learned finders).",
     )
     parser.add_argument("--version", action="version", version=f"braggml {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="more log output: info, and warnings of the libraries that read the files (-vv for debug)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

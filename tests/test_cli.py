@@ -214,6 +214,20 @@ def test_subprocess_python_m_braggml(cxi_file: Path, tmp_path: Path):
     assert "Traceback" not in bad.stderr and "absent.cxi" in bad.stderr
 
 
+def test_first_compile_is_announced(cxi_file: Path, tmp_path: Path, capsys, monkeypatch):
+    import braggml.classical.jit
+
+    notice = "braggml find: compiling the finders' kernels for this machine"
+    monkeypatch.setattr(braggml.classical.jit, "kernels_cached", lambda: False)
+    assert main(["find", str(cxi_file), "-o", str(tmp_path / "a.h5")]) == 0
+    assert notice in capsys.readouterr().err
+    assert main(["find", str(cxi_file), "-o", str(tmp_path / "b.h5"), "-q"]) == 0
+    assert capsys.readouterr().err == ""  # --quiet: errors only
+    monkeypatch.setattr(braggml.classical.jit, "kernels_cached", lambda: True)
+    assert main(["find", str(cxi_file), "-o", str(tmp_path / "c.h5")]) == 0
+    assert "compiling" not in capsys.readouterr().err
+
+
 def test_library_chatter_hidden_unless_verbose(real_data: Path, tmp_path: Path):
     # fabio warns about a private TIFF tag of this file on every read; that is not the user's concern
     tif = real_data / "pilatus_misc" / "Fe3O4C_M1_map_1_P1_E1_001.tif"

@@ -272,6 +272,8 @@ def _cmd_find(args: argparse.Namespace) -> int:
             )
     job = _find_job(args)
     execution_from_args(args)  # reject bad parallel options before any file is opened
+    if not args.quiet:
+        _notice_first_compile(args.command)
     run, file_failures = prepare_run(job)  # damaged files among several are left out and reported
     log.info("finder %s: %s", job.finder, config_to_dict(run.finder.config))
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
@@ -600,6 +602,8 @@ def _add_show_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    if not args.quiet:
+        _notice_first_compile(args.command)
     return run_demo(
         out_dir=Path(args.out),
         n_frames=args.frames,
@@ -673,6 +677,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_show_parser(sub)
     _add_demo_parser(sub)
     return parser
+
+
+def _notice_first_compile(command: str) -> None:
+    """Say so before the finders' kernels are compiled (first run after an install or upgrade), a wait of tens
+    of seconds that would otherwise look like a hang."""
+    from .classical.jit import kernels_cached
+
+    if not kernels_cached():
+        print(
+            f"braggml {command}: compiling the finders' kernels for this machine (first run of this braggml "
+            "version here, about half a minute; later runs reuse them)",
+            file=sys.stderr,
+        )
 
 
 # libraries whose warnings are about the files' own quirks (fabio: "Data at tag id '65000' is smaller than

@@ -430,6 +430,10 @@ class DetectorGeometry:
         Detector-wide bad-pixel mask (True = bad) added to :meth:`pixel_maps`.
     source : str or None
         File the geometry was read from.
+    module_rows : int or None
+        Rows of one module when the frames are stored module by module, (N, modules, ss, fs), as at the
+        European XFEL: the panels' rows are then those of the modules stacked along the rows
+        (``module · module_rows + ss``), as :mod:`braggml.io.frames` reads such data. None for 2-D frames.
 
     Examples
     --------
@@ -446,6 +450,7 @@ class DetectorGeometry:
     bandwidth: float | None = None
     mask: NDArray[np.bool_] | None = None
     source: str | None = field(default=None)
+    module_rows: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "panels", tuple(self.panels))
@@ -459,6 +464,8 @@ class DetectorGeometry:
         for region in self.bad_regions:
             if region.panel is not None and region.panel not in names:
                 raise ConfigError(f"bad region {region.name!r} names unknown panel {region.panel!r}")
+        if self.module_rows is not None and not (int(self.module_rows) == self.module_rows and self.module_rows > 0):
+            raise ConfigError(f"module_rows must be a positive integer, got {self.module_rows!r}")
         if self.wavelength_a is not None and not (math.isfinite(self.wavelength_a) and self.wavelength_a > 0):
             raise ConfigError(f"wavelength_a must be > 0, got {self.wavelength_a!r}")
         if self.mask is not None:
@@ -574,6 +581,11 @@ class DetectorGeometry:
             raise ConfigError(f"pixel_maps shape must be (H, W), got {shape!r}") from exc
         if height <= 0 or width <= 0:
             raise ConfigError(f"pixel_maps shape must be positive, got {shape!r}")
+        if self.module_rows is not None and height % self.module_rows:
+            raise ConfigError(
+                f"geometry modules are {self.module_rows} rows high, but frames of shape {(height, width)} are not "
+                "a whole number of modules" + (f" (geometry {self.source})" if self.source else "")
+            )
         for p in self.panels:
             if p.max_ss >= height or p.max_fs >= width:
                 raise ConfigError(

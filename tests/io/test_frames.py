@@ -486,8 +486,8 @@ def test_no_image_like_dataset(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (np.ones(300, np.float32), r"is 1-D; frames must be 2-D \(H, W\) or 3-D \(N, H, W\)"),
-        (np.ones((2, 2, 16, 16), np.float32), r"is 4-D; frames must be"),
+        (np.ones(300, np.float32), r"is 1-D; frames must be 2-D \(H, W\), 3-D \(N, H, W\) or 4-D \(N, modules, H, W\)"),
+        (np.ones((2, 2, 2, 16, 16), np.float32), r"is 5-D; frames must be"),
         (np.ones((16, 16), np.complex64), "unsupported dtype complex64"),
         (np.ones((16, 16), bool), "boolean array .* looks like a mask"),
         (np.array([b"abc"] * 4), "unsupported dtype"),

@@ -184,7 +184,7 @@ def test_load_mask_bad_input(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError, match=r"two\.h5: no dataset '/c'"):
         load_mask(f"{tmp_path / 'two.h5'}::/c", shape=(20, 24))
     np.save(tmp_path / "three.npy", np.zeros((2, 20, 24)))
-    with pytest.raises(DataFormatError, match=r"three\.npy: mask has shape \(2, 20, 24\); a 2-D"):
+    with pytest.raises(DataFormatError, match=r"three\.npy: mask of shape \(2, 20, 24\) is not one frame"):
         load_mask(tmp_path / "three.npy", shape=(20, 24))
 
 

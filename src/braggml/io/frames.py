@@ -9,10 +9,11 @@ Formats:
 
 - HDF5 (``.h5``, ``.hdf5``, ``.cxi``, ``.nxs`` ... or any file with the HDF5 signature): CXI, NeXus,
   Cheetah and Eiger master layouts, or the largest image-like dataset (see :mod:`braggml.io.hdf5`);
+  4-D data stored module by module, (N, modules, ss, fs), give frames of the modules stacked along the rows;
 - CBF (``.cbf``, ``.cbf.gz``, ``.cbf.bz2``) and TIFF through fabio, except ``x-CBF_PACKED`` CBF (LCLS CSPAD,
   Rayonix), decoded by CBFlib (pycbf) with its sections stacked along the rows (both:
   ``pip install "braggml[cbf]"``);
-- ``.npy`` (2-D or 3-D, memory-mapped) and ``.npz`` (``FILE::name`` picks an array; the array is loaded
+- ``.npy`` (2-D to 4-D, memory-mapped) and ``.npz`` (``FILE::name`` picks an array; the array is loaded
   whole, as zip members cannot be memory-mapped); HEXRD sparse frame caches (``.npz``) are expanded to
   dense frames one at a time.
 """
@@ -138,10 +139,11 @@ class _Hdf5File(_FrameFile):
             dtypes = []
             for p in paths:
                 d = _hdf5.get_dataset(h5, p)
-                stacked = d.ndim == 3
+                stacked = d.ndim >= 3
                 self._segments.append((p, int(d.shape[0]) if stacked else 1, stacked))
-                shapes.setdefault((int(d.shape[-2]), int(d.shape[-1])), p)
+                shapes.setdefault(_hdf5.frame_shape(d.shape), p)
                 dtypes.append(d.dtype)
+                self._frame_dims = tuple(int(n) for n in d.shape[1:]) if stacked else tuple(int(n) for n in d.shape)
             if len(shapes) > 1:
                 listed = ", ".join(f"{p} {s}" for s, p in shapes.items())
                 raise DataFormatError(f"{path}: linked frame datasets differ in frame shape: {listed}")
@@ -153,16 +155,24 @@ class _Hdf5File(_FrameFile):
             self.kind_text = _hdf5.detector_text(h5, paths[0])
             self._mask_paths: list[str] = []
             self._frame_mask_path: str | None = None
+            # one frame of the data as stored: (H, W), or (modules, ss, fs) for 4-D data
+            frame_dims = self._frame_dims if len(self._frame_dims) == 3 else self.shape
             for mpath in _hdf5.find_mask_paths(h5):
                 mshape = tuple(int(n) for n in h5[mpath].shape)
-                if mshape[-2:] != self.shape:
+                if mshape[-len(frame_dims):] != frame_dims:
                     warnings.warn(
-                        f"{path}::{mpath}: mask shape {mshape} does not match the frame shape {self.shape}; ignored",
+                        f"{path}::{mpath}: mask shape {mshape} does not match the frame shape "
+                        f"{frame_dims}; ignored",
                         stacklevel=4,
                     )
-                elif len(mshape) == 2 or mshape[0] == 1:
+                elif len(mshape) == len(frame_dims) or mshape[0] == 1:
                     self._mask_paths.append(mpath)
-                elif mshape[0] == self.n_frames and len(self._segments) == 1 and self._segments[0][2]:
+                elif (
+                    len(mshape) == len(frame_dims) + 1
+                    and mshape[0] == self.n_frames
+                    and len(self._segments) == 1
+                    and self._segments[0][2]
+                ):
                     self._frame_mask_path = mpath
                 else:
                     warnings.warn(
@@ -196,7 +206,7 @@ class _Hdf5File(_FrameFile):
         path, local, stacked = self._locate(index)
         dset = self._dataset(path)
         try:
-            raw = dset[local] if stacked else dset[()]
+            raw = np.asarray(dset[local] if stacked else dset[()]).reshape(self.shape)  # modules stacked on rows
         except (OSError, RuntimeError, ValueError) as exc:
             raise DataFormatError(
                 f"{self.path}::{path}: frame {local} cannot be read, data corrupt ({_hdf5._short(exc)})"
@@ -205,12 +215,12 @@ class _Hdf5File(_FrameFile):
         if self._frame_mask_path is not None:
             mdset = self._dataset(self._frame_mask_path)
             try:
-                frame_mask = np.asarray(mdset[local]) != 0
+                frame_mask = np.asarray(mdset[local]).reshape(self.shape) != 0
             except (OSError, RuntimeError, ValueError) as exc:
                 raise DataFormatError(
                     f"{self.path}::{self._frame_mask_path}: mask of frame {local} cannot be read ({_hdf5._short(exc)})"
                 ) from None
-        return np.asarray(raw), frame_mask
+        return raw, frame_mask
 
     def file_mask(self) -> NDArray[np.bool_] | None:
         if not self._mask_paths:
@@ -235,16 +245,16 @@ class _Hdf5File(_FrameFile):
 
 
 class _NpyFile(_FrameFile):
-    """A 2-D or 3-D ``.npy`` array, memory-mapped."""
+    """A 2-D, 3-D or 4-D (N, modules, ss, fs) ``.npy`` array, memory-mapped."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._array: np.ndarray | None = None
         array = self._load()
         _hdf5.check_frame_array(array.shape, array.dtype, path)
-        self._stacked = array.ndim == 3
+        self._stacked = array.ndim >= 3
         self.n_frames = int(array.shape[0]) if self._stacked else 1
-        self.shape = (int(array.shape[-2]), int(array.shape[-1]))
+        self.shape = _hdf5.frame_shape(array.shape)
         self.dtype = array.dtype
         self.close()
 
@@ -261,7 +271,7 @@ class _NpyFile(_FrameFile):
 
     def read(self, index: int) -> tuple[NDArray[Any], None]:
         array = self._load()
-        return np.asarray(array[index] if self._stacked else array), None
+        return np.asarray(array[index] if self._stacked else array).reshape(self.shape), None
 
     def close(self) -> None:
         self._array = None
@@ -291,7 +301,7 @@ _NPZ_PREFERRED = ("data", "frames", "images", "image", "arr_0")
 
 
 class _NpzFile(_FrameFile):
-    """One 2-D or 3-D array of an ``.npz`` file (loaded whole on first read)."""
+    """One 2-D, 3-D or 4-D (N, modules, ss, fs) array of an ``.npz`` file (loaded whole on first read)."""
 
     def __init__(self, path: str, key: str | None, headers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
         self.path = path
@@ -302,9 +312,9 @@ class _NpzFile(_FrameFile):
         shape, dtype = headers[key]
         _hdf5.check_frame_array(shape, dtype, f"{path}::{key}")
         self.key = key
-        self._stacked = len(shape) == 3
+        self._stacked = len(shape) >= 3
         self.n_frames = int(shape[0]) if self._stacked else 1
-        self.shape = (int(shape[-2]), int(shape[-1]))
+        self.shape = _hdf5.frame_shape(shape)
         self.dtype = dtype
         self._array: np.ndarray | None = None
 
@@ -318,7 +328,7 @@ class _NpzFile(_FrameFile):
                     self._array = np.asarray(npz[self.key])
             except (OSError, ValueError, zipfile.BadZipFile) as exc:
                 raise DataFormatError(f"{self.path}::{self.key}: cannot read ({exc})") from None
-        return (self._array[index] if self._stacked else self._array), None
+        return (self._array[index] if self._stacked else self._array).reshape(self.shape), None
 
     def close(self) -> None:
         self._array = None
@@ -327,7 +337,7 @@ class _NpzFile(_FrameFile):
 def _pick_npz_key(path: str, headers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> str:
     def image_like(key: str) -> bool:
         shape, dtype = headers[key]
-        return dtype.kind in "iuf" and len(shape) in (2, 3) and min(shape[-2:]) >= _hdf5.MIN_IMAGE_SIDE
+        return dtype.kind in "iuf" and len(shape) in (2, 3, 4) and min(shape[-2:]) >= _hdf5.MIN_IMAGE_SIDE
 
     for key in _NPZ_PREFERRED:
         if key in headers and image_like(key):

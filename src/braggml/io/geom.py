@@ -24,7 +24,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from ..geometry import (
     electron_wavelength_a,
 )
 from .atomic import atomic_output
+from .hdf5 import stack_modules
 
 __all__ = [
     "read_crystfel_geom",
@@ -50,6 +51,7 @@ __all__ = [
     "format_crystfel_geom",
     "write_crystfel_geom",
     "read_geometry_masks",
+    "module_first_row",
 ]
 
 _REQUIRED_PANEL_KEYS = ("min_fs", "max_fs", "min_ss", "max_ss", "corner_x", "corner_y", "fs", "ss", "res")
@@ -307,6 +309,7 @@ class _Parser:
         wavelength_a, beam_metadata = self.beam_wavelength()
         panels = tuple(self.build_panel(d) for d in self.panels.values())
         regions = tuple(self.build_region(name, values) for name, values in self.bad.items())
+        panels, regions, module_rows = self.stack_modules(panels, regions)
         try:
             return DetectorGeometry(
                 panels=panels,
@@ -315,6 +318,7 @@ class _Parser:
                 beam_metadata=beam_metadata,
                 bandwidth=self.bandwidth,
                 source=self.source,
+                module_rows=module_rows,
             )
         except ConfigError as exc:
             raise DataFormatError(f"{self.source}: {exc}") from None
@@ -415,6 +419,60 @@ class _Parser:
         except ConfigError as exc:
             raise DataFormatError(f"{self.source}:{d.line}: {exc}") from None
 
+    def stack_modules(
+        self, panels: tuple[Panel, ...], regions: tuple[BadRegion, ...]
+    ) -> tuple[tuple[Panel, ...], tuple[BadRegion, ...], int | None]:
+        """Panels of data stored module by module (``dim1 = 3``: (N, modules, ss, fs)) moved to the rows of the
+        modules stacked along the rows, with the fs/ss bad regions of their panels; the module height is that of
+        the panels (the highest ``max_ss`` + 1)."""
+        modules = {p.name: self.module_of(p) for p in panels}
+        numbered = [name for name, k in modules.items() if k is not None]
+        if not numbered:
+            return panels, regions, None
+        plain = [name for name, k in modules.items() if k is None]
+        if plain:
+            raise DataFormatError(
+                f"{self.source}: panel {numbered[0]!r} names its module in a dim key and panel {plain[0]!r} "
+                "does not; give every panel its module"
+            )
+        rows = max(p.max_ss for p in panels) + 1
+        offset = {name: k * rows for name, k in modules.items() if k is not None}
+        panels = tuple(replace(p, min_ss=p.min_ss + offset[p.name], max_ss=p.max_ss + offset[p.name]) for p in panels)
+        moved = []
+        for r in regions:
+            if r.is_fsss:
+                if r.panel is None:
+                    raise DataFormatError(
+                        f"{self.source}:{self.bad_lines[r.name]}: bad region {r.name!r} gives fs/ss limits without "
+                        "a panel, which data stored module by module need"
+                    )
+                shift = offset[r.panel]
+                r = replace(r, min_ss=r.min_ss + shift, max_ss=r.max_ss + shift)  # type: ignore[operator]
+            moved.append(r)
+        return panels, tuple(moved), rows
+
+    def module_of(self, p: Panel) -> int | None:
+        """The module a panel's ``dimN`` keys name (``dim1 = 3``), or None when they name none."""
+        if p.dims is None:
+            return None
+        numbers = [i for i, d in enumerate(p.dims) if d.lstrip("-").isdigit()]
+        if not numbers:
+            return None
+        i = numbers[0]
+        layout_ok = (
+            len(numbers) == 1
+            and p.dims[i + 1:] == ("ss", "fs")
+            and p.dims[:i] in ((), ("%",))
+            and int(p.dims[i]) >= 0
+        )
+        if not layout_ok:
+            line = self.panels[p.name].line
+            raise DataFormatError(
+                f"{self.source}:{line}: panel {p.name!r}: data layout {' '.join(p.dims)} (dim0, dim1, ...) is not "
+                "supported; frames must be (%, ss, fs) or, module by module, (%, module, ss, fs)"
+            )
+        return int(p.dims[i])
+
     def build_region(self, name: str, values: dict[str, tuple[Any, int]]) -> BadRegion:
         kwargs = {k: val for k, (val, _) in values.items()}
         line = self.bad_lines[name]
@@ -484,6 +542,13 @@ def _clen_line(prefix: str, clen_m: float | None, meta: MetadataRef | None) -> l
     return []
 
 
+def module_first_row(geometry: DetectorGeometry, panel: Panel) -> int:
+    """First stacked row of the module a panel lies on (0 for frames that are not stored module by module)."""
+    if geometry.module_rows is None:
+        return 0
+    return (panel.min_ss // geometry.module_rows) * geometry.module_rows
+
+
 def format_crystfel_geom(geometry: DetectorGeometry) -> str:
     """The text of a CrystFEL geometry file describing ``geometry`` (every panel key written explicitly)."""
     lines = ["; CrystFEL geometry written by braggml"]
@@ -507,11 +572,12 @@ def format_crystfel_geom(geometry: DetectorGeometry) -> str:
             lines.append(f"{n}/data = {p.data}")
         if p.dims is not None:
             lines.extend(f"{n}/dim{i} = {d}" for i, d in enumerate(p.dims))
+        first_row = module_first_row(geometry, p)
         lines += [
             f"{n}/min_fs = {p.min_fs}",
             f"{n}/max_fs = {p.max_fs}",
-            f"{n}/min_ss = {p.min_ss}",
-            f"{n}/max_ss = {p.max_ss}",
+            f"{n}/min_ss = {p.min_ss - first_row}",
+            f"{n}/max_ss = {p.max_ss - first_row}",
             f"{n}/fs = {_fmt_vector(p.fs_vector)}",
             f"{n}/ss = {_fmt_vector(p.ss_vector)}",
             f"{n}/corner_x = {p.corner_x:.10g}",
@@ -537,7 +603,9 @@ def format_crystfel_geom(geometry: DetectorGeometry) -> str:
         lines.append("")
     for r in geometry.bad_regions:
         if r.is_fsss:
-            lines += [f"{r.name}/{k} = {getattr(r, k)}" for k in ("min_fs", "max_fs", "min_ss", "max_ss")]
+            first_row = 0 if r.panel is None else module_first_row(geometry, geometry.panel(r.panel))
+            lines += [f"{r.name}/{k} = {getattr(r, k)}" for k in ("min_fs", "max_fs")]
+            lines += [f"{r.name}/{k} = {getattr(r, k) - first_row}" for k in ("min_ss", "max_ss")]
         else:
             lines += [f"{r.name}/{k} = {getattr(r, k):.10g}" for k in ("min_x", "max_x", "min_y", "max_y")]
         if r.panel is not None:
@@ -644,10 +712,7 @@ def _read_mask_array(path: Path, dataset: str) -> NDArray[Any]:
         if not isinstance(node, h5py.Dataset):
             raise InputNotFoundError(f"{path}::{dataset}: no such mask dataset")
         array = np.asarray(node[()])
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2:
-        raise DataFormatError(f"{path}::{dataset}: mask must be 2-D, got shape {array.shape}")
+    array = stack_modules(array, None, f"{path}::{dataset}: mask")
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)):
         if not np.issubdtype(array.dtype, np.floating) or not np.all(array == np.rint(array)):
             raise DataFormatError(f"{path}::{dataset}: mask must hold integer bit values, got {array.dtype}")

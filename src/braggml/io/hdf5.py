@@ -2,12 +2,18 @@
 
 Frame layouts recognised, in order of preference:
 
-1. CXI (XFEL): ``/entry_1/data_1/data``, shape (N, H, W), often with ``/entry_1/data_1/mask`` beside it.
+1. CXI (XFEL): ``/entry_1/data_1/data`` (or ``/entry_1/instrument_1/detector_1/data``), shape (N, H, W), often
+   with a ``mask`` beside it.
 2. NeXus-like: ``/entry/data/data``, (H, W) or (N, H, W).
 3. Cheetah: ``/data/data``.
 4. Eiger/NeXus master: ``/entry/data/data_000001``, ``data_000002`` ... (external links to data files).
-5. Anything else: the largest numeric 2-D or 3-D dataset whose two image dimensions are both at least
+5. Anything else: the largest numeric 2-D, 3-D or 4-D dataset whose two image dimensions are both at least
    :data:`MIN_IMAGE_SIDE` pixels and whose name does not say ``mask``.
+
+A 4-D dataset (N, modules, ss, fs) holds frames of a detector read out module by module, as European XFEL's
+AGIPD, LPD, DSSC and JUNGFRAU files and their virtual CXI files (``extra_data``) store them. Each frame is seen
+as the modules stacked along the rows, (modules · ss, fs), the layout that CrystFEL geometry files with a module
+dimension (``dim1 = 3``) describe once :mod:`braggml.io.geom` has read them.
 
 The compression filters of Dectris files (bitshuffle/LZ4) are registered by importing ``hdf5plugin`` before a
 file is opened.
@@ -23,6 +29,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from numpy.typing import NDArray
 
 from ..errors import DataFormatError, InputNotFoundError
 
@@ -40,10 +47,17 @@ __all__ = [
     "detector_text",
     "filter_names",
     "check_frame_array",
+    "frame_shape",
+    "stack_modules",
 ]
 
 #: Frame dataset paths tried first, in this order.
-KNOWN_FRAME_PATHS: tuple[str, ...] = ("/entry_1/data_1/data", "/entry/data/data", "/data/data")
+KNOWN_FRAME_PATHS: tuple[str, ...] = (
+    "/entry_1/data_1/data",
+    "/entry_1/instrument_1/detector_1/data",
+    "/entry/data/data",
+    "/data/data",
+)
 
 #: Group holding Eiger master-file links ``data_000001``, ``data_000002`` ...
 EIGER_DATA_GROUP = "/entry/data"
@@ -176,9 +190,11 @@ class DatasetInfo:
 
     @property
     def image_like(self) -> bool:
-        """Numeric, 2-D or 3-D, both image dimensions at least :data:`MIN_IMAGE_SIDE`."""
+        """Numeric, 2-D to 4-D, both image dimensions at least :data:`MIN_IMAGE_SIDE`."""
         return (
-            np.dtype(self.dtype).kind in "iuf" and len(self.shape) in (2, 3) and min(self.shape[-2:]) >= MIN_IMAGE_SIDE
+            np.dtype(self.dtype).kind in "iuf"
+            and len(self.shape) in (2, 3, 4)
+            and min(self.shape[-2:]) >= MIN_IMAGE_SIDE
         )
 
 
@@ -307,7 +323,7 @@ def get_dataset(h5: h5py.File, path: str) -> h5py.Dataset:
 
 
 def check_frame_array(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
-    """Reject arrays that cannot hold frames: not 2-D/3-D, or a dtype that is not integer or float.
+    """Reject arrays that cannot hold frames: not 2-D to 4-D, or a dtype that is not integer or float.
 
     Parameters
     ----------
@@ -329,12 +345,49 @@ def check_frame_array(shape: tuple[int, ...], dtype: np.dtype, where: str) -> No
         raise DataFormatError(
             f"{where}: unsupported dtype {dtype} for detector frames (integer or floating point expected)"
         )
-    if len(shape) not in (2, 3):
+    if len(shape) not in (2, 3, 4):
         raise DataFormatError(
-            f"{where}: array of shape {shape} is {len(shape)}-D; frames must be 2-D (H, W) or 3-D (N, H, W)"
+            f"{where}: array of shape {shape} is {len(shape)}-D; frames must be 2-D (H, W), 3-D (N, H, W) "
+            "or 4-D (N, modules, H, W)"
         )
-    if min(shape[-2:]) < 1:
-        raise DataFormatError(f"{where}: empty frame shape {shape[-2:]}")
+    if min(shape[-2:]) < 1 or (len(shape) == 4 and shape[1] < 1):
+        raise DataFormatError(f"{where}: empty frame shape {shape[1:] if len(shape) == 4 else shape[-2:]}")
+
+
+def frame_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The (H, W) frame of a dataset shape: (H, W), (N, H, W), or (N, modules, ss, fs) seen as (modules · ss, fs).
+
+    Examples
+    --------
+    >>> frame_shape((100, 16, 512, 128))
+    (8192, 128)
+    >>> frame_shape((100, 512, 1024))
+    (512, 1024)
+    """
+    if len(shape) == 4:
+        return int(shape[1]) * int(shape[2]), int(shape[3])
+    return int(shape[-2]), int(shape[-1])
+
+
+def stack_modules(values: NDArray[Any], shape: tuple[int, int] | None, where: str) -> NDArray[Any]:
+    """A mask-like array as one (H, W) frame: leading axes of length 1 dropped, and (modules, ss, fs) modules
+    stacked along the rows when that gives ``shape`` (or when ``shape`` is None).
+
+    Raises
+    ------
+    DataFormatError
+        The array cannot be read as one frame (``where``, e.g. ``"FILE: mask"``, starts the message).
+    """
+    array = np.asarray(values)
+    while array.ndim > 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3 and (shape is None or (array.shape[0] * array.shape[1], array.shape[2]) == tuple(shape)):
+        array = array.reshape(array.shape[0] * array.shape[1], array.shape[2])
+    if array.ndim != 2:
+        raise DataFormatError(
+            f"{where} of shape {tuple(np.shape(values))} is not one frame (H, W) or (modules, H, W)"
+        )
+    return array
 
 
 def find_frame_datasets(h5: h5py.File, dataset: str | None = None) -> list[str]:
@@ -381,7 +434,7 @@ def find_frame_datasets(h5: h5py.File, dataset: str | None = None) -> list[str]:
     candidates = [i for i in infos if i.image_like and "mask" not in i.path.rsplit("/", 1)[-1].lower()]
     if not candidates:
         raise DataFormatError(
-            f"{file}: no image-like dataset (numeric 2-D or 3-D array with both image dimensions "
+            f"{file}: no image-like dataset (numeric 2-D to 4-D array with both image dimensions "
             f">= {MIN_IMAGE_SIDE}); datasets here: {_describe_some(infos)}"
         )
     best = max(candidates, key=lambda i: int(np.prod(i.shape)))
@@ -396,16 +449,19 @@ def _exists(h5: h5py.File, path: str) -> bool:
 
 
 def find_mask_paths(h5: h5py.File) -> list[str]:
-    """Paths of the known mask datasets present in the file (see :data:`KNOWN_MASK_PATHS`)."""
+    """Paths of the known mask datasets present in the file (see :data:`KNOWN_MASK_PATHS`), each dataset once
+    (CXI files often link ``/entry_1/data_1`` to ``/entry_1/instrument_1/detector_1``)."""
     found = []
+    seen: list[h5py.Dataset] = []
     for path in KNOWN_MASK_PATHS:
         if _exists(h5, path):
             try:
                 obj = h5[path]
             except (KeyError, OSError, RuntimeError):
                 continue
-            if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3):
+            if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3, 4) and obj not in seen:  # links: read once
                 found.append(path)
+                seen.append(obj)
     return found
 
 

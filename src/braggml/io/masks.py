@@ -217,6 +217,13 @@ MASK_FILE_PATHS: tuple[str, ...] = (
 )
 
 
+def _frame_of(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(H, W) of a (modules, ss, fs) mask, or of one with leading axes of length 1, with modules stacked."""
+    while len(shape) > 3 and shape[0] == 1:
+        shape = shape[1:]
+    return (shape[0] * shape[1], shape[2]) if len(shape) == 3 else tuple(shape)
+
+
 def _mask_from_hdf5(path: Path, dataset: str | None, shape: tuple[int, int] | None) -> tuple[NDArray, str]:
     from . import hdf5
 
@@ -227,13 +234,13 @@ def _mask_from_hdf5(path: Path, dataset: str | None, shape: tuple[int, int] | No
                     obj = h5.get(candidate)
                 except (KeyError, OSError, RuntimeError):
                     obj = None
-                if obj is not None and hasattr(obj, "shape") and len(obj.shape) in (2, 3):
+                if obj is not None and hasattr(obj, "shape") and len(obj.shape) in (2, 3, 4):
                     dataset = candidate
                     break
             else:
-                infos = [i for i in hdf5.list_datasets(h5) if len(i.shape) in (2, 3)]
+                infos = [i for i in hdf5.list_datasets(h5) if len(i.shape) in (2, 3, 4)]
                 if shape is not None:
-                    fit = [i for i in infos if tuple(i.shape[-2:]) == tuple(shape)]
+                    fit = [i for i in infos if _frame_of(i.shape) == tuple(shape) or i.shape[-2:] == tuple(shape)]
                     infos = fit or infos
                 if len(infos) != 1:
                     listed = ", ".join(f"{i.path} {i.shape}" for i in infos[:6]) or "none"
@@ -294,7 +301,8 @@ def load_mask(
     Returns
     -------
     (H, W) bool ndarray
-        True = bad pixel. A leading axis of length 1 is dropped. NaN entries count as bad.
+        True = bad pixel. Leading axes of length 1 are dropped, and a (modules, ss, fs) mask of data stored
+        module by module has its modules stacked along the rows, as the frames are read. NaN entries count as bad.
 
     Raises
     ------
@@ -304,7 +312,7 @@ def load_mask(
         Unreadable file, or a mask that is not 2-D or whose shape differs from ``shape`` (the message names
         the file, the dataset and both shapes).
     """
-    from . import cbf
+    from . import cbf, hdf5
 
     file, dataset = split_spec(str(spec))
     path = Path(file)
@@ -326,10 +334,8 @@ def load_mask(
         values, dataset_path = _mask_from_hdf5(path, dataset, shape)
         where = f"{file}::{dataset_path}"
     values = np.asarray(values)
-    if values.ndim == 3 and values.shape[0] == 1:
-        values = values[0]
-    if values.ndim != 2:
-        raise DataFormatError(f"{where}: mask has shape {values.shape}; a 2-D (H, W) array is needed")
+    if values.ndim != 2:  # a leading axis of 1; the (modules, ss, fs) mask of data stored module by module
+        values = hdf5.stack_modules(values, shape, f"{where}: mask")
     if values.dtype.kind not in "biuf":
         raise DataFormatError(f"{where}: mask dtype {values.dtype} is not numeric or bool")
     if shape is not None and tuple(values.shape) != tuple(shape):

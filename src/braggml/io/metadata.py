@@ -572,14 +572,29 @@ def _radius_map(h5: h5py.File, shape: tuple[int, int] | None, name: str) -> tupl
     return None
 
 
-def _frame_layout(h5: h5py.File) -> tuple[tuple[int, int] | None, str]:
-    """Frame shape (None when unknown) and detector description of the file's first frame dataset."""
+def _frame_layout(h5: h5py.File) -> tuple[tuple[int, int] | None, str, int]:
+    """Frame shape (None when unknown), detector description and number of modules (the second axis of
+    4-D (N, modules, ss, fs) data; 1 otherwise) of the file's first frame dataset."""
     try:
         path = _hdf5.find_frame_datasets(h5)[0]
         dims = h5[path].shape
-        return (int(dims[-2]), int(dims[-1])), _hdf5.detector_text(h5, path)
+        return _hdf5.frame_shape(dims), _hdf5.detector_text(h5, path), int(dims[1]) if len(dims) == 4 else 1
     except (DataFormatError, KeyError, OSError, RuntimeError, IndexError):
-        return None, ""
+        return None, "", 1
+
+
+def _with_module_panels(
+    hint: GeometryHint | None, shape: tuple[int, int] | None, modules: int, source: str
+) -> GeometryHint | None:
+    """``hint`` with one panel per module of data stored module by module, which a frame shows stacked along
+    its rows (made when there was no hint; a hint with panels already is kept)."""
+    if modules < 2 or shape is None or shape[0] % modules or (hint is not None and hint.panels):
+        return hint
+    rows = shape[0] // modules
+    panels = tuple(PanelRect(k * rows, (k + 1) * rows - 1, 0, shape[1] - 1) for k in range(modules))
+    if hint is None:
+        return GeometryHint(panels=panels, source=source)
+    return replace(hint, panels=panels)
 
 
 def _hdf5_hint(path: str, shape: tuple[int, int] | None) -> GeometryHint | None:
@@ -592,7 +607,7 @@ def _hdf5_hint(path: str, shape: tuple[int, int] | None) -> GeometryHint | None:
         cxi = _detector_hint(h5, _CXI_DETECTOR, name, "CXI")
         found = nexus or cxi
         wavelength = _nexus_wavelength(h5, name) or _cxi_wavelength(h5, name)
-        frame_shape, detector = _frame_layout(h5)
+        frame_shape, detector, modules = _frame_layout(h5)
         if shape is None:
             shape = frame_shape
         radius = _radius_map(h5, shape, name)
@@ -612,4 +627,5 @@ def _hdf5_hint(path: str, shape: tuple[int, int] | None) -> GeometryHint | None:
             radius_px=radius[0] if radius is not None else None,
             source=source,
         )
-    return _with_stack_panels(hint, detector, shape, f"detector description of {name}")
+    hint = _with_stack_panels(hint, detector, shape, f"detector description of {name}")
+    return _with_module_panels(hint, shape, modules, f"{modules} modules stored one by one in {name}")

@@ -38,7 +38,7 @@ from ..errors import ConfigError, DataFormatError, InputNotFoundError
 from ..geometry import DetectorGeometry, PixelMaps
 from ..peaks import PEAK_COLUMNS, FrameRef, PeakList
 from .atomic import atomic_output
-from .geom import format_crystfel_geom
+from .geom import format_crystfel_geom, module_first_row, parse_crystfel_geom
 
 __all__ = [
     "PeakFormat",
@@ -442,9 +442,11 @@ def _inverse_d_nm(
     return np.where(np.isfinite(inv), inv, 0.0)
 
 
-def _panel_names(peaks: PeakList, geometry: DetectorGeometry | None) -> list[str]:
+def _panel_names(peaks: PeakList, geometry: DetectorGeometry | None) -> tuple[list[str], NDArray[np.int64]]:
+    """Each peak's panel name, and the first row of its module: streams give the rows of data stored module by
+    module within the module, as CrystFEL's file coordinates do (0 for other data)."""
     if geometry is None:
-        return [DEFAULT_PANEL_NAME] * len(peaks)
+        return [DEFAULT_PANEL_NAME] * len(peaks), np.zeros(len(peaks), np.int64)
     idx = geometry.panel_index_at(peaks.row, peaks.col)
     names = [p.name for p in geometry.panels]
     outside = int(np.count_nonzero(idx < 0))
@@ -453,7 +455,8 @@ def _panel_names(peaks: PeakList, geometry: DetectorGeometry | None) -> list[str
             f"{outside} peak(s) lie outside every panel of the geometry; written with panel {names[0]!r}",
             stacklevel=4,
         )
-    return [names[i] if i >= 0 else names[0] for i in idx]
+    first_rows = np.array([module_first_row(geometry, p) for p in geometry.panels], np.int64)
+    return [names[i] if i >= 0 else names[0] for i in idx], first_rows[np.maximum(idx, 0)]
 
 
 def _write_stream(
@@ -465,11 +468,11 @@ def _write_stream(
     hit_min_peaks: int,
 ) -> None:
     inv_d = _inverse_d_nm(peaks, geometry, maps)
-    panels = _panel_names(peaks, geometry)
+    panels, first_rows = _panel_names(peaks, geometry)
     counts = peaks.counts_per_frame()
     bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     fs = peaks.col + 0.5
-    ss = peaks.row + 0.5
+    ss = peaks.row + 0.5 - first_rows
     energy = geometry.photon_energy_ev if geometry is not None else None
     with atomic_output(path, mode="w") as fh:
         fh.write(f"{_STREAM_MAGIC} {_STREAM_VERSION}\n")
@@ -511,8 +514,26 @@ def _event_index(event: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _stream_first_rows(geometry_lines: list[str], path: Path) -> dict[str, int]:
+    """First row of each panel's module when the stream's geometry stores the data module by module (its peaks
+    then give rows within the module); empty otherwise."""
+    if not any(re.match(r"^\s*(\S+/)?dim\d+\s*=\s*\d+", line) for line in geometry_lines):
+        return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # keys of other CrystFEL versions
+            geometry = parse_crystfel_geom("\n".join(geometry_lines), source=f"{path} (geometry)")
+    except (DataFormatError, ConfigError) as exc:
+        raise DataFormatError(
+            f"{path}: the peaks are given per module, but the stream's geometry cannot be read to place them ({exc})"
+        ) from None
+    return {p.name: module_first_row(geometry, p) for p in geometry.panels}
+
+
 def _read_stream(path: Path) -> PeakList:
     chunks: list[dict[str, Any]] = []
+    geometry_lines: list[str] = []
+    first_rows: dict[str, int] | None = None  # of each panel's module, for data stored module by module
     default_dataset = ""
     state = "start"
     chunk: dict[str, Any] | None = None
@@ -537,6 +558,7 @@ def _read_stream(path: Path) -> PeakList:
                 if stripped == _GEOM_END:
                     state = "header"
                 else:
+                    geometry_lines.append(line)
                     m = re.match(r"^data\s*=\s*([^;\s]+)", stripped)
                     if m:
                         default_dataset = m.group(1)
@@ -580,6 +602,10 @@ def _read_stream(path: Path) -> PeakList:
                     raise DataFormatError(
                         f"{path}:{lineno}: bad peak line {stripped!r} (expected fs ss 1/d intensity panel)"
                     ) from None
+                if first_rows is None:
+                    first_rows = _stream_first_rows(geometry_lines, path)
+                if first_rows and len(fields) > 4:
+                    ss += first_rows.get(fields[4], 0)
                 chunk["peaks"].append((ss - 0.5, fs - 0.5, intensity))
             elif state == "crystal":
                 if stripped.startswith(_CRYSTAL_END):

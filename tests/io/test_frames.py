@@ -337,6 +337,36 @@ def test_tiff_through_fabio(tmp_path: Path) -> None:
     np.testing.assert_array_equal(source.frame(0).data, frame)
 
 
+@pytest.mark.parametrize("name", ["a.img", "a.img.gz", "a_0001"])  # SMV by name, compressed, and by content
+def test_smv_through_fabio(tmp_path: Path, name: str) -> None:
+    import gzip
+
+    import fabio.adscimage
+
+    from braggml.io.metadata import geometry_hint
+
+    frame = RNG.integers(0, 5000, size=(24, 20)).astype(np.uint16)
+    header = {"PIXEL_SIZE": "0.1024", "DISTANCE": "150.5", "WAVELENGTH": "0.9795", "BEAM_CENTER_X": "1.2"}
+    fabio.adscimage.AdscImage(data=frame, header=header).write(str(tmp_path / "plain.img"))
+    path = tmp_path / name
+    raw = (tmp_path / "plain.img").read_bytes()
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    source = open_frames(path)
+    assert len(source) == 1 and source.shape == (24, 20)
+    np.testing.assert_array_equal(source.frame(0).data, frame)
+    hint = geometry_hint(path)
+    assert hint is not None and hint.beam_center_rowcol is None  # SMV beam centre conventions differ: not taken
+    assert (hint.pixel_size_mm, hint.distance_mm, hint.wavelength_a) == (0.1024, 150.5, 0.9795)
+
+
+def test_edf_through_fabio(tmp_path: Path) -> None:
+    import fabio.edfimage
+
+    frame = RNG.normal(0, 3, size=(24, 20)).astype(np.float32)
+    fabio.edfimage.EdfImage(data=frame).write(str(tmp_path / "a.edf"))
+    np.testing.assert_array_equal(open_frames(tmp_path / "a.edf").frame(0).data, frame)
+
+
 def test_overrides(tmp_path: Path) -> None:
     frame = np.full((16, 16), -3, np.int32)
     frame[0, 0] = 500

@@ -40,6 +40,9 @@ __all__ = [
     "require_pycbf",
     "is_cbf_path",
     "is_tiff_path",
+    "is_fabio_path",
+    "looks_like_fabio_format",
+    "FABIO_SUFFIXES",
 ]
 
 _BINARY_START = b"\x0c\x1a\x04\xd5"
@@ -59,6 +62,31 @@ def is_cbf_path(path: str | Path) -> bool:
 def is_tiff_path(path: str | Path) -> bool:
     """True for ``.tif`` and ``.tiff`` names."""
     return str(path).lower().endswith((".tif", ".tiff"))
+
+
+#: Name endings of the other detector formats read through fabio: SMV (ADSC, Rayonix, d*TREK), ESRF EDF, MarCCD,
+#: mar345 image plates, Bruker, Rigaku R-AXIS and Oxford Diffraction, optionally gzip- or bzip2-compressed.
+FABIO_SUFFIXES: tuple[str, ...] = (
+    ".img", ".smv", ".edf", ".mccd", ".mar1200", ".mar1600", ".mar1800", ".mar2000", ".mar2300", ".mar2400",
+    ".mar3000", ".mar3450", ".sfrm", ".gfrm", ".osc", ".kccd",
+)
+
+# first bytes of those formats: SMV and EDF headers open with "{", Bruker with "FORMAT :", R-AXIS with "RAXIS",
+# Oxford Diffraction with "OD "
+_FABIO_SIGNATURES = (b"{", b"FORMAT :", b"RAXIS", b"OD ")
+
+
+def is_fabio_path(path: str | Path) -> bool:
+    """True for names of the other formats fabio reads (:data:`FABIO_SUFFIXES`, also ``.gz``/``.bz2``)."""
+    name = str(path).lower()
+    for packed in (".gz", ".bz2"):
+        name = name.removesuffix(packed)
+    return name.endswith(FABIO_SUFFIXES)
+
+
+def looks_like_fabio_format(head: bytes) -> bool:
+    """True when the first bytes of a file open one of the formats of :data:`FABIO_SUFFIXES`."""
+    return head.lstrip(b"\r\n ").startswith(_FABIO_SIGNATURES)
 
 
 def require_fabio() -> Any:

@@ -10,9 +10,10 @@ Formats:
 - HDF5 (``.h5``, ``.hdf5``, ``.cxi``, ``.nxs`` ... or any file with the HDF5 signature): CXI, NeXus,
   Cheetah and Eiger master layouts, or the largest image-like dataset (see :mod:`braggml.io.hdf5`);
   4-D data stored module by module, (N, modules, ss, fs), give frames of the modules stacked along the rows;
-- CBF (``.cbf``, ``.cbf.gz``, ``.cbf.bz2``) and TIFF through fabio, except ``x-CBF_PACKED`` CBF (LCLS CSPAD,
-  Rayonix), decoded by CBFlib (pycbf) with its sections stacked along the rows (both:
-  ``pip install "braggml[cbf]"``);
+- CBF (``.cbf``, ``.cbf.gz``, ``.cbf.bz2``), TIFF and the other formats of
+  :data:`braggml.io.cbf.FABIO_SUFFIXES` (SMV, EDF, MarCCD, mar345, Bruker ...) through fabio, except
+  ``x-CBF_PACKED`` CBF (LCLS CSPAD, Rayonix), decoded by CBFlib (pycbf) with its sections stacked along the
+  rows (both: ``pip install "braggml[cbf]"``);
 - ``.npy`` (2-D to 4-D, memory-mapped) and ``.npz`` (``FILE::name`` picks an array; the array is loaded
   whole, as zip members cannot be memory-mapped); HEXRD sparse frame caches (``.npz``) are expanded to
   dense frames one at a time.
@@ -472,7 +473,8 @@ class _SelectedFrames(_FrameFile):
 
 
 def _sniff(path: str) -> str:
-    """'hdf5', 'cbf', 'tiff', 'npy' or 'npz' from the name, else from the first bytes."""
+    """'hdf5', 'cbf', 'tiff', 'fabio' (the other formats fabio reads), 'npy' or 'npz' from the name, else from
+    the first bytes."""
     name = path.lower()
     if name.endswith(HDF5_SUFFIXES):
         return "hdf5"
@@ -484,6 +486,8 @@ def _sniff(path: str) -> str:
         return "npy"
     if name.endswith(".npz"):
         return "npz"
+    if _cbf.is_fabio_path(name):
+        return "fabio"
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
@@ -499,7 +503,11 @@ def _sniff(path: str) -> str:
         return "npy"
     if head.startswith(b"PK\x03\x04"):
         return "npz"
-    raise DataFormatError(f"{path}: not a known frame format (expected HDF5, CBF, TIFF, .npy or .npz)")
+    if _cbf.looks_like_fabio_format(head):
+        return "fabio"
+    raise DataFormatError(
+        f"{path}: not a known frame format (expected HDF5, CBF, TIFF, SMV, EDF, MarCCD, mar345, Bruker, .npy or .npz)"
+    )
 
 
 def _open_file(path: str, dataset: str | None) -> _FrameFile:

@@ -292,7 +292,7 @@ def load_mask(
     spec : str or Path
         ``FILE`` or ``FILE::/dataset``: HDF5 (the mask dataset is found automatically when no path is given:
         CXI ``/entry_1/data_1/mask``, NeXus ``pixel_mask``, ``/mask``, Cheetah ``/data/data`` ...), ``.npy``,
-        ``.npz`` (``FILE::name`` picks an array), or CBF/TIFF through fabio.
+        ``.npz`` (``FILE::name`` picks an array), or CBF, TIFF and the other formats fabio reads.
     shape : (int, int) or None
         Expected frame shape (rows, cols); None skips the check.
     one_means_good : bool
@@ -328,7 +328,7 @@ def load_mask(
     elif name.endswith(".npz"):
         values, key = _mask_from_npz(path, dataset)
         where = f"{file}::{key}"
-    elif cbf.is_cbf_path(path) or cbf.is_tiff_path(path):
+    elif cbf.is_cbf_path(path) or cbf.is_tiff_path(path) or cbf.is_fabio_path(path):
         values = cbf.read_fabio_frame(path)
     else:
         values, dataset_path = _mask_from_hdf5(path, dataset, shape)

@@ -238,6 +238,8 @@ def geometry_hint(
             hint = _cbf_hint(path)
         elif kind == "tiff":
             hint = _tiff_hint(path)
+        elif kind == "fabio":
+            hint = _smv_hint(path)
         elif kind == "hdf5":
             hint = _hdf5_hint(path, shape)
         else:
@@ -366,21 +368,48 @@ def _cbf_header_hint(path: str, header: _cbf.CbfHeader, name: str) -> GeometryHi
 
 
 def _tiff_hint(path: str) -> GeometryHint | None:
+    header = _fabio_header(path)
+    if "Beam_xy" not in header and "Detector_distance" not in header:
+        return None
+    values = _cbf.pilatus_header_values(header)
+    return _pilatus_hint(values, header.get("Detector", ""), f"TIFF header of {Path(path).name}")
+
+
+def _fabio_header(path: str) -> dict[str, str]:
     fabio = _cbf.require_fabio()
     try:
         image = fabio.open(path)
         try:
-            header = {str(k): str(v) for k, v in (getattr(image, "header", None) or {}).items()}
+            return {str(k): str(v) for k, v in (getattr(image, "header", None) or {}).items()}
         finally:
             close = getattr(image, "close", None)
             if callable(close):
                 close()
     except Exception as exc:  # fabio raises many types for unreadable files
         raise DataFormatError(f"{path}: fabio cannot read the header ({exc})") from None
-    if "Beam_xy" not in header and "Detector_distance" not in header:
-        return None
-    values = _cbf.pilatus_header_values(header)
-    return _pilatus_hint(values, header.get("Detector", ""), f"TIFF header of {Path(path).name}")
+
+
+def _smv_hint(path: str) -> GeometryHint | None:
+    """Pixel size, distance and wavelength of an SMV header (ADSC, Rayonix, d*TREK), or None.
+
+    The beam centre is left out: SMV writers disagree on its axes and origin (DIALS keeps a reader per ADSC
+    serial number for it), and a wrong stated centre would be searched around instead of the image centre.
+    """
+    header = _fabio_header(path)
+
+    def number(key: str) -> float | None:
+        try:
+            return _positive(float(header[key].split()[0].rstrip(";")))
+        except (KeyError, IndexError, ValueError):
+            return None
+
+    hint = GeometryHint(
+        pixel_size_mm=number("PIXEL_SIZE"),
+        distance_mm=number("DISTANCE"),
+        wavelength_a=number("WAVELENGTH"),
+        source=f"SMV header of {Path(path).name}",
+    )
+    return None if hint.is_empty else hint
 
 
 # -- HDF5 ------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from braggml.geometry import (
     Panel,
     PanelRect,
     PixelMaps,
+    assemble_image,
     derive_panels,
     electron_wavelength_a,
     flat_geometry,
@@ -369,3 +370,47 @@ class TestCspad:
         asics, n = split_cspad_sensors([PanelRect(10, 397, 0, 184), PanelRect(0, 99, 200, 299)])
         assert n == 1
         assert [tuple(a) for a in asics] == [(10, 202, 0, 184), (205, 397, 0, 184), (0, 99, 200, 299)]
+
+
+class TestAssembleImage:
+    def test_flat_detector_is_drawn_pixel_for_pixel(self) -> None:
+        frame = np.arange(35.0).reshape(5, 7)
+        geom = flat_geometry((5, 7), pixel_size_mm=0.1, distance_mm=100.0, beam_center_rowcol=(2.0, 3.0))
+        picture = assemble_image(geom, frame)
+        # rows along +y (up): the frame's last row is the picture's first
+        assert np.array_equal(picture.image, frame[::-1])
+        assert picture.extent_xy == (-3.5, 3.5, -2.5, 2.5) and not picture.bad.any()
+
+    def test_rotated_panels_hold_every_pixel_once(self) -> None:
+        # four 6 x 10 panels turned by 0, 90, 180 and 270 degrees about the beam, 3 px from it
+        panels = []
+        for q in range(4):
+            c, s = round(math.cos(q * math.pi / 2)), round(math.sin(q * math.pi / 2))
+            panels.append(Panel(f"q{q}", 0, 9, 6 * q, 6 * q + 5, corner_x=3 * c - 3 * s, corner_y=3 * s + 3 * c,
+                                res_px_per_m=1e4, fs_vector=(c, s, 0), ss_vector=(-s, c, 0)))
+        geom = DetectorGeometry(panels=tuple(panels))
+        frame = np.random.default_rng(3).permutation(240).reshape(24, 10).astype(float)
+        bad = np.zeros((24, 10), bool)
+        bad[13, 4] = True
+        picture = assemble_image(geom, frame, bad=bad)
+        assert picture.shape == (26, 26) and picture.extent_xy == (-13.0, 13.0, -13.0, 13.0)
+        drawn = picture.image[np.isfinite(picture.image)]
+        assert sorted(drawn.tolist()) == sorted(frame.ravel().tolist())  # each pixel once, nothing else
+        rows, cols = np.indices(frame.shape)
+        x, y, _z, _panel = geom.lab_position_px(rows.ravel(), cols.ravel())
+        i = np.floor(y - picture.extent_xy[2]).astype(int)
+        j = np.floor(x - picture.extent_xy[0]).astype(int)
+        assert np.array_equal(picture.image[i, j], frame.ravel())  # every pixel drawn where its centre is
+        assert np.argwhere(picture.bad & np.isfinite(picture.image)).tolist() == [[i[134], j[134]]]
+        assert np.isnan(picture.image[13, 13]) and picture.bad[13, 13]  # the beam hole between the panels
+
+    def test_bad_input(self) -> None:
+        geom = flat_geometry((5, 7), pixel_size_mm=0.1, distance_mm=100.0, beam_center_rowcol=(2.0, 3.0))
+        with pytest.raises(ConfigError, match=r"outside the frame of shape \(4, 7\)"):
+            assemble_image(geom, np.zeros((4, 7)))
+        with pytest.raises(ConfigError, match="bad-pixel map of shape"):
+            assemble_image(geom, np.zeros((5, 7)), bad=np.zeros((4, 7), bool))
+        far = Panel("far", 0, 9, 0, 9, corner_x=5000.0, corner_y=0.0, res_px_per_m=1e4)
+        near = Panel("near", 0, 9, 10, 19, corner_x=0.0, corner_y=0.0, res_px_per_m=1e4)
+        with pytest.raises(ConfigError, match="more than max_side"):
+            assemble_image(DetectorGeometry(panels=(far, near)), np.zeros((20, 10)))

@@ -574,9 +574,23 @@ def _cmd_show(args: argparse.Namespace) -> int:
         truth = loaded.peaks.for_frame(args.frame)
         if loaded.optional is not None:
             optional = loaded.optional.for_frame(args.frame)
-    mask = combine_masks(frame.data.shape, source.file_mask(), frame.bad)
+    geometry = geometry_mask = None
+    if args.geom:
+        from .io.geom import read_crystfel_geom, read_geometry_masks
+
+        geometry = read_crystfel_geom(args.geom)
+        geometry_mask = read_geometry_masks(geometry, frame.data.shape, data_file=source.files[0])
+        geometry.pixel_maps(frame.data.shape)  # the frame holds every panel, with a message naming them if not
+    mask = combine_masks(frame.data.shape, source.file_mask(), frame.bad, geometry_mask)
     out = plot_frame(
-        frame.data, args.output, mask=mask, found=found, truth=truth, title=str(frame.ref), optional=optional
+        frame.data,
+        args.output,
+        mask=mask,
+        found=found,
+        truth=truth,
+        title=str(frame.ref),
+        optional=optional,
+        geometry=geometry,
     )
     print(f"picture written to {out}")
     return 0
@@ -586,7 +600,10 @@ def _add_show_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "show",
         help="save a PNG of a frame with its peaks",
-        description="Save a frame on a log scale (masked pixels grey) with found and/or true peaks marked.",
+        description=(
+            "Save a frame on a log scale (masked pixels grey) with found and/or true peaks marked: the data array "
+            "as stored, or with --geom the detector as assembled in the laboratory frame."
+        ),
         formatter_class=_HelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="detector file (FILE::/dataset allowed)")
@@ -594,6 +611,9 @@ def _add_show_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frame", type=int, default=0, help="frame number in the file")
     p.add_argument("--peaks", metavar="PEAKS", help="peak list to mark")
     p.add_argument("--truth", metavar="FILE", help="truth to mark (simulated file or peak list)")
+    p.add_argument(
+        "--geom", metavar="GEOM", help="CrystFEL geometry: draw the panels where they sit (x right, y up, beam at 0)"
+    )
     p.add_argument("-o", "--output", default="frame.png", metavar="PNG", help="picture to write")
     p.set_defaults(func=_cmd_show)
 

@@ -39,6 +39,8 @@ __all__ = [
     "MetadataRef",
     "DetectorGeometry",
     "flat_geometry",
+    "assemble_image",
+    "AssembledImage",
     "electron_wavelength_a",
     "PanelRect",
     "derive_panels",
@@ -805,6 +807,108 @@ CSPAD_SENSOR_SHAPE: tuple[int, int] = (185, 388)
 
 #: Columns (within a 388-wide two-by-one) of the 2.5x wider pixels at the two ASICs' adjacent edges.
 _CSPAD_BIG_PIXELS: tuple[int, int] = (193, 194)
+
+
+class AssembledImage(NamedTuple):
+    """A frame drawn as the detector sees it: see :func:`assemble_image`."""
+
+    image: NDArray[np.float64]
+    bad: NDArray[np.bool_]
+    extent_xy: tuple[float, float, float, float]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.image.shape[0]), int(self.image.shape[1]))
+
+
+def assemble_image(
+    geometry: DetectorGeometry,
+    image: NDArray[np.number],
+    *,
+    bad: NDArray[np.bool_] | None = None,
+    max_side: int = 4096,
+) -> AssembledImage:
+    """Place every panel of a frame where it sits in the laboratory's x-y plane (the beam at x = y = 0).
+
+    Each pixel of the picture (one laboratory pixel) takes the value of the data pixel under its centre
+    (nearest neighbour, through the inverse of the panel's fs/ss vectors, so rotated panels leave no holes).
+    The z components of the vectors are ignored: tilted panels are drawn as projected onto the x-y plane.
+
+    Parameters
+    ----------
+    geometry : DetectorGeometry
+        Panels placed in the laboratory (``--geom``).
+    image : (H, W) ndarray
+        The frame, in the data layout the geometry describes.
+    bad : (H, W) bool ndarray, optional
+        Pixels to draw as bad.
+    max_side : int
+        Largest picture side; a geometry that spreads its panels wider is refused.
+
+    Returns
+    -------
+    AssembledImage
+        ``image`` (rows along +y, columns along +x; NaN between panels), ``bad`` (True between panels too) and
+        ``extent_xy = (x_min, x_max, y_min, y_max)`` of the picture in laboratory pixels, the beam at (0, 0):
+        row ``i``, column ``j`` is centred at ``x = x_min + j + 0.5``, ``y = y_min + i + 0.5``.
+
+    Raises
+    ------
+    ConfigError
+        ``image`` or ``bad`` does not hold every panel, or the picture would be wider than ``max_side``.
+
+    Examples
+    --------
+    >>> geom = flat_geometry((2, 3), pixel_size_mm=0.1, distance_mm=100.0, beam_center_rowcol=(0.0, 0.0))
+    >>> picture = assemble_image(geom, np.arange(6.0).reshape(2, 3))
+    >>> picture.image.tolist(), picture.extent_xy  # rows run along +y (up): the frame's first row is on top
+    ([[3.0, 4.0, 5.0], [0.0, 1.0, 2.0]], (-0.5, 2.5, -1.5, 0.5))
+    """
+    data = np.asarray(image, dtype=np.float64)
+    if data.ndim != 2:
+        raise ConfigError(f"assemble_image needs a 2-D frame, got shape {data.shape}")
+    for p in geometry.panels:
+        if p.max_ss >= data.shape[0] or p.max_fs >= data.shape[1]:
+            raise ConfigError(
+                f"geometry panel {p.name!r} covers rows {p.min_ss}..{p.max_ss}, columns {p.min_fs}..{p.max_fs}, "
+                f"outside the frame of shape {data.shape}"
+            )
+    if bad is not None and np.shape(bad) != data.shape:
+        raise ConfigError(f"bad-pixel map of shape {np.shape(bad)} does not match the frame {data.shape}")
+    corners = []
+    for p in geometry.panels:
+        d_ss = np.array([0.0, 0.0, p.height, p.height])
+        d_fs = np.array([0.0, p.width, 0.0, p.width])
+        x, y, _ = p.lab_xyz_px(d_ss, d_fs)
+        corners.append((x, y))
+    # the picture's pixel edges on those of the first panel, so that a flat detector is drawn pixel for pixel
+    off_x, off_y = geometry.panels[0].corner_x % 1.0, geometry.panels[0].corner_y % 1.0
+    x_min = math.floor(min(float(x.min()) for x, _ in corners) - off_x + 1e-9) + off_x
+    x_max = math.ceil(max(float(x.max()) for x, _ in corners) - off_x - 1e-9) + off_x
+    y_min = math.floor(min(float(y.min()) for _, y in corners) - off_y + 1e-9) + off_y
+    y_max = math.ceil(max(float(y.max()) for _, y in corners) - off_y - 1e-9) + off_y
+    height, width = round(y_max - y_min), round(x_max - x_min)
+    if max(height, width) > max_side:
+        raise ConfigError(f"the panels spread over {width} x {height} pixels, more than max_side = {max_side}")
+    out = np.full((height, width), np.nan)
+    out_bad = np.ones((height, width), bool)
+    for p, (cx, cy) in zip(geometry.panels, corners):
+        (fx, fy, _), (sx, sy, _) = p.fs_vector, p.ss_vector
+        det = fx * sy - fy * sx
+        if abs(det) < 1e-9:
+            continue  # a panel seen edge-on covers no area
+        i0, i1 = max(math.floor(float(cy.min()) - y_min), 0), min(math.ceil(float(cy.max()) - y_min), height)
+        j0, j1 = max(math.floor(float(cx.min()) - x_min), 0), min(math.ceil(float(cx.max()) - x_min), width)
+        yy, xx = np.mgrid[i0:i1, j0:j1]
+        dx = xx + 0.5 + x_min - p.corner_x
+        dy = yy + 0.5 + y_min - p.corner_y
+        d_fs = np.floor((dx * sy - dy * sx) / det).astype(np.int64)
+        d_ss = np.floor((fx * dy - fy * dx) / det).astype(np.int64)
+        on = (d_fs >= 0) & (d_fs < p.width) & (d_ss >= 0) & (d_ss < p.height)
+        rows, cols = d_ss[on] + p.min_ss, d_fs[on] + p.min_fs
+        out[yy[on], xx[on]] = data[rows, cols]
+        out_bad[yy[on], xx[on]] = bool(p.bad) | (bad[rows, cols] if bad is not None else False)
+    return AssembledImage(out, out_bad, (float(x_min), float(x_max), float(y_min), float(y_max)))
 
 
 class PanelRect(NamedTuple):

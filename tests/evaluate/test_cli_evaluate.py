@@ -71,6 +71,30 @@ def test_show_masked_frame_with_peaks_and_truth(simulated: Path, tmp_path: Path,
     assert "out of range" in capsys.readouterr().err
 
 
+def test_show_assembled_with_a_geometry(simulated: Path, tmp_path: Path, capsys):
+    from braggml.geometry import flat_geometry
+    from braggml.io.geom import write_crystfel_geom
+    from braggml.io.simfile import read_sim_mask
+
+    shape = read_sim_mask(simulated).shape
+    geom = tmp_path / "flat.geom"
+    write_crystfel_geom(
+        flat_geometry(shape, pixel_size_mm=0.1, distance_mm=100.0, beam_center_rowcol=(10.0, 20.0)), geom
+    )
+    png = tmp_path / "frame.png"
+    assert main(["show", str(simulated), "--frame", "1", "--geom", str(geom), "-o", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    small = tmp_path / "small.geom"
+    write_crystfel_geom(flat_geometry((9, 9), pixel_size_mm=0.1, distance_mm=100.0, beam_center_rowcol=(4, 4)), small)
+    big = tmp_path / "big.geom"
+    write_crystfel_geom(
+        flat_geometry((9999, 9), pixel_size_mm=0.1, distance_mm=100.0, beam_center_rowcol=(4.0, 4.0)), big
+    )
+    assert main(["show", str(simulated), "--geom", str(big), "-o", str(png)]) == 2
+    assert "outside frames of shape" in capsys.readouterr().err
+    assert main(["show", str(simulated), "--geom", str(small), "-o", str(png)]) == 0  # a part of the frame
+
+
 def test_evaluate_rejects_mismatched_runs_and_bad_radius(tmp_path: Path, capsys):
     truth, found = _lists(tmp_path)
     t_path = write_peaks(truth, tmp_path / "t.csv")

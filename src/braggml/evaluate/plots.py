@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..geometry import DetectorGeometry
 from ..io.pictures import new_figure, save_png
 from ..peaks import PeakList
 from .matching import Match, match_peaks
@@ -37,12 +38,15 @@ def plot_frame(
     title: str = "",
     marker_size: float = 10.0,
     optional: PeakList | None = None,
+    geometry: DetectorGeometry | None = None,
 ) -> Path:
     """Save a frame on a log scale, masked pixels grey, with its peaks marked.
 
     With both ``found`` and ``truth`` (one-frame lists), true positives are green circles, misses orange
     squares and false peaks red crosses; found peaks at ``optional`` true peaks (real but not scored, see
     :func:`~braggml.evaluate.matching.match_peaks`) are white circles. With one of them, its peaks are circled.
+    With a ``geometry`` the panels are drawn where they sit in the laboratory frame, x to the right and y up (see
+    :func:`~braggml.geometry.assemble_image`), with the beam marked; otherwise the data array is drawn as stored.
     """
     import matplotlib as mpl
     from matplotlib.colors import LogNorm
@@ -51,6 +55,20 @@ def plot_frame(
     bad = ~np.isfinite(data)
     if mask is not None:
         bad |= mask
+    extent = None
+    if geometry is not None:
+        from ..geometry import assemble_image
+
+        picture = assemble_image(geometry, data, bad=bad)
+        data, bad, extent = picture.image, picture.bad, picture.extent_xy
+
+    def place(peaks: PeakList) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Where peaks are drawn: (col, row) of the array, or the laboratory (x, y) of the geometry."""
+        if geometry is None:
+            return peaks.col, peaks.row
+        x, y, _z, _panel = geometry.lab_position_px(peaks.row, peaks.col)
+        return x, y
+
     good = data[~bad]
     floor = max(np.percentile(good, 1) if good.size else 1.0, 0.0) + 1.0
     shown = np.ma.masked_array(np.clip(data, floor - 1.0, None) - (floor - 1.0) + 1.0, mask=bad)
@@ -58,7 +76,12 @@ def plot_frame(
     cmap = mpl.colormaps["viridis"].with_extremes(bad="0.6")
     fig = _figure(7.5, 7.5 * data.shape[0] / data.shape[1] + 0.6)
     ax = fig.add_subplot()
-    im = ax.imshow(shown, cmap=cmap, norm=LogNorm(vmin=1.0, vmax=max(top, 2.0)), interpolation="nearest")
+    norm = LogNorm(vmin=1.0, vmax=max(top, 2.0))
+    if extent is None:
+        im = ax.imshow(shown, cmap=cmap, norm=norm, interpolation="nearest")
+    else:
+        im = ax.imshow(shown, cmap=cmap, norm=norm, interpolation="nearest", origin="lower", extent=extent)
+        ax.plot([0.0], [0.0], marker="+", color="white", markersize=12, linestyle="none")  # the beam
     fig.colorbar(im, ax=ax, shrink=0.8, label=f"value - {floor - 1.0:.3g} (log)")
     ring = dict(facecolors="none", s=marker_size**2, linewidths=0.9)
     if found is not None and truth is not None:
@@ -67,21 +90,25 @@ def plot_frame(
         fp = found.take(~m.found_matched & ~m.found_optional)
         weak = found.take(m.found_optional)
         miss = truth.take(~m.truth_matched)
-        ax.scatter(tp.col, tp.row, edgecolors="lime", marker="o", label=f"found, true ({len(tp)})", **ring)
+        ax.scatter(*place(tp), edgecolors="lime", marker="o", label=f"found, true ({len(tp)})", **ring)
         if len(weak):
-            ax.scatter(weak.col, weak.row, edgecolors="white", marker="o",
+            ax.scatter(*place(weak), edgecolors="white", marker="o",
                        label=f"found, weaker true peak, not scored ({len(weak)})", **ring)
-        ax.scatter(miss.col, miss.row, edgecolors="orange", marker="s", label=f"missed ({len(miss)})", **ring)
-        ax.scatter(fp.col, fp.row, c="red", marker="x", s=marker_size**2 * 0.6, linewidths=1.0,
+        ax.scatter(*place(miss), edgecolors="orange", marker="s", label=f"missed ({len(miss)})", **ring)
+        ax.scatter(*place(fp), c="red", marker="x", s=marker_size**2 * 0.6, linewidths=1.0,
                    label=f"false ({len(fp)})")
         ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
     else:
         peaks = found if found is not None else truth
         if peaks is not None:
-            ax.scatter(peaks.col, peaks.row, edgecolors="red", marker="o", label=f"peaks ({len(peaks)})", **ring)
+            ax.scatter(*place(peaks), edgecolors="red", marker="o", label=f"peaks ({len(peaks)})", **ring)
             ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
-    ax.set_xlabel("col (fs), px")
-    ax.set_ylabel("row (ss), px")
+    if extent is None:
+        ax.set_xlabel("col (fs), px")
+        ax.set_ylabel("row (ss), px")
+    else:
+        ax.set_xlabel("laboratory x, px (beam at 0)")
+        ax.set_ylabel("laboratory y, px")
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
 

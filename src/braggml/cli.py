@@ -79,9 +79,9 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="INPUT",
         help=(
-            "HDF5/CXI/NeXus, CBF, TIFF, .npy/.npz files or quoted globs; FILE::/dataset/path picks a dataset; "
-            "a CrystFEL event list (.lst: 'file //N' or 'file' per line, as --hits-out writes) stands for the "
-            "frames it names"
+            "HDF5/CXI/NeXus, CBF, TIFF, SMV, EDF, MarCCD ..., .npy/.npz files or quoted globs; "
+            "FILE::/dataset/path picks a dataset; a CrystFEL event list (.lst: 'file //N' or 'file' per line, "
+            "as --hits-out writes) stands for the frames it names"
         ),
     )
     parser.add_argument("--dataset", metavar="PATH", help="dataset holding the frames in every HDF5 input")

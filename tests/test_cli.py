@@ -70,6 +70,17 @@ def test_find_writes_other_formats_and_hit_list(cxi_file: Path, tmp_path: Path, 
     assert lines == [f"{cxi_file} //0", f"{cxi_file} //1"]
 
 
+def test_find_draws_the_run(cxi_file: Path, tmp_path: Path, capsys):
+    png = tmp_path / "run.png"
+    assert main(["find", str(cxi_file), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"run picture written to {png}" in capsys.readouterr().out
+    assert main(["find", str(cxi_file), "-o", str(png), "--plot", str(png)]) == 2
+    assert "--plot and -o name the same file" in capsys.readouterr().err
+    assert main(["find", str(cxi_file), "--plot", str(tmp_path / "no" / "run.png")]) == 2
+    assert "output folder" in capsys.readouterr().err
+
+
 def test_find_reads_back_its_hit_list(cxi_file: Path, tmp_path: Path):
     """The hits of one run (an event list) are the input of the next: only those frames, same peaks."""
     first, hits = tmp_path / "all.h5", tmp_path / "hits.lst"

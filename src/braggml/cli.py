@@ -245,6 +245,20 @@ def _write_find_outputs(args: argparse.Namespace, run: PreparedRun, peaks: PeakL
         from .io.masks import write_mask
 
         write_mask(run.hot_pixels.mask, args.hot_pixel_mask_out)
+    if args.plot:
+        from .evaluate.plots import plot_run_overview
+
+        maps = run.geometry.maps
+        plot_run_overview(
+            peaks,
+            args.plot,
+            shape=run.source.shape,
+            min_peaks=run.job.min_peaks,
+            radius_px=maps.radius_px if maps.known else None,
+            resolution_a=maps.resolution_a,
+            mask=run.mask,
+            title=f"{', '.join(map(str, args.inputs))[:100]}: {run.job.finder}",
+        )
     if args.hits_out:
         counts = peaks.counts_per_frame()
         hits = [ref for ref, n in zip(peaks.frames or (), counts) if n >= run.job.min_peaks]
@@ -255,7 +269,12 @@ def _cmd_find(args: argparse.Namespace) -> int:
     from .config import config_to_dict
     from .parallel.cli_support import execution_from_args, finish_find_command, prepare_run, run_find_command
 
-    outputs = {"-o": args.output, "--hits-out": args.hits_out, "--hot-pixel-mask-out": args.hot_pixel_mask_out}
+    outputs = {
+        "-o": args.output,
+        "--hits-out": args.hits_out,
+        "--hot-pixel-mask-out": args.hot_pixel_mask_out,
+        "--plot": args.plot,
+    }
     named = [(flag, Path(path).resolve()) for flag, path in outputs.items() if path]
     for i, (flag, target) in enumerate(named):  # fail before the run, not after it
         for other, other_target in named[:i]:
@@ -295,6 +314,8 @@ def _cmd_find(args: argparse.Namespace) -> int:
             print(f"peaks written to {args.output}")
         if args.hits_out:
             print(f"hit list written to {args.hits_out}")
+        if args.plot:
+            print(f"run picture written to {args.plot}")
     return 1 if frame_failures and summary.n_frames == frame_failures else 0
 
 
@@ -323,6 +344,11 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--format", choices=["cxi", "stream", "csv"], help="peak-list format (default: from extension)")
     p.add_argument("--min-peaks", type=int, default=1, metavar="N", help="a frame with >= N peaks is a hit")
     p.add_argument("--hits-out", metavar="LIST", help="write hit frames as a CrystFEL event list (file //index)")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="picture of the run: peaks per frame and hit rate, where the peaks lie, peakogram, SNRs",
+    )
     p.add_argument("--config", metavar="YAML", help="finder settings: 'finder: NAME' and a 'NAME:' mapping")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="set any finder parameter (repeatable)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")

@@ -5,7 +5,13 @@ import pytest
 
 from braggml.errors import ConfigError
 from braggml.evaluate.metrics import evaluate_peaks
-from braggml.evaluate.plots import plot_frame, plot_peak_counts, plot_precision_recall, precision_recall_curve
+from braggml.evaluate.plots import (
+    plot_frame,
+    plot_peak_counts,
+    plot_precision_recall,
+    plot_run_overview,
+    precision_recall_curve,
+)
 from braggml.evaluate.report import write_report
 from braggml.peaks import PeakList
 
@@ -90,6 +96,27 @@ def test_pictures_and_report(tmp_path):
     text = report.read_text()
     assert "| finder |" in text and "0.667" in text and "](../f.png)" in text
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["finders"]["finder"]["true_positives"] == 4
+
+
+@pytest.mark.parametrize("n_peaks", [0, 40, 30000])  # none, a few drawn one by one, a density of many
+def test_run_overview(tmp_path, n_peaks):
+    rng = np.random.default_rng(1)
+    peaks = PeakList.from_columns(
+        n_frames=50,
+        frame=np.sort(rng.integers(0, 50, n_peaks)),
+        row=rng.uniform(0, 99, n_peaks),
+        col=rng.uniform(0, 119, n_peaks),
+        snr=rng.lognormal(2, 1, n_peaks),
+        max_value=rng.lognormal(4, 1, n_peaks),
+    )
+    resolution = np.full((100, 120), 3.0)
+    resolution[0, 0] = np.inf  # the beam
+    mask = np.zeros((100, 120), bool)
+    mask[:, 60:62] = True
+    png = plot_run_overview(peaks, tmp_path / "run.png", shape=(100, 120), min_peaks=2, resolution_a=resolution,
+                            mask=mask, title="run")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.tmp*"))
 
 
 def test_found_peaks_at_optional_true_peaks_are_not_scored():

@@ -17,7 +17,14 @@ from ..io.pictures import new_figure, save_png
 from ..peaks import PeakList
 from .matching import Match, match_peaks
 
-__all__ = ["plot_frame", "plot_recall_vs_snr", "plot_precision_recall", "plot_peak_counts", "precision_recall_curve"]
+__all__ = [
+    "plot_frame",
+    "plot_run_overview",
+    "plot_recall_vs_snr",
+    "plot_precision_recall",
+    "plot_peak_counts",
+    "precision_recall_curve",
+]
 
 
 def _figure(width: float = 6.4, height: float = 4.8) -> Any:
@@ -185,4 +192,132 @@ def plot_peak_counts(counts: Mapping[str, NDArray[np.integer]], path: str | Path
     ax.set_ylabel("peaks")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_run_overview(
+    peaks: PeakList,
+    path: str | Path,
+    *,
+    shape: tuple[int, int],
+    min_peaks: int = 1,
+    radius_px: NDArray[np.floating] | None = None,
+    resolution_a: NDArray[np.floating] | None = None,
+    mask: NDArray[np.bool_] | None = None,
+    title: str = "",
+) -> Path:
+    """One picture of a whole run, to judge a finder's settings and the data at a glance.
+
+    - Peaks per frame, with the hit threshold and the hit rate.
+    - Where the peaks of all frames lie on the detector (the data array; bad pixels grey). Bragg spots spread
+      over it; a hot pixel the mask lacks is one bright point, a ring of peaks an ice or powder ring, a line
+      of them a panel edge.
+    - A peakogram (as Cheetah and OM draw it): each peak's brightest pixel against its distance from the beam
+      (or 1/d where the resolution is known). Saturated pixels form a ceiling; rings form columns.
+    - How the peaks' SNRs are spread.
+
+    Parameters
+    ----------
+    peaks : PeakList
+        The run's peaks.
+    path : str or Path
+        PNG to write.
+    shape : (H, W)
+        Frame shape.
+    min_peaks : int
+        Peaks a frame needs to be a hit.
+    radius_px, resolution_a : (H, W) ndarray, optional
+        The run's pixel maps; without them the peakogram is against the distance from the frame centre.
+    mask : (H, W) bool ndarray, optional
+        Bad pixels of the run, drawn grey on the detector map.
+    title : str
+        Figure title (e.g. the input).
+    """
+    import matplotlib as mpl
+    from matplotlib.colors import LogNorm
+
+    height, width = (int(v) for v in shape)
+    counts = peaks.counts_per_frame()
+    fig = _figure(11.0, 8.0)
+    axes = fig.subplots(2, 2)
+    fig.suptitle(title or "run overview", fontsize=10)
+
+    ax = axes[0, 0]
+    frames = np.arange(len(counts))
+    hits = counts >= min_peaks
+    ax.plot(frames, counts, color="0.4", linewidth=0.6)
+    ax.scatter(frames[hits], counts[hits], s=6, color="tab:green", label=f"hits ({int(hits.sum())})", zorder=3)
+    ax.scatter(frames[~hits], counts[~hits], s=6, color="tab:red", label=f"not hits ({int((~hits).sum())})", zorder=3)
+    ax.axhline(min_peaks - 0.5, color="black", linestyle="--", linewidth=0.8)
+    rate = 100.0 * hits.mean() if len(counts) else 0.0
+    ax.set_title(f"peaks per frame: {len(peaks)} in {len(counts)} frames, hit rate {rate:.1f} % (>= {min_peaks})",
+                 fontsize=9)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("peaks")
+    ax.legend(fontsize=7, loc="upper right")
+
+    ax = axes[0, 1]
+    rows = np.clip(np.rint(peaks.row).astype(np.int64), 0, height - 1)
+    cols = np.clip(np.rint(peaks.col).astype(np.int64), 0, width - 1)
+    ax.set_facecolor("black")
+    if mask is not None and mask.shape == (height, width):
+        step = max(1, int(np.ceil(max(height, width) / 1024)))
+        ax.imshow(np.where(mask[::step, ::step], 1.0, np.nan), cmap=mpl.colormaps["Greys"], vmin=0, vmax=2,
+                  interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    if len(peaks):
+        # one dot per pixel holding peaks, coloured by how many frames have one there: a hot pixel the mask
+        # lacks is a bright dot, a spot of one frame a dim one
+        flat, times = np.unique(rows * width + cols, return_counts=True)
+        order = np.argsort(times, kind="stable")
+        flat, times = flat[order], times[order]
+        dots = ax.scatter(flat % width, flat // width, c=times, s=4, linewidths=0, cmap=mpl.colormaps["plasma"],
+                          norm=LogNorm(vmin=1, vmax=max(2, int(times.max()))))
+        fig.colorbar(dots, ax=ax, shrink=0.8, label="frames with a peak at that pixel")
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_title("where the peaks lie (all frames)", fontsize=9)
+    ax.set_xlabel("col (fs), px")
+    ax.set_ylabel("row (ss), px")
+
+    ax = axes[1, 0]
+    label = "distance from the frame centre, px"
+    if resolution_a is not None and resolution_a.shape == (height, width):
+        with np.errstate(divide="ignore"):
+            x = 1.0 / resolution_a[rows, cols]
+        label = "1/d, 1/A"
+    elif radius_px is not None and radius_px.shape == (height, width):
+        x = radius_px[rows, cols]
+        label = "distance from the beam, px"
+    else:
+        x = np.hypot(peaks.row - (height - 1) / 2.0, peaks.col - (width - 1) / 2.0)
+    y = np.asarray(peaks.max_value, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
+    if 0 < ok.sum() <= 20000:
+        ax.scatter(x[ok], y[ok], s=3, linewidths=0, alpha=0.6, color="tab:blue")
+        ax.set_yscale("log")
+    elif ok.any():  # a density of many peaks
+        ybins = np.geomspace(max(float(y[ok].min()), 1e-3), max(float(y[ok].max()), 1e-3) * 1.001 + 1e-9, 120)
+        hist, xe, ye = np.histogram2d(x[ok], y[ok], bins=(150, ybins))
+        im = ax.pcolormesh(xe, ye, np.ma.masked_equal(hist.T, 0), cmap=mpl.colormaps["viridis"],
+                           norm=LogNorm(vmin=1, vmax=max(2.0, float(hist.max()))))
+        ax.set_yscale("log")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="peaks")
+    ax.set_title("peakogram: brightest pixel of each peak", fontsize=9)
+    ax.set_xlabel(label)
+    ax.set_ylabel("maximum value")
+
+    ax = axes[1, 1]
+    snr = np.asarray(peaks.snr, dtype=np.float64)
+    snr = snr[np.isfinite(snr) & (snr > 0)]
+    if snr.size:
+        ax.hist(snr, bins=np.geomspace(max(float(snr.min()), 0.1), float(snr.max()) * 1.001 + 1e-9, 60),
+                color="tab:blue")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.axvline(float(np.median(snr)), color="black", linestyle="--", linewidth=0.8,
+                   label=f"median {float(np.median(snr)):.1f}")
+        ax.legend(fontsize=7)
+    ax.set_title("SNR of the peaks", fontsize=9)
+    ax.set_xlabel("SNR")
+    ax.set_ylabel("peaks")
     return _save(fig, path)

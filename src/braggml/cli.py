@@ -223,7 +223,14 @@ def _write_find_outputs(args: argparse.Namespace, run: PreparedRun, peaks: PeakL
     from .io.peaklists import write_event_list, write_peaks
 
     if args.output:
-        write_peaks(peaks, args.output, format=args.format, maps=run.geometry.maps, geometry=run.geometry.geometry)
+        write_peaks(
+            peaks,
+            args.output,
+            format=args.format,
+            maps=run.geometry.maps,
+            geometry=run.geometry.geometry,
+            dials_experiments=args.dials_expt,
+        )
         import yaml
 
         with atomic_output(str(args.output) + ".yaml", mode="w") as fh:
@@ -289,6 +296,13 @@ def _cmd_find(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--hot-pixel-mask-out {args.hot_pixel_mask_out}: give a {', '.join(MASK_SUFFIXES)} file name"
             )
+    if args.dials_expt:
+        from .io.dials_refl import experiment_layout
+        from .io.peaklists import peak_format
+
+        if not args.output or peak_format(args.output, args.format) != "refl":
+            raise ConfigError("--dials-expt goes with a DIALS reflection table output (-o strong.refl)")
+        experiment_layout(args.dials_expt)  # an unreadable list fails now, not after the run
     job = _find_job(args)
     execution_from_args(args)  # reject bad parallel options before any file is opened
     if not args.quiet:
@@ -341,7 +355,15 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         help="trained model for --finder cnn/svm/unet (braggml train); without it, the built-in one",
     )
     p.add_argument("-o", "--output", metavar="PEAKS", help="peak list to write (.h5/.cxi, .stream, .csv)")
-    p.add_argument("--format", choices=["cxi", "stream", "csv"], help="peak-list format (default: from extension)")
+    p.add_argument(
+        "--format", choices=["cxi", "stream", "csv", "refl"], help="peak-list format (default: from extension)"
+    )
+    p.add_argument(
+        "--dials-expt",
+        metavar="EXPT",
+        help="for a .refl output: the frames' DIALS experiment list (dials.import), for a rotation sequence "
+        "(one experiment) and the experiment identifiers; without it the frames are stills",
+    )
     p.add_argument("--min-peaks", type=int, default=1, metavar="N", help="a frame with >= N peaks is a hit")
     p.add_argument("--hits-out", metavar="LIST", help="write hit frames as a CrystFEL event list (file //index)")
     p.add_argument(

@@ -1,4 +1,5 @@
-"""Peak-list files: CXI (Cheetah/OM/CrystFEL), CrystFEL streams and CSV, and CrystFEL event lists.
+"""Peak-list files: CXI (Cheetah/OM/CrystFEL), CrystFEL streams, DIALS reflection tables (:mod:`.dials_refl`) and
+CSV, and CrystFEL event lists.
 
 Coordinates
 -----------
@@ -52,13 +53,14 @@ __all__ = [
     "parse_event_list",
 ]
 
-PeakFormat = Literal["cxi", "stream", "csv"]
+PeakFormat = Literal["cxi", "stream", "csv", "refl"]
 
 #: File-name endings of each peak-list format.
 PEAK_FORMATS: dict[str, tuple[str, ...]] = {
     "cxi": (".cxi", ".h5", ".hdf5"),
     "stream": (".stream",),
     "csv": (".csv",),
+    "refl": (".refl",),
 }
 
 #: Group of the CXI peak arrays (CrystFEL ``hdf5-peaks``).
@@ -128,6 +130,7 @@ def write_peaks(
     geometry: DetectorGeometry | None = None,
     maps: PixelMaps | None = None,
     hit_min_peaks: int = 1,
+    dials_experiments: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write a peak list (atomically).
 
@@ -137,14 +140,18 @@ def write_peaks(
         Peaks of ``peaks.n_frames`` frames; frames without peaks are kept in every format.
     path : str or path-like
         Output file; its folder must exist.
-    format : {"cxi", "stream", "csv"}, optional
-        Output format; by default from the file name (``.cxi``/``.h5``/``.hdf5``, ``.stream``, ``.csv``).
+    format : {"cxi", "stream", "csv", "refl"}, optional
+        Output format; by default from the file name (``.cxi``/``.h5``/``.hdf5``, ``.stream``, ``.csv``,
+        ``.refl``: a DIALS reflection table of strong spots, see :mod:`braggml.io.dials_refl`).
     geometry : DetectorGeometry, optional
         Stream only: embedded in the stream header, names each peak's panel and gives 1/d.
     maps : PixelMaps, optional
         Stream only: 1/d from ``maps.resolution_a`` at the nearest pixel when no ``geometry`` is given.
     hit_min_peaks : int
         Stream only: a frame is written ``hit = 1`` when it has at least this many peaks.
+    dials_experiments : str or path-like, optional
+        ``.refl`` only: the DIALS experiment list (``imported.expt``) of the frames, which says whether they are
+        stills or a rotation sequence and gives the experiments' identifiers. Without it, stills.
 
     Returns
     -------
@@ -171,19 +178,28 @@ def write_peaks(
         if hit_min_peaks < 0:
             raise ConfigError(f"hit_min_peaks must be >= 0, got {hit_min_peaks!r}")
         _write_stream(peaks, out, geometry=geometry, maps=maps, hit_min_peaks=hit_min_peaks)
+    elif fmt == "refl":
+        from .dials_refl import experiment_layout, write_refl
+
+        if dials_experiments is None:
+            write_refl(peaks, out)
+        else:
+            layout, identifiers = experiment_layout(dials_experiments)
+            write_refl(peaks, out, layout=layout, identifiers=identifiers)
     else:
         _write_csv(peaks, out)
     return out
 
 
 def read_peaks(path: str | os.PathLike[str], *, format: PeakFormat | None = None) -> PeakList:
-    """Read a peak list written by braggml or by Cheetah/OM/psocake (CXI), CrystFEL (stream) or as CSV.
+    """Read a peak list written by braggml or by Cheetah/OM/psocake (CXI), CrystFEL (stream), DIALS (``.refl``)
+    or as CSV.
 
     Parameters
     ----------
     path : str or path-like
         The peak-list file.
-    format : {"cxi", "stream", "csv"}, optional
+    format : {"cxi", "stream", "csv", "refl"}, optional
         Input format; by default from the file name.
 
     Returns
@@ -208,6 +224,10 @@ def read_peaks(path: str | os.PathLike[str], *, format: PeakFormat | None = None
         return _read_cxi(p)
     if fmt == "stream":
         return _read_stream(p)
+    if fmt == "refl":
+        from .dials_refl import read_refl
+
+        return read_refl(p)
     return _read_csv(p)
 
 

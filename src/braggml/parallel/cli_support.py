@@ -345,7 +345,9 @@ def add_merge_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``merge`` options."""
     parser.add_argument("shards", nargs="+", metavar="SHARD", help="shard outputs of 'find --shard' (globs allowed)")
     parser.add_argument("-o", "--output", required=True, metavar="PEAKS", help="merged peak list to write")
-    parser.add_argument("--format", choices=["cxi", "stream", "csv"], help="peak-list format (none: from the name)")
+    parser.add_argument(
+        "--format", choices=["cxi", "stream", "csv", "refl"], help="peak-list format (none: from the name)"
+    )
     parser.add_argument("--hits-out", metavar="LIST", help="write hit frames as a CrystFEL event list")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 

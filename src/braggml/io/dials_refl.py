@@ -1,0 +1,216 @@
+"""DIALS reflection tables (``.refl``): peak lists that ``dials.index`` takes in place of ``dials.find_spots``.
+
+A ``.refl`` file is a MessagePack document, ``["dials::af::reflection_table", 1, {"identifiers": {id: text},
+"nrows": N, "data": {column: [type, [N, bytes]]}}]``, each column one little-endian array. The columns written
+are those ``dials.find_spots`` writes for its strong spots, less the shoeboxes (pixel values, which indexing
+does not use):
+
+- ``xyzobs.px.value`` (``vec3<double>``): ``x = col + 0.5``, ``y = row + 0.5`` (DIALS measures from the outer
+  corner of the first pixel, as CrystFEL does), ``z = frame + 0.5`` (the image within its image set);
+- ``xyzobs.px.variance``: 1/12 px² on each axis, the variance of a position known to a pixel (DIALS' own floor);
+- ``bbox`` (``int6``: x0, x1, y0, y1, z0, z1), a box of about the peak's pixel count around it, on its image;
+- ``intensity.sum.value`` and ``.variance`` (from the peak's SNR), ``n_signal`` (its pixel count),
+  ``panel`` (0: the frame is one DIALS panel), ``flags`` (``strong``);
+- ``id``: the experiment of each peak. Serial frames imported by ``dials.import`` are stills, one experiment per
+  image, so by default ``id = frame``. For a rotation sequence (one experiment) give ``layout="sequence"``, or the
+  ``imported.expt`` of the frames (``experiments=``), which also gives the experiments' identifiers.
+
+Reading takes such a file (``dials.find_spots`` output included) back as a :class:`~braggml.peaks.PeakList`, so
+DIALS' spots can be compared with braggml's (``braggml evaluate --truth strong.refl``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ConfigError, DataFormatError
+from ..peaks import PeakList
+from .atomic import atomic_output
+
+__all__ = ["write_refl", "read_refl", "experiment_layout", "REFL_TAG"]
+
+#: First element of every DIALS reflection-table file.
+REFL_TAG = "dials::af::reflection_table"
+_VERSION = 1
+_STRONG = 1 << 5  # dials.array_family.flex.reflection_table.flags.strong
+
+# DIALS column types: numpy dtype and values per row
+_TYPES: dict[str, tuple[str, int]] = {
+    "double": ("<f8", 1),
+    "int": ("<i4", 1),
+    "std::size_t": ("<u8", 1),
+    "bool": ("u1", 1),
+    "vec3<double>": ("<f8", 3),
+    "vec2<double>": ("<f8", 2),
+    "int6": ("<i4", 6),
+    "cctbx::miller::index<>": ("<i4", 3),
+}
+
+Layout = Literal["stills", "sequence"]
+
+
+def _msgpack() -> Any:
+    try:
+        import msgpack
+    except ImportError:  # pragma: no cover - a dependency of braggml
+        raise DataFormatError("DIALS reflection tables need msgpack: pip install msgpack") from None
+    return msgpack
+
+
+def experiment_layout(path: str | os.PathLike[str]) -> tuple[Layout, dict[int, str]]:
+    """The layout and experiment identifiers of a DIALS experiment list (``imported.expt``).
+
+    Returns
+    -------
+    layout : {"stills", "sequence"}
+        "sequence" for one experiment over a rotation sequence, else "stills" (one experiment per image).
+    identifiers : dict of int to str
+        Experiment number to identifier, for the reflection table's ``identifiers``.
+
+    Raises
+    ------
+    InputNotFoundError, DataFormatError
+    """
+    from ..errors import InputNotFoundError
+
+    p = Path(os.fspath(path))
+    if not p.is_file():
+        raise InputNotFoundError(f"DIALS experiment list {str(p)!r} does not exist")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        experiments = doc["experiment"]
+        imagesets = doc.get("imageset", [])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataFormatError(f"{p}: not a DIALS experiment list (.expt JSON): {exc}") from None
+    if not experiments:
+        raise DataFormatError(f"{p}: the experiment list holds no experiment")
+    identifiers = {i: str(e.get("identifier", "")) for i, e in enumerate(experiments)}
+    if not all(identifiers.values()):
+        identifiers = {}
+    sequence = len(experiments) == 1 and any(s.get("__id__") == "ImageSequence" for s in imagesets)
+    return ("sequence" if sequence else "stills"), identifiers
+
+
+def write_refl(
+    peaks: PeakList,
+    path: str | os.PathLike[str],
+    *,
+    layout: Layout = "stills",
+    identifiers: dict[int, str] | None = None,
+) -> Path:
+    """Write a peak list as a DIALS reflection table of strong spots (atomically); see the module docstring.
+
+    Parameters
+    ----------
+    peaks : PeakList
+        The run's peaks.
+    path : str or path-like
+        The ``.refl`` file.
+    layout : {"stills", "sequence"}
+        One experiment per frame (``id = frame``), or one rotation sequence (``id = 0``).
+    identifiers : dict of int to str, optional
+        Experiment identifiers (from the ``.expt`` file the table goes with, see :func:`experiment_layout`).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    if layout not in ("stills", "sequence"):
+        raise ConfigError(f"layout must be 'stills' or 'sequence', got {layout!r}")
+    n = len(peaks)
+    frame = peaks.frame.astype(np.int64)
+    x, y = peaks.col + 0.5, peaks.row + 0.5
+    half = np.maximum(1, np.ceil(np.sqrt(np.maximum(peaks.n_pixels, 1)) / 2.0)).astype(np.int64)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    bbox = np.stack([x0 - half, x0 + half + 1, y0 - half, y0 + half + 1, frame, frame + 1], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = np.where(peaks.snr > 0, (peaks.intensity / peaks.snr) ** 2, np.abs(peaks.intensity))
+    ids = frame if layout == "stills" else np.zeros(n, np.int64)
+    if identifiers:
+        missing = sorted(set(np.unique(ids).tolist()) - set(identifiers))
+        if missing:
+            raise ConfigError(
+                f"the experiment list has {len(identifiers)} experiments, but peaks lie on frame {missing[0]}"
+            )
+        identifiers = {int(k): identifiers[int(k)] for k in np.unique(ids)} if layout == "sequence" else identifiers
+    columns: dict[str, tuple[str, NDArray[Any]]] = {
+        "bbox": ("int6", bbox),
+        "flags": ("std::size_t", np.full(n, _STRONG)),
+        "id": ("int", ids),
+        "intensity.sum.value": ("double", peaks.intensity),
+        "intensity.sum.variance": ("double", np.nan_to_num(variance, nan=0.0)),
+        "n_signal": ("int", peaks.n_pixels),
+        "panel": ("std::size_t", np.zeros(n, np.int64)),
+        "xyzobs.px.value": ("vec3<double>", np.stack([x, y, frame + 0.5], axis=1)),
+        "xyzobs.px.variance": ("vec3<double>", np.full((n, 3), 1.0 / 12.0)),
+    }
+    data = {}
+    for name, (kind, values) in columns.items():
+        dtype, _width = _TYPES[kind]
+        data[name] = [kind, [n, np.ascontiguousarray(values, dtype=dtype).tobytes()]]
+    document = [REFL_TAG, _VERSION, {"identifiers": dict(identifiers or {}), "nrows": n, "data": data}]
+    packed = _msgpack().packb(document, use_bin_type=True)
+    out = Path(os.fspath(path))
+    with atomic_output(out) as tmp:
+        Path(tmp).write_bytes(packed)
+    return out
+
+
+def _column(data: dict[str, Any], name: str, n: int, where: str) -> NDArray[Any] | None:
+    entry = data.get(name)
+    if entry is None:
+        return None
+    try:
+        kind, (count, blob) = entry
+        dtype, width = _TYPES[kind]
+    except (KeyError, TypeError, ValueError):
+        raise DataFormatError(f"{where}: column {name!r} is not a DIALS column of a known type") from None
+    values = np.frombuffer(blob, dtype=dtype)
+    if count != n or values.size != n * width:
+        raise DataFormatError(f"{where}: column {name!r} holds {values.size // width} rows, the table {n}")
+    return values.reshape(n, width) if width > 1 else values
+
+
+def read_refl(path: str | os.PathLike[str]) -> PeakList:
+    """Read a DIALS reflection table as a peak list (``frame`` = image of ``z``; ``row = y - 0.5``,
+    ``col = x - 0.5``; ``intensity.sum.value``; ``n_signal`` as the pixel count).
+
+    Raises
+    ------
+    DataFormatError
+        Not a reflection table, no ``xyzobs.px.value`` column, or spots on several panels (their positions are
+        panel coordinates, which only the DIALS detector model places on the frame).
+    """
+    p = Path(os.fspath(path))
+    try:
+        document = _msgpack().unpackb(p.read_bytes(), raw=False, strict_map_key=False)
+        tag, _version, table = document
+        n, data = int(table["nrows"]), table["data"]
+    except Exception as exc:  # msgpack raises many types for other files
+        raise DataFormatError(f"{p}: not a DIALS reflection table ({type(exc).__name__})") from None
+    if tag != REFL_TAG:
+        raise DataFormatError(f"{p}: not a DIALS reflection table (it starts {str(tag)[:40]!r})")
+    xyz = _column(data, "xyzobs.px.value", n, str(p))
+    if xyz is None:
+        raise DataFormatError(f"{p}: the reflection table has no xyzobs.px.value column (observed positions)")
+    panel = _column(data, "panel", n, str(p))
+    if panel is not None and n and int(panel.max()) > 0:
+        raise DataFormatError(
+            f"{p}: spots lie on {int(panel.max()) + 1} detector panels; "
+            "only one-panel tables can be placed on the frame"
+        )
+    intensity = _column(data, "intensity.sum.value", n, str(p))
+    n_signal = _column(data, "n_signal", n, str(p))
+    frame = np.floor(xyz[:, 2]).astype(np.int64) if n else np.zeros(0, np.int64)
+    columns: dict[str, Any] = {"frame": frame, "row": xyz[:, 1] - 0.5, "col": xyz[:, 0] - 0.5}
+    if intensity is not None:
+        columns["intensity"] = intensity
+    if n_signal is not None:
+        columns["n_pixels"] = n_signal
+    return PeakList.from_columns(**columns)

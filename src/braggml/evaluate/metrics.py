@@ -70,13 +70,14 @@ class Evaluation:
             f"precision {self.precision:.3f}   recall {self.recall:.3f}   F1 {self.f1:.3f}",
             f"centroid error: median {self.centroid_median_px:.3f} px   95% {self.centroid_p95_px:.3f} px"
             f"   RMSD {self.centroid_rmsd_px:.3f} px",
-            "recall by truth SNR: "
-            + "  ".join(
-                f"[{b['low']:g},{b['high']:g}) {b['recall']:.2f} (n={b['n_true']})"
-                for b in self.recall_by_snr
-                if b["n_true"]
-            ),
         ]
+        by_snr = [
+            f"[{b['low']:g},{b['high']:g}) {b['recall']:.2f} (n={b['n_true']})"
+            for b in self.recall_by_snr
+            if b["n_true"]
+        ]
+        if by_snr:  # a truth without SNRs (another finder's list) has none
+            lines.append("recall by truth SNR: " + "  ".join(by_snr))
         if self.recall_by_resolution:
             lines.append(
                 "recall by resolution (A): "

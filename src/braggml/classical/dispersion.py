@@ -26,7 +26,7 @@ from ._common import (
     rate_at_peaks,
     select_peaks,
 )
-from ._radial import background_rate, estimate_gain_per_panel, radial_statistics
+from ._radial import background_rate, estimate_gain_per_panel, noise_floor, radial_statistics
 from .rings import azimuth_sectors, ring_evidence
 
 __all__ = [
@@ -418,7 +418,13 @@ class DispersionFinder(ReportingFinder):
         rings = None
         photon_gain = gain
         if want_rings or cfg.significance_snr > 0:
-            stats = radial_statistics(frame.data, valid, radius, frame.panel_id, snr=5.0, iterations=5, per_panel=True)
+            # the half-count floor of whole-number data keeps the gain fit off near-empty bins: on a photon-counting
+            # frame of a few photons per thousand pixels their clipped variances are noise (a gain of 126, not 1)
+            sigma_floor = noise_floor(frame.data, valid, frame.integer)
+            stats = radial_statistics(
+                frame.data, valid, radius, frame.panel_id, snr=5.0, iterations=5, per_panel=True,
+                sigma_floor=sigma_floor,
+            )
             if want_rings:
                 sectors = (
                     azimuth_sectors(frame.maps.radius_px, frame.maps.panel_id) if cfg.reject_powder_rings else None

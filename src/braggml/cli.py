@@ -307,6 +307,8 @@ def _cmd_find(args: argparse.Namespace) -> int:
     execution_from_args(args)  # reject bad parallel options before any file is opened
     if not args.quiet:
         _notice_first_compile(args.command)
+    if args.follow:
+        return _follow_find(args, job)
     run, file_failures = prepare_run(job)  # damaged files among several are left out and reported
     log.info("finder %s: %s", job.finder, config_to_dict(run.finder.config))
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
@@ -331,6 +333,70 @@ def _cmd_find(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"run picture written to {args.plot}")
     return 1 if frame_failures and summary.n_frames == frame_failures else 0
+
+
+def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
+    """``find --follow``: find the peaks of the inputs' files as they are written, batch by batch, rewriting
+    the outputs after each batch, until no new file has come for ``--follow-idle`` seconds or Ctrl-C."""
+    from dataclasses import replace
+
+    from .parallel.cli_support import finish_find_command, prepare_run, run_find_command, split_outputs
+    from .parallel.follow import FollowConfig, follow_inputs, matching_files
+    from .peaks import PeakList
+    from .pipeline import RunSummary
+
+    if args.shard or args.scheduler == "dask":
+        raise ConfigError("--follow runs on this machine: leave out --shard and --scheduler dask")
+    config = FollowConfig(poll_s=args.follow_poll, idle_s=args.follow_idle)
+    seen: set[str] = set()
+    if args.split_output:  # files whose own peak list exists were done by an earlier run: a restart resumes
+        for file, _spec in matching_files(list(args.inputs)):
+            if Path(split_outputs(args.output, [file], args.format)[file]).is_file():
+                seen.add(file)
+    progress = args.progress or (not args.quiet and sys.stderr.isatty())
+    per_batch = argparse.Namespace(**{**vars(args), "output": args.output if args.split_output else None})
+    outputs = argparse.Namespace(**{**vars(args), "output": None if args.split_output else args.output})
+    parts: list[PeakList] = []
+    total = RunSummary(min_peaks=job.min_peaks)
+    template = job
+    if not args.quiet:
+        print(f"following {', '.join(map(str, args.inputs))} (every {config.poll_s:g} s; Ctrl-C stops)", flush=True)
+    try:
+        for batch in follow_inputs(list(args.inputs), config, seen=seen):
+            run, failures = prepare_run(replace(template, inputs=tuple(batch)))
+            outcome = run_find_command(per_batch, run, progress=progress)
+            # the next batches keep what this one learnt: panels, beam centre and hot pixels
+            template = run.job
+            if job.search_hot_pixels and not run.job.hot_pixel_frames:  # too few frames yet: look next batch
+                template = replace(template, hot_pixels=None)
+            if outcome.peaks is not None:
+                parts.append(outcome.peaks)
+            b = outcome.summary
+            total.n_frames += b.n_frames
+            total.n_hits += b.n_hits
+            total.n_peaks += b.n_peaks
+            total.seconds += b.seconds
+            total.failures += failures + b.failures
+            for key, value in b.rejected.items():
+                total.rejected[key] = total.rejected.get(key, 0) + value
+            if parts:
+                _write_find_outputs(outputs, run, PeakList.concatenate(parts))
+            finish_find_command(per_batch, run, outcome)
+            if not args.quiet:
+                rate = 100.0 * total.n_hits / max(total.n_frames, 1)
+                print(
+                    f"+{len(batch)} files: {b.n_frames} frames, {b.n_hits} hits, {b.n_peaks} peaks   "
+                    f"so far: {total.n_frames} frames, hit rate {rate:.1f} %",
+                    flush=True,
+                )
+    except KeyboardInterrupt:
+        if not args.quiet:
+            print("stopped; the outputs hold every batch finished", flush=True)
+    if not args.quiet:
+        print(f"finder: {job.finder}")
+        for line in total.lines():
+            print(line)
+    return 0
 
 
 def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -373,6 +439,21 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     )
     p.add_argument("--config", metavar="YAML", help="finder settings: 'finder: NAME' and a 'NAME:' mapping")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="set any finder parameter (repeatable)")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep looking for new files of the inputs' globs as the detector writes them and find their peaks, "
+        "rewriting the outputs after each batch (with --split-output, one peak list per file; a restart skips "
+        "files that have theirs)",
+    )
+    p.add_argument("--follow-poll", type=float, default=2.0, metavar="S", help="seconds between looks (--follow)")
+    p.add_argument(
+        "--follow-idle",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="stop after S seconds without a new file (0: never; --follow)",
+    )
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     add_parallel_arguments(p)

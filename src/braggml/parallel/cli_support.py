@@ -34,7 +34,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_FORMAT_SUFFIX = {"cxi": ".h5", "stream": ".stream", "csv": ".csv"}
+_FORMAT_SUFFIX = {"cxi": ".h5", "stream": ".stream", "csv": ".csv", "refl": ".refl"}
 
 
 def _positive_int(text: str) -> int:

@@ -1,0 +1,133 @@
+"""Following a run while it is written: new files are taken once they stop growing, and ``find --follow`` finds
+the same peaks as a run over the finished files."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from braggml.cli import main
+from braggml.errors import ConfigError
+from braggml.io.peaklists import read_peaks
+from braggml.parallel.follow import FollowConfig, follow_inputs
+
+
+class FakeTime:
+    """A clock that only moves when the follower sleeps, with file events at given times."""
+
+    def __init__(self, events: dict[float, callable]) -> None:
+        self.now = 1000.0
+        self.events = sorted(events.items())
+
+    def clock(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        while self.events and self.events[0][0] <= self.now:
+            self.events.pop(0)[1]()
+
+
+def _touch(path: Path, size: int, when: float) -> None:
+    path.write_bytes(b"x" * size)
+    os.utime(path, (when, when))
+
+
+def test_batches_of_settled_new_files(tmp_path: Path) -> None:
+    t = FakeTime({})
+    _touch(tmp_path / "a_001.h5", 10, t.now - 100)  # at rest before the start: taken at once
+    _touch(tmp_path / "b.txt", 10, t.now - 100)  # not matched
+    t.events = [
+        (1002.0, lambda: _touch(tmp_path / "a_002.h5", 5, 1002.0)),  # still being written ...
+        (1004.0, lambda: _touch(tmp_path / "a_002.h5", 9, 1004.0)),  # ... grows ...
+        (1004.0, lambda: _touch(tmp_path / "a_003.h5", 9, 1004.0)),
+    ]
+    config = FollowConfig(poll_s=1.0, settle_s=3.0, idle_s=5.0)
+    batches = []
+    for batch in follow_inputs([str(tmp_path / "a_*.h5")], config, clock=t.clock, sleep=t.sleep, wall=t.wall):
+        batches.append(([Path(f).name for f in batch], t.now))
+    # a_002 and a_003 stop changing at 1004 and are taken 3 s later, together; then 5 s idle ends it
+    assert batches == [(["a_001.h5"], 1000.0), (["a_002.h5", "a_003.h5"], 1007.0)]
+    assert t.now == 1012.0
+
+
+def test_seen_files_and_datasets(tmp_path: Path) -> None:
+    t = FakeTime({})
+    for name in ("r1.h5", "r2.h5"):
+        _touch(tmp_path / name, 10, t.now - 100)
+    seen = {str(tmp_path / "r1.h5")}
+    config = FollowConfig(poll_s=1.0, settle_s=2.0, idle_s=2.0)
+    batches = list(follow_inputs([f"{tmp_path}/r*.h5::/entry/data/data"], config, seen=seen, clock=t.clock,
+                                 sleep=t.sleep, wall=t.wall))
+    assert batches == [[f"{tmp_path / 'r2.h5'}::/entry/data/data"]]
+    assert seen == {str(tmp_path / "r1.h5"), str(tmp_path / "r2.h5")}
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ConfigError, match="poll interval must be > 0"):
+        FollowConfig(poll_s=0)
+    with pytest.raises(ConfigError, match="idle_s must be >= 0"):
+        FollowConfig(idle_s=-1)
+
+
+def _frames(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    frames = rng.poisson(10.0, (2, 64, 80)).astype(np.int32)
+    frames[:, 20 + seed : 23 + seed, 30:33] += 600
+    return frames
+
+
+def test_find_follow_takes_files_as_they_come(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    np.save(folder / "f_0.npy", _frames(0))
+
+    def feed() -> None:  # the detector writes two more files while braggml follows
+        for k in (1, 2):
+            time.sleep(0.6)
+            np.save(tmp_path / "tmp.npy", _frames(k))
+            os.replace(tmp_path / "tmp.npy", folder / f"f_{k}.npy")
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    out = tmp_path / "peaks.h5"
+    argv = ["find", str(folder / "f_*.npy"), "-o", str(out), "--hits-out", str(tmp_path / "hits.lst"),
+            "--follow", "--follow-poll", "0.2", "--follow-idle", "2"]
+    try:
+        assert main(argv) == 0
+    finally:
+        writer.join()
+    printed = capsys.readouterr().out
+    assert printed.count("+1 files") + printed.count("+2 files") >= 2  # more than one batch
+    followed = read_peaks(out)
+    assert followed.n_frames == 6 and followed.counts_per_frame().tolist() == [1] * 6
+    assert len((tmp_path / "hits.lst").read_text().splitlines()) == 6
+    assert main(["find", str(folder / "f_*.npy"), "-o", str(tmp_path / "batch.h5"), "-q"]) == 0
+    batch = read_peaks(tmp_path / "batch.h5")
+    assert np.array_equal(followed.row, batch.row) and np.array_equal(followed.col, batch.col)
+
+
+def test_find_follow_resumes_split_outputs_and_refuses_shards(tmp_path: Path, capsys) -> None:
+    for k in range(3):
+        np.save(tmp_path / f"f_{k}.npy", _frames(k))
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["find", str(tmp_path / "f_*.npy"), "-o", str(out), "--split-output", "--follow", "--follow-poll", "0.1",
+            "--follow-idle", "0.3"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"f_{k}_peaks.h5" for k in range(3)]
+    (out / "f_1_peaks.h5").unlink()
+    capsys.readouterr()
+    assert main(argv) == 0  # a restart does only the file whose peak list is missing
+    printed = capsys.readouterr().out
+    assert "f_1.npy: 2 frames" in printed and "f_0.npy" not in printed and "f_2.npy" not in printed
+    assert main(["find", str(tmp_path / "f_*.npy"), "-o", str(tmp_path / "x.h5"), "--follow", "--shard", "0/2"]) == 2
+    assert "--follow runs on this machine" in capsys.readouterr().err

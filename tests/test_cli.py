@@ -79,6 +79,11 @@ def test_find_draws_the_run(cxi_file: Path, tmp_path: Path, capsys):
     assert "--plot and -o name the same file" in capsys.readouterr().err
     assert main(["find", str(cxi_file), "--plot", str(tmp_path / "no" / "run.png")]) == 2
     assert "output folder" in capsys.readouterr().err
+    folder = tmp_path / "split"
+    folder.mkdir()
+    png.unlink()
+    assert main(["find", str(cxi_file), "-o", str(folder), "--split-output", "--plot", str(png), "-q"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and (folder / "run_peaks.h5").is_file()
 
 
 def test_find_reads_back_its_hit_list(cxi_file: Path, tmp_path: Path):

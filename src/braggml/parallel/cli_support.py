@@ -188,7 +188,7 @@ def run_find_command(args: argparse.Namespace, run: PreparedRun, *, progress: bo
         output=args.output,
         resume=resume,
         progress=progress,
-        keep_peaks=not args.split_output or bool(args.hits_out),
+        keep_peaks=not args.split_output or bool(args.hits_out or args.plot),
         on_file_done=on_file_done,
     )
 

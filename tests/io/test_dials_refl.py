@@ -90,6 +90,14 @@ def test_sequence_and_identifiers_from_the_experiment_list(tmp_path: Path) -> No
         write_peaks(_peaks(), tmp_path / "c.refl", dials_experiments=_expt(tmp_path / "two.expt", 2, False))
 
 
+def test_multi_panel_geometry_is_warned_about(tmp_path: Path) -> None:
+    from braggml.geometry import DetectorGeometry, Panel
+
+    panels = tuple(Panel(f"p{k}", 0, 99, 50 * k, 50 * k + 49, 0.0, 50.0 * k, 1e4) for k in range(2))
+    with pytest.warns(UserWarning, match="DIALS must read these frames as one panel"):
+        write_peaks(_peaks(), tmp_path / "s.refl", geometry=DetectorGeometry(panels=panels))
+
+
 def test_bad_input(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError, match="nowhere.expt"):
         experiment_layout(tmp_path / "nowhere.expt")

@@ -181,6 +181,12 @@ def write_peaks(
     elif fmt == "refl":
         from .dials_refl import experiment_layout, write_refl
 
+        if geometry is not None and geometry.n_panels > 1:
+            warnings.warn(
+                f"{out}: the peaks are written in frame coordinates on DIALS panel 0; DIALS must read these frames "
+                f"as one panel (the geometry has {geometry.n_panels})",
+                stacklevel=2,
+            )
         if dials_experiments is None:
             write_refl(peaks, out)
         else:

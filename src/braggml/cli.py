@@ -135,6 +135,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for path in paths:
         if _is_model_file(path):
             print(format_model_description(describe_model(path)))
+        elif Path(path).suffix.lower() == ".geom":
+            from .io.describe import describe_geometry, format_geometry_description
+
+            print(format_geometry_description(describe_geometry(path)))
         else:
             print(format_description(describe(path)))
     return 0
@@ -804,14 +808,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "info",
-        help="show what a detector file or a model file holds",
+        help="show what a detector file, a CrystFEL geometry or a model file holds",
         description=(
             "Show the datasets, frames, masks and geometry of detector files (and of the frames an event list "
             "names), and the kind, size, cut, training and held-out scores of model files (.safetensors)."
         ),
     )
     p.add_argument("files", nargs="*", metavar="FILE",
-                   help="detector file (FILE::/dataset picks a dataset), event list (.lst) or model (.safetensors)")
+                   help="detector file (FILE::/dataset picks a dataset), event list (.lst), CrystFEL geometry (.geom) "
+                        "or model (.safetensors)")
     p.add_argument("--builtin-models", action="store_true",
                    help="describe the models shipped with braggml (what --finder cnn|svm|unet uses without --model)")
     p.set_defaults(func=_cmd_info)

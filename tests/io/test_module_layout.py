@@ -163,6 +163,19 @@ class TestGeometry:
             parse_crystfel_geom(_geom_text()).pixel_maps((300, F))
 
 
+def test_info_describes_the_geometry(tmp_path: Path, capsys) -> None:
+    (tmp_path / "d.geom").write_text(_geom_text())
+    assert main(["info", str(tmp_path / "d.geom")]) == 0
+    text = capsys.readouterr().out
+    assert "panels:         8" in text
+    assert "frames of 256 x 96 pixels (rows x columns), stored module by module: 4 modules of 64 rows" in text
+    assert "pixel size:     200 um" in text and "camera length:  200 mm" in text
+    assert "radius:         0.7 to 208.1 px from the beam" in text  # p2a0 holds the beam, 0.7 px from a pixel centre
+    (tmp_path / "bad.geom").write_text("p0/min_fs = 0\n")
+    assert main(["info", str(tmp_path / "bad.geom")]) == 2
+    assert "bad.geom" in capsys.readouterr().err
+
+
 def test_run_finds_the_spots_on_their_modules(tmp_path: Path, capsys) -> None:
     data = _frames()
     run = _write_virtual_cxi(tmp_path / "r.cxi", data)

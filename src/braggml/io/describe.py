@@ -190,3 +190,82 @@ def format_description(info: dict[str, Any]) -> str:
     if info.get("problem"):
         lines.append(f"problem:        {info['problem']}")
     return "\n".join(lines)
+
+
+def describe_geometry(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a CrystFEL geometry file describes: panels, frame layout, pixel sizes, camera length, beam, masks,
+    and the radius and resolution its pixels cover.
+
+    Raises
+    ------
+    InputNotFoundError, DataFormatError
+        As :func:`braggml.io.geom.read_crystfel_geom`.
+    """
+    import numpy as np
+
+    from .geom import read_crystfel_geom
+
+    geom = read_crystfel_geom(path)
+    maps = geom.pixel_maps()
+    on = maps.panel_id >= 0
+    radius = maps.radius_px[on]
+    resolution = None
+    if maps.resolution_a is not None:
+        res = maps.resolution_a[on & np.isfinite(maps.resolution_a)]
+        resolution = (float(res.min()), float(res.max())) if res.size else None
+    clens = sorted({p.clen_m for p in geom.panels if p.clen_m is not None})
+    located = sorted({p.clen_metadata.location for p in geom.panels if p.clen_metadata is not None})
+    return {
+        "file": os.fspath(path),
+        "n_panels": geom.n_panels,
+        "data_shape": geom.data_shape,
+        "module_rows": geom.module_rows,
+        "pixel_sizes_um": sorted({round(p.pixel_size_m * 1e6, 3) for p in geom.panels}),
+        "clen_mm": [round(c * 1e3, 4) for c in clens],
+        "clen_from": located,
+        "wavelength_a": geom.wavelength_a,
+        "wavelength_from": geom.beam_metadata.location if geom.beam_metadata is not None else None,
+        "bad_panels": [p.name for p in geom.panels if p.bad],
+        "bad_regions": len(geom.bad_regions),
+        "masks": sorted({(m.file or "(data file)") + "::" + m.dataset for p in geom.panels for m in p.masks}),
+        "radius_px": (float(radius.min()), float(radius.max())) if radius.size else None,
+        "resolution_a": resolution,
+    }
+
+
+def format_geometry_description(info: dict[str, Any]) -> str:
+    """Human-readable text of :func:`describe_geometry`'s dict."""
+    rows, cols = info["data_shape"]
+    layout = f"frames of {rows} x {cols} pixels (rows x columns)"
+    if info["module_rows"]:
+        layout += f", stored module by module: {rows // info['module_rows']} modules of {info['module_rows']} rows"
+    if info["clen_mm"]:
+        clen = ", ".join(f"{c:g}" for c in info["clen_mm"]) + " mm"
+    elif info["clen_from"]:
+        clen = "read from the data files at " + ", ".join(info["clen_from"])
+    else:
+        clen = "not given (no resolution)"
+    if info["wavelength_a"] is not None:
+        beam = f"{info['wavelength_a']:.6g} A"
+    elif info["wavelength_from"]:
+        beam = f"read from the data files at {info['wavelength_from']}"
+    else:
+        beam = "not given (no resolution)"
+    lines = [
+        f"{info['file']}  (CrystFEL geometry)",
+        f"{'panels:':<15} {info['n_panels']}"
+        + (f" ({len(info['bad_panels'])} marked bad)" if info["bad_panels"] else ""),
+        f"{'layout:':<15} {layout}",
+        f"{'pixel size:':<15} " + ", ".join(f"{v:g} um" for v in info["pixel_sizes_um"]),
+        f"{'camera length:':<15} {clen}",
+        f"{'wavelength:':<15} {beam}",
+        f"{'bad regions:':<15} {info['bad_regions']}",
+        f"{'masks:':<15} " + (", ".join(info["masks"]) or "-"),
+    ]
+    if info["radius_px"] is not None:
+        lo, hi = info["radius_px"]
+        lines.append(f"{'radius:':<15} {lo:.1f} to {hi:.1f} px from the beam")
+    if info["resolution_a"] is not None:
+        best, worst = info["resolution_a"]
+        lines.append(f"{'resolution:':<15} {worst:.2f} to {best:.2f} A")
+    return "\n".join(lines)

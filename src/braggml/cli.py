@@ -344,6 +344,7 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
     the outputs after each batch, until no new file has come for ``--follow-idle`` seconds or Ctrl-C."""
     from dataclasses import replace
 
+    from .errors import DataFormatError
     from .parallel.cli_support import finish_find_command, prepare_run, run_find_command, split_outputs
     from .parallel.follow import FollowConfig, follow_inputs, matching_files
     from .peaks import PeakList
@@ -367,7 +368,12 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
         print(f"following {', '.join(map(str, args.inputs))} (every {config.poll_s:g} s; Ctrl-C stops)", flush=True)
     try:
         for batch in follow_inputs(list(args.inputs), config, seen=seen):
-            run, failures = prepare_run(replace(template, inputs=tuple(batch)))
+            try:
+                run, failures = prepare_run(replace(template, inputs=tuple(batch)))
+            except DataFormatError as exc:  # one unreadable file must not end a run that is being followed
+                log.error("left out: %s", exc)
+                total.failures.append(str(exc))
+                continue
             outcome = run_find_command(per_batch, run, progress=progress)
             # the next batches keep what this one learnt: panels, beam centre and hot pixels
             template = run.job

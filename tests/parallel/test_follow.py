@@ -115,7 +115,7 @@ def test_find_follow_takes_files_as_they_come(tmp_path: Path, capsys) -> None:
     assert np.array_equal(followed.row, batch.row) and np.array_equal(followed.col, batch.col)
 
 
-def test_find_follow_resumes_split_outputs_and_refuses_shards(tmp_path: Path, capsys) -> None:
+def test_find_follow_resumes_split_outputs_and_refuses_shards(tmp_path: Path, capsys, caplog) -> None:
     for k in range(3):
         np.save(tmp_path / f"f_{k}.npy", _frames(k))
     out = tmp_path / "out"
@@ -124,10 +124,15 @@ def test_find_follow_resumes_split_outputs_and_refuses_shards(tmp_path: Path, ca
             "--follow-idle", "0.3"]
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == [f"f_{k}_peaks.h5" for k in range(3)]
+    (tmp_path / "f_3.npy").write_bytes(b"not an array")  # a damaged file is reported, and the run goes on
     (out / "f_1_peaks.h5").unlink()
     capsys.readouterr()
     assert main(argv) == 0  # a restart does only the file whose peak list is missing
     printed = capsys.readouterr().out
     assert "f_1.npy: 2 frames" in printed and "f_0.npy" not in printed and "f_2.npy" not in printed
+    assert "failures: 1" in printed and "f_3.npy: cannot read" in caplog.text
+    caplog.clear()
+    assert main(argv) == 0  # a batch of damaged files alone is reported too, and following goes on
+    assert "frames: 0" in capsys.readouterr().out and "left out: " in caplog.text
     assert main(["find", str(tmp_path / "f_*.npy"), "-o", str(tmp_path / "x.h5"), "--follow", "--shard", "0/2"]) == 2
     assert "--follow runs on this machine" in capsys.readouterr().err

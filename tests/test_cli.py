@@ -191,6 +191,21 @@ def test_find_masks_the_run_hot_pixels(tmp_path: Path, capsys):
     assert "invalid choice: 'on'" in capsys.readouterr().err
 
 
+def test_outputs_never_replace_inputs(cxi_file: Path, tmp_path: Path, capsys):
+    before = cxi_file.read_bytes()
+    assert main(["find", str(cxi_file), "-o", str(cxi_file)]) == 2
+    assert f"-o {cxi_file} is one of the run's inputs; it would be overwritten" in capsys.readouterr().err
+    for argv in (
+        ["find", str(tmp_path / "*.cxi"), "-o", str(cxi_file)],  # through a glob
+        ["find", str(cxi_file), "--plot", str(cxi_file)],
+        ["find", str(cxi_file), "-o", str(tmp_path / "p.csv"), "--hits-out", str(tmp_path / "run.cxi")],
+        ["find", str(cxi_file), "-o", str(tmp_path / "{stem}.cxi"), "--split-output"],
+    ):
+        assert main(argv) == 2
+        assert "it would be overwritten" in capsys.readouterr().err
+    assert cxi_file.read_bytes() == before
+
+
 def test_failed_run_leaves_no_output(tmp_path: Path, cxi_file: Path, capsys):
     out = tmp_path / "peaks.h5"
     assert main(["find", str(cxi_file), f"{tmp_path}/missing.h5", "-o", str(out)]) == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -287,10 +288,13 @@ def _cmd_find(args: argparse.Namespace) -> int:
         "--plot": args.plot,
     }
     named = [(flag, Path(path).resolve()) for flag, path in outputs.items() if path]
+    protected = _find_input_files(args)
     for i, (flag, target) in enumerate(named):  # fail before the run, not after it
         for other, other_target in named[:i]:
             if target == other_target:
                 raise ConfigError(f"{flag} and {other} name the same file")
+        if target in protected:
+            raise ConfigError(f"{flag} {outputs[flag]} is one of the run's inputs; it would be overwritten")
         if not target.parent.is_dir():
             raise ConfigError(f"{outputs[flag]}: output folder {target.parent} does not exist")
     if args.hot_pixel_mask_out:
@@ -339,12 +343,28 @@ def _cmd_find(args: argparse.Namespace) -> int:
     return 1 if frame_failures and summary.n_frames == frame_failures else 0
 
 
+def _find_input_files(args: argparse.Namespace) -> set[Path]:
+    """Every file ``find`` reads (frames, event lists, mask, geometry, settings, model), resolved, so that no
+    output can replace one of them. Globs that match nothing yet (``--follow``) add nothing."""
+    from .errors import InputNotFoundError
+    from .io.frames import expand_inputs
+    from .io.masks import split_spec
+
+    try:
+        files = [file for file, _dataset in expand_inputs(list(args.inputs))]
+    except InputNotFoundError:
+        files = [split_spec(str(item))[0] for item in args.inputs]
+    extra = [args.mask and split_spec(args.mask)[0], args.geom, args.config, args.dials_expt, args.model]
+    return {Path(f).resolve() for f in [*files, *extra] if f}
+
+
 def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
     """``find --follow``: find the peaks of the inputs' files as they are written, batch by batch, rewriting
     the outputs after each batch, until no new file has come for ``--follow-idle`` seconds or Ctrl-C."""
     from dataclasses import replace
 
     from .errors import DataFormatError
+    from .io.masks import split_spec
     from .parallel.cli_support import finish_find_command, prepare_run, run_find_command, split_outputs
     from .parallel.follow import FollowConfig, follow_inputs, matching_files
     from .peaks import PeakList
@@ -353,11 +373,14 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
     if args.shard or args.scheduler == "dask":
         raise ConfigError("--follow runs on this machine: leave out --shard and --scheduler dask")
     config = FollowConfig(poll_s=args.follow_poll, idle_s=args.follow_idle)
-    seen: set[str] = set()
+    # the run's own outputs are never inputs, even where the inputs' globs match them
+    seen = {os.path.realpath(p) for p in (args.output, args.hits_out, args.plot, args.hot_pixel_mask_out) if p}
     if args.split_output:  # files whose own peak list exists were done by an earlier run: a restart resumes
         for file, _spec in matching_files(list(args.inputs)):
-            if Path(split_outputs(args.output, [file], args.format)[file]).is_file():
-                seen.add(file)
+            target = split_outputs(args.output, [file], args.format)[file]
+            seen.add(os.path.realpath(target))
+            if Path(target).is_file():
+                seen.add(os.path.realpath(file))
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
     per_batch = argparse.Namespace(**{**vars(args), "output": args.output if args.split_output else None})
     outputs = argparse.Namespace(**{**vars(args), "output": None if args.split_output else args.output})
@@ -368,6 +391,9 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
         print(f"following {', '.join(map(str, args.inputs))} (every {config.poll_s:g} s; Ctrl-C stops)", flush=True)
     try:
         for batch in follow_inputs(list(args.inputs), config, seen=seen):
+            if args.split_output:  # the peak lists about to be written are not new inputs, whatever the globs
+                files = [split_spec(spec)[0] for spec in batch]
+                seen.update(os.path.realpath(t) for t in split_outputs(args.output, files, args.format).values())
             try:
                 run, failures = prepare_run(replace(template, inputs=tuple(batch)))
             except DataFormatError as exc:  # one unreadable file must not end a run that is being followed

@@ -63,12 +63,12 @@ def test_seen_files_and_datasets(tmp_path: Path) -> None:
     t = FakeTime({})
     for name in ("r1.h5", "r2.h5"):
         _touch(tmp_path / name, 10, t.now - 100)
-    seen = {str(tmp_path / "r1.h5")}
+    seen = {os.path.realpath(tmp_path / "r1.h5")}
     config = FollowConfig(poll_s=1.0, settle_s=2.0, idle_s=2.0)
     batches = list(follow_inputs([f"{tmp_path}/r*.h5::/entry/data/data"], config, seen=seen, clock=t.clock,
                                  sleep=t.sleep, wall=t.wall))
     assert batches == [[f"{tmp_path / 'r2.h5'}::/entry/data/data"]]
-    assert seen == {str(tmp_path / "r1.h5"), str(tmp_path / "r2.h5")}
+    assert seen == {os.path.realpath(tmp_path / name) for name in ("r1.h5", "r2.h5")}
 
 
 def test_bad_settings() -> None:
@@ -136,3 +136,23 @@ def test_find_follow_resumes_split_outputs_and_refuses_shards(tmp_path: Path, ca
     assert "frames: 0" in capsys.readouterr().out and "left out: " in caplog.text
     assert main(["find", str(tmp_path / "f_*.npy"), "-o", str(tmp_path / "x.h5"), "--follow", "--shard", "0/2"]) == 2
     assert "--follow runs on this machine" in capsys.readouterr().err
+
+
+def test_find_follow_does_not_take_its_own_outputs(tmp_path: Path, capsys) -> None:
+    np.save(tmp_path / "f_0.npy", _frames(0))
+
+    def feed() -> None:
+        time.sleep(0.5)
+        np.save(tmp_path / "f_1.npy", _frames(1))
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:  # the glob matches everything in the folder, the peak lists written there included
+        argv = ["find", str(tmp_path / "*"), "-o", str(tmp_path), "--split-output", "--plot", str(tmp_path / "r.png"),
+                "--follow", "--follow-poll", "0.2", "--follow-idle", "1.5"]
+        assert main(argv) == 0
+    finally:
+        writer.join()
+    printed = capsys.readouterr().out
+    assert "frames: 4" in printed and "failures" not in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f_0.npy", "f_0_peaks.h5", "f_1.npy", "f_1_peaks.h5", "r.png"]

@@ -148,6 +148,7 @@ def _split_target(template: str, fmt: str | None) -> tuple[str, str]:
 def split_outputs(template: str, files: list[str], fmt: str | None) -> dict[str, str]:
     """Output name of each input file for ``--split-output`` (distinct names required)."""
     pattern, _kind = _split_target(template, fmt)
+    inputs = {Path(f).resolve() for f in files}
     out: dict[str, str] = {}
     seen: dict[str, str] = {}
     for f in files:
@@ -160,6 +161,8 @@ def split_outputs(template: str, files: list[str], fmt: str | None) -> dict[str,
             raise ConfigError(f"--split-output: {seen[target]} and {f} would both write {target}; rename one")
         seen[target] = f
         out[f] = target
+        if Path(target).resolve() in inputs:
+            raise ConfigError(f"--split-output: {target} is one of the inputs; it would be overwritten")
         if not Path(target).resolve().parent.is_dir():
             raise ConfigError(f"{target}: output folder {Path(target).resolve().parent} does not exist")
     return out

@@ -78,7 +78,8 @@ def follow_inputs(
     config : FollowConfig
         Poll interval, settling time and idle limit.
     seen : set of str, optional
-        Files already done (updated in place as batches are yielded).
+        Files already done or not to be taken (the run's outputs), as :func:`os.path.realpath` gives them;
+        updated in place as batches are yielded.
     clock, sleep, wall : callables
         Time source, wait and wall-clock time (for tests). A file last modified ``settle_s`` or more before the
         wall-clock time is taken at once.
@@ -98,7 +99,8 @@ def follow_inputs(
         first = False
         now = clock()
         batch: list[str] = []
-        for file, spec in matching_files(patterns):
+        for name, spec in matching_files(patterns):
+            file = os.path.realpath(name)
             if file in done:
                 continue
             try:

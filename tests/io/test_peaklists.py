@@ -421,3 +421,34 @@ def test_all_peak_columns_survive_cxi_and_csv(tmp_path: Path) -> None:
         back = read_peaks(write_peaks(peaks, tmp_path / name))
         for column in PEAK_COLUMNS:
             np.testing.assert_array_equal(getattr(back, column), getattr(peaks, column), err_msg=f"{name} {column}")
+
+
+def test_cxi_links_the_frames_it_lists(tmp_path: Path) -> None:
+    # frames 2 and 0 of one file, then frame 1 of another: the peak file's /entry_1/data_1/data holds them, in order
+    rng = np.random.default_rng(4)
+    stacks = {name: rng.integers(0, 100, (3, 8, 9)).astype(np.int32) for name in ("a.h5", "b.h5")}
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for name, stack in stacks.items():
+        with h5py.File(data_dir / name, "w") as f:
+            f["entry/data/data"] = stack
+    refs = [
+        FrameRef(str(data_dir / "a.h5"), "/entry/data/data", 2),
+        FrameRef(str(data_dir / "a.h5"), "/entry/data/data", 0),
+        FrameRef(str(data_dir / "b.h5"), "/entry/data/data", 1),
+    ]
+    peaks = PeakList.from_columns(frames=refs, frame=[0, 2], row=[1.0, 2.0], col=[3.0, 4.0])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    write_peaks(peaks, out_dir / "peaks.cxi")
+    with h5py.File(out_dir / "peaks.cxi", "r") as f:
+        linked = f["entry_1/data_1/data"]
+        assert linked.is_virtual and linked.shape == (3, 8, 9)
+        assert {s.file_name for s in linked.virtual_sources()} == {"../data/a.h5", "../data/b.h5"}  # relative
+        expected = [stacks["a.h5"][2], stacks["a.h5"][0], stacks["b.h5"][1]]
+        assert all(np.array_equal(linked[k], expected[k]) for k in range(3))
+    assert read_peaks(out_dir / "peaks.cxi").frames == tuple(refs)  # the provenance stays the original files
+    # frames that are not frames of HDF5 datasets (CBF, TIFF, npy) are not linked
+    write_peaks(PeakList.from_columns(frames=[FrameRef(str(tmp_path / "x.cbf"))]), out_dir / "cbf.cxi")
+    with h5py.File(out_dir / "cbf.cxi", "r") as f:
+        assert "entry_1/data_1" not in f

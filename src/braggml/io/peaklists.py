@@ -9,7 +9,9 @@ is mapped on the way in and out:
 - **CXI** (``.cxi``, ``.h5``, ``.hdf5``): ``peakXPosRaw = col`` and ``peakYPosRaw = row``, the Cheetah/OM
   convention, one row per frame in peak-list order. CrystFEL reads this layout with
   ``indexamajig --peaks=cxi --hdf5-peaks=/entry_1/result_1`` (from the file that holds the frames) and adds its
-  half-pixel shift itself (do not pass ``--no-half-pixel-shift``).
+  half-pixel shift itself (do not pass ``--no-half-pixel-shift``). When the frames are frames of HDF5
+  datasets, the file's ``/entry_1/data_1/data`` is a virtual dataset of those frames, so the peak file is that
+  file.
 - **stream** (``.stream``): CrystFEL measures peak positions from the outer corner of the first pixel, so the
   stream holds ``fs = col + 0.5`` and ``ss = row + 0.5`` in data-array coordinates.
 - **CSV** (``.csv``): braggml's own columns, ``row``/``col`` as in the peak list. CSV files from other tools
@@ -355,6 +357,51 @@ def _write_cxi(peaks: PeakList, path: Path) -> None:
                 "dataset", data=np.array([r.dataset for r in peaks.frames], dtype=object), dtype=text
             )
             frames.create_dataset("index", data=np.array([r.index for r in peaks.frames], dtype=np.int64))
+            _link_frames(f, peaks.frames, path)
+
+
+def _link_frames(f: h5py.File, refs: Sequence[FrameRef], out: Path) -> None:
+    """Make ``/entry_1/data_1/data`` a virtual dataset of the run's frames, when every frame is one frame of an
+    HDF5 dataset of one shape and dtype, so that the peak file is also the frames' file that CrystFEL reads
+    with ``--peaks=cxi`` (the sources are named relative to the peak file's folder). Otherwise nothing."""
+    if not refs or not all(r.dataset and r.dataset.startswith("/") for r in refs):
+        return
+    shapes: dict[tuple[str, str], tuple[tuple[int, ...], np.dtype]] = {}
+    for key in dict.fromkeys((r.file, r.dataset) for r in refs):
+        try:
+            with h5py.File(key[0], "r", locking=False) as src:
+                dset = src[key[1]]
+                if not isinstance(dset, h5py.Dataset) or dset.ndim not in (3, 4):
+                    return
+                shapes[key] = (tuple(int(n) for n in dset.shape), dset.dtype)
+        except (OSError, KeyError, ValueError):
+            return
+    frame_shapes = {shape[1:] for shape, _dtype in shapes.values()}
+    dtypes = {dtype for _shape, dtype in shapes.values()}
+    if len(frame_shapes) != 1 or len(dtypes) != 1:
+        return
+    frame_shape = frame_shapes.pop()
+    layout = h5py.VirtualLayout(shape=(len(refs), *frame_shape), dtype=dtypes.pop())
+    sources = {}
+    for key, (shape, _dtype) in shapes.items():
+        try:
+            name = os.path.relpath(os.path.abspath(key[0]), os.path.abspath(out.parent))
+        except ValueError:  # another drive
+            name = os.path.abspath(key[0])
+        sources[key] = h5py.VirtualSource(name, key[1], shape=shape)
+    k = 0
+    while k < len(refs):  # runs of consecutive frames of one dataset map as one block
+        r = refs[k]
+        end = k + 1
+        while end < len(refs) and (refs[end].file, refs[end].dataset) == (r.file, r.dataset) and (
+            refs[end].index == r.index + (end - k)
+        ):
+            end += 1
+        layout[k:end] = sources[(r.file, r.dataset)][r.index : r.index + (end - k)]
+        k = end
+    data = f.require_group("entry_1/data_1")
+    data.create_virtual_dataset("data", layout)
+    data.attrs["description"] = "the frames of the peak list, linked (virtual dataset) from the run's files"
 
 
 def _read_cxi(path: Path) -> PeakList:

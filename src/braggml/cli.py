@@ -444,7 +444,8 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         help="find Bragg peaks in detector frames and write a peak list",
         description=(
             "Find Bragg peaks in every frame of the inputs (in the order given; a glob sorted by name) and write "
-            "a peak list: CXI (.h5/.cxi, CrystFEL --peaks=cxi), CrystFEL stream (.stream) or CSV (.csv). "
+            "a peak list: CXI (.h5/.cxi, CrystFEL --peaks=cxi), CrystFEL stream (.stream), DIALS reflection "
+            "table (.refl, dials.index) or CSV (.csv). "
             f"With no --finder, {DEFAULT_FINDER} runs with defaults meant to work on common detectors untuned."
         ),
         formatter_class=_HelpFormatter,
@@ -456,7 +457,7 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         metavar="MODEL",
         help="trained model for --finder cnn/svm/unet (braggml train); without it, the built-in one",
     )
-    p.add_argument("-o", "--output", metavar="PEAKS", help="peak list to write (.h5/.cxi, .stream, .csv)")
+    p.add_argument("-o", "--output", metavar="PEAKS", help="peak list to write (.h5/.cxi, .stream, .csv, .refl)")
     p.add_argument(
         "--format", choices=["cxi", "stream", "csv", "refl"], help="peak-list format (default: from extension)"
     )

@@ -32,6 +32,7 @@ def test_demo_tiny_run_writes_a_complete_report(tmp_path, capsys):
     assert pf8["precision"] > 0.8
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "recall_vs_snr.png" in pngs and "peak_counts.png" in pngs and any(p.startswith("frame_") for p in pngs)
+    assert any(p.startswith("run_") for p in pngs)
     assert f"report: {(out / 'report.md').resolve()}" in printed
 
 

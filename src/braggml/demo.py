@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .evaluate.metrics import Evaluation, evaluate_peaks
-from .evaluate.plots import plot_frame, plot_peak_counts, plot_recall_vs_snr
+from .evaluate.plots import plot_frame, plot_peak_counts, plot_recall_vs_snr, plot_run_overview
 from .evaluate.report import comparison_rows, format_table, write_report
 from .evaluate.truth import load_truth
 from .finder import make_finder
@@ -148,6 +148,15 @@ def run_demo(
         "peaks per frame": plot_peak_counts(
             {"truth": truth.peaks.counts_per_frame(), **{n: p.counts_per_frame() for n, p in found_all.items()}},
             out_dir / "peak_counts.png",
+        ),
+        f"the test run as {best} saw it (what `braggml find --plot` draws)": plot_run_overview(
+            found_all[best],
+            out_dir / f"run_{best}.png",
+            shape=source.shape,
+            radius_px=maps.radius_px,
+            resolution_a=maps.resolution_a,
+            mask=mask,
+            title=f"{preset} test run: {best}",
         ),
     }
     rows = comparison_rows(evaluations, fps)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import BraggMLError, ConfigError
+from .peaks import HIT_MIN_PEAKS
 
 if TYPE_CHECKING:
     from .peaks import PeakList
@@ -467,7 +468,9 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         help="for a .refl output: the frames' DIALS experiment list (dials.import), for a rotation sequence "
         "(one experiment) and the experiment identifiers; without it the frames are stills",
     )
-    p.add_argument("--min-peaks", type=int, default=1, metavar="N", help="a frame with >= N peaks is a hit")
+    p.add_argument(
+        "--min-peaks", type=int, default=HIT_MIN_PEAKS, metavar="N", help="a frame with >= N peaks is a hit"
+    )
     p.add_argument("--hits-out", metavar="LIST", help="write hit frames as a CrystFEL event list (file //index)")
     p.add_argument(
         "--plot",
@@ -702,7 +705,13 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", required=True, metavar="FILE", help="simulated file or peak list holding the truth")
     p.add_argument("--peaks", required=True, metavar="PEAKS", help="peak list to score")
     p.add_argument("--radius", type=float, default=2.0, help="largest distance of a match (px)")
-    p.add_argument("--min-peaks", type=int, default=10, help="a frame with >= N found peaks is called a hit")
+    p.add_argument(
+        "--min-peaks",
+        type=int,
+        default=HIT_MIN_PEAKS,
+        metavar="N",
+        help="a frame with >= N found peaks is called a hit",
+    )
     p.add_argument(
         "--min-snr",
         type=float,

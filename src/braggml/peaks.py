@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["FrameRef", "PeakList", "PEAK_COLUMNS"]
+__all__ = ["FrameRef", "PeakList", "PEAK_COLUMNS", "HIT_MIN_PEAKS"]
+
+#: Peaks a frame needs to be called a hit, unless told otherwise (``find`` and ``evaluate`` alike). A frame of
+#: a serial run with a few peaks is usually a blank with ice, a hot pixel the mask lacks or a cosmic ray.
+HIT_MIN_PEAKS = 10
 
 
 @dataclass(frozen=True)

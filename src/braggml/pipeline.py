@@ -26,7 +26,7 @@ from .geometry import (
     module_background_steps,
     split_cspad_sensors,
 )
-from .peaks import FrameRef, PeakList
+from .peaks import HIT_MIN_PEAKS, FrameRef, PeakList
 
 if TYPE_CHECKING:
     from .classical.hotpixels import HotPixels
@@ -101,7 +101,7 @@ def find_in_frames(
     n_frames: int | None = None,
     mask: NDArray[np.bool_] | None = None,
     maps: PixelMaps | None = None,
-    min_peaks: int = 1,
+    min_peaks: int = HIT_MIN_PEAKS,
     progress: bool = True,
     on_frame: Callable[[int, PeakList], None] | None = None,
 ) -> tuple[PeakList, RunSummary]:
@@ -468,7 +468,7 @@ class FindJob:
     distance_mm: float | None = None
     wavelength_a: float | None = None
     photon_energy_ev: float | None = None
-    min_peaks: int = 1
+    min_peaks: int = HIT_MIN_PEAKS
     refine_beam_center: bool = True
     search_hot_pixels: bool = True
     derived_panels: tuple[PanelRect, ...] | None = None

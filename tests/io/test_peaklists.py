@@ -250,7 +250,7 @@ class TestStream:
             frame=[1], row=[10.0], col=[20.25], intensity=[77.0],
         )
         path = tmp_path / "p.stream"
-        write_peaks(peaks, path)
+        write_peaks(peaks, path, hit_min_peaks=1)
         text = path.read_text()
         lines = text.splitlines()
         assert lines[0] == "CrystFEL stream format 2.3"

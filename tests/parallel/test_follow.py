@@ -100,7 +100,7 @@ def test_find_follow_takes_files_as_they_come(tmp_path: Path, capsys) -> None:
     writer.start()
     out = tmp_path / "peaks.h5"
     argv = ["find", str(folder / "f_*.npy"), "-o", str(out), "--hits-out", str(tmp_path / "hits.lst"),
-            "--follow", "--follow-poll", "0.2", "--follow-idle", "2"]
+            "--min-peaks", "1", "--follow", "--follow-poll", "0.2", "--follow-idle", "2"]
     try:
         assert main(argv) == 0
     finally:

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
-from ..peaks import PeakList
+from ..peaks import HIT_MIN_PEAKS, PeakList
 from .matching import Match, match_peaks
 
 __all__ = ["Evaluation", "evaluate_peaks", "DEFAULT_SNR_BINS", "DEFAULT_RESOLUTION_SHELLS_A"]
@@ -118,7 +118,7 @@ def evaluate_peaks(
     radius_px: float = 2.0,
     truth_resolution_a: NDArray[np.floating] | None = None,
     truth_is_hit: NDArray[np.bool_] | None = None,
-    min_peaks: int = 10,
+    min_peaks: int = HIT_MIN_PEAKS,
     snr_bins: tuple[float, ...] = DEFAULT_SNR_BINS,
     resolution_shells_a: tuple[float, ...] = DEFAULT_RESOLUTION_SHELLS_A,
     optional: PeakList | None = None,

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from ..geometry import DetectorGeometry
 from ..io.pictures import new_figure, save_png
-from ..peaks import PeakList
+from ..peaks import HIT_MIN_PEAKS, PeakList
 from .matching import Match, match_peaks
 
 __all__ = [
@@ -200,7 +200,7 @@ def plot_run_overview(
     path: str | Path,
     *,
     shape: tuple[int, int],
-    min_peaks: int = 1,
+    min_peaks: int = HIT_MIN_PEAKS,
     radius_px: NDArray[np.floating] | None = None,
     resolution_a: NDArray[np.floating] | None = None,
     mask: NDArray[np.bool_] | None = None,

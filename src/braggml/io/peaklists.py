@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError, DataFormatError, InputNotFoundError
 from ..geometry import DetectorGeometry, PixelMaps
-from ..peaks import PEAK_COLUMNS, FrameRef, PeakList
+from ..peaks import HIT_MIN_PEAKS, PEAK_COLUMNS, FrameRef, PeakList
 from .atomic import atomic_output
 from .geom import format_crystfel_geom, module_first_row, parse_crystfel_geom
 
@@ -131,7 +131,7 @@ def write_peaks(
     format: PeakFormat | None = None,
     geometry: DetectorGeometry | None = None,
     maps: PixelMaps | None = None,
-    hit_min_peaks: int = 1,
+    hit_min_peaks: int = HIT_MIN_PEAKS,
     dials_experiments: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write a peak list (atomically).

@@ -386,6 +386,8 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
     per_batch = argparse.Namespace(**{**vars(args), "output": args.output if args.split_output else None})
     outputs = argparse.Namespace(**{**vars(args), "output": None if args.split_output else args.output})
     parts: list[PeakList] = []
+    done: list[str] = []  # the inputs of the batches run
+    hot_reported = False
     total = RunSummary(min_peaks=job.min_peaks)
     template = job
     if not args.quiet:
@@ -396,11 +398,19 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
                 files = [split_spec(spec)[0] for spec in batch]
                 seen.update(os.path.realpath(t) for t in split_outputs(args.output, files, args.format).values())
             try:
+                if job.search_hot_pixels and template.hot_pixels is None and done:
+                    # the batches so far were each too short to tell hot pixels: look over all the files seen
+                    whole, _ = prepare_run(replace(template, inputs=(*done, *batch)))
+                    if whole.job.hot_pixel_frames:
+                        template = replace(
+                            template, hot_pixels=whole.job.hot_pixels, hot_pixel_frames=whole.job.hot_pixel_frames
+                        )
                 run, failures = prepare_run(replace(template, inputs=tuple(batch)))
             except DataFormatError as exc:  # one unreadable file must not end a run that is being followed
                 log.error("left out: %s", exc)
                 total.failures.append(str(exc))
                 continue
+            done.extend(run.job.inputs)  # the readable ones
             outcome = run_find_command(per_batch, run, progress=progress)
             # the next batches keep what this one learnt: panels, beam centre and hot pixels
             template = run.job
@@ -420,6 +430,10 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
                 _write_find_outputs(outputs, run, PeakList.concatenate(parts))
             finish_find_command(per_batch, run, outcome)
             if not args.quiet:
+                if run.job.hot_pixel_frames and not hot_reported:
+                    looked = run.job.hot_pixel_frames
+                    print(f"hot pixels: {len(run.hot_pixels)} masked (from {looked} frames looked at)")
+                    hot_reported = True
                 rate = 100.0 * total.n_hits / max(total.n_frames, 1)
                 print(
                     f"+{len(batch)} files: {b.n_frames} frames, {b.n_hits} hits, {b.n_peaks} peaks   "

@@ -156,3 +156,39 @@ def test_find_follow_does_not_take_its_own_outputs(tmp_path: Path, capsys) -> No
     printed = capsys.readouterr().out
     assert "frames: 4" in printed and "failures" not in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f_0.npy", "f_0_peaks.h5", "f_1.npy", "f_1_peaks.h5", "r.png"]
+
+
+def test_find_follow_finds_hot_pixels_over_small_batches(tmp_path: Path, capsys) -> None:
+    # one frame per file, a few files at a time: no batch alone has the 8 frames the hot-pixel search needs
+    rng = np.random.default_rng(9)
+
+    def frame(k: int) -> np.ndarray:
+        image = rng.poisson(10.0, (1, 64, 80)).astype(np.int32)
+        image[0, 10 + 4 * k : 13 + 4 * k, 30:33] += 600  # a spot that moves
+        image[0, 50, 60] += 800  # a hot pixel that does not
+        return image
+
+    def feed() -> None:
+        for first in (3, 6, 9):
+            time.sleep(0.5)
+            for k in range(first, first + 3):
+                np.save(tmp_path / "tmp.npy", frame(k))
+                os.replace(tmp_path / "tmp.npy", tmp_path / f"f_{k:02d}.npy")
+
+    for k in range(3):
+        np.save(tmp_path / f"f_{k:02d}.npy", frame(k))
+    writer = threading.Thread(target=feed)
+    writer.start()
+    out = tmp_path / "peaks.csv"
+    try:
+        argv = ["find", str(tmp_path / "f_*.npy"), "-o", str(out), "--min-pixel-count", "1", "--follow",
+                "--follow-poll", "0.2", "--follow-idle", "2"]
+        assert main(argv) == 0
+    finally:
+        writer.join()
+    assert "hot pixels: 1 masked" in capsys.readouterr().out
+    peaks = read_peaks(out)
+    assert peaks.n_frames == 12
+    at_hot = (np.rint(peaks.row) == 50) & (np.rint(peaks.col) == 60)
+    # the first batches, before 8 frames were seen, still report it; every later one masks it
+    assert at_hot[peaks.frame >= 8].sum() == 0 and at_hot.sum() < 8

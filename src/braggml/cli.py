@@ -344,6 +344,31 @@ def _cmd_find(args: argparse.Namespace) -> int:
     return 1 if frame_failures and summary.n_frames == frame_failures else 0
 
 
+def _earlier_output(args: argparse.Namespace, job: FindJob) -> PeakList | None:
+    """The peaks an earlier ``--follow`` of the same run (same inputs, finder and settings, as its settings file
+    beside the output says) wrote to ``-o``; None when there is none or it was another run."""
+    import yaml
+
+    from .config import config_to_dict
+    from .io.peaklists import read_peaks
+
+    settings = Path(str(args.output) + ".yaml")
+    if not (Path(args.output).is_file() and settings.is_file()):
+        return None
+    try:
+        recorded = yaml.safe_load(settings.read_text())
+        same = (
+            recorded.get("inputs") == list(args.inputs)
+            and recorded.get("finder") == job.finder
+            and recorded.get(job.finder) == config_to_dict(job.make_finder().config)
+        )
+        peaks = read_peaks(args.output, format=args.format) if same else None
+    except (OSError, yaml.YAMLError, AttributeError, BraggMLError) as exc:
+        log.warning("%s: not resumed from (%s)", args.output, exc)
+        return None
+    return peaks if peaks is not None and peaks.frames is not None else None
+
+
 def _find_input_files(args: argparse.Namespace) -> set[Path]:
     """Every file ``find`` reads (frames, event lists, mask, geometry, settings, model), resolved, so that no
     output can replace one of them. Globs that match nothing yet (``--follow``) add nothing."""
@@ -383,6 +408,7 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
             if Path(target).is_file():
                 seen.add(os.path.realpath(file))
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
+    earlier = None if args.split_output or args.resume is False else _earlier_output(args, job)
     per_batch = argparse.Namespace(**{**vars(args), "output": args.output if args.split_output else None})
     outputs = argparse.Namespace(**{**vars(args), "output": None if args.split_output else args.output})
     parts: list[PeakList] = []
@@ -390,6 +416,16 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
     hot_reported = False
     total = RunSummary(min_peaks=job.min_peaks)
     template = job
+    if earlier is not None:  # an interrupted follow of the same run: its frames are kept, its files not redone
+        parts.append(earlier)
+        counts = earlier.counts_per_frame()
+        total.n_frames, total.n_peaks = earlier.n_frames, len(earlier)
+        total.n_hits = int((counts >= job.min_peaks).sum())
+        files = list(dict.fromkeys(ref.file for ref in earlier.frames or ()))
+        seen.update(os.path.realpath(f) for f in files)
+        done.extend(files)
+        if not args.quiet:
+            print(f"resumed: {earlier.n_frames} frames of {len(files)} files from {args.output}", flush=True)
     if not args.quiet:
         print(f"following {', '.join(map(str, args.inputs))} (every {config.poll_s:g} s; Ctrl-C stops)", flush=True)
     try:

@@ -192,3 +192,25 @@ def test_find_follow_finds_hot_pixels_over_small_batches(tmp_path: Path, capsys)
     at_hot = (np.rint(peaks.row) == 50) & (np.rint(peaks.col) == 60)
     # the first batches, before 8 frames were seen, still report it; every later one masks it
     assert at_hot[peaks.frame >= 8].sum() == 0 and at_hot.sum() < 8
+
+
+def test_find_follow_resumes_a_single_output(tmp_path: Path, capsys) -> None:
+    for k in range(2):
+        np.save(tmp_path / f"f_{k}.npy", _frames(k))
+    out = tmp_path / "peaks.h5"
+    argv = ["find", str(tmp_path / "f_*.npy"), "-o", str(out), "--follow", "--follow-poll", "0.1",
+            "--follow-idle", "0.3"]
+    assert main(argv) == 0
+    first = read_peaks(out)
+    np.save(tmp_path / "f_2.npy", _frames(2))
+    capsys.readouterr()
+    assert main(argv) == 0  # started again: the frames already in the output are kept, their files not redone
+    printed = capsys.readouterr().out
+    assert "resumed: 4 frames of 2 files" in printed and "+1 files: 2 frames" in printed
+    again = read_peaks(out)
+    assert again.n_frames == 6 and np.array_equal(again.row[: len(first)], first.row)
+    assert [Path(r.file).name for r in again.frames] == ["f_0.npy"] * 2 + ["f_1.npy"] * 2 + ["f_2.npy"] * 2
+    # other settings are another run: nothing is taken from the output, every file is found again
+    assert main([*argv, "--minimum-snr", "7"]) == 0
+    printed = capsys.readouterr().out
+    assert "resumed" not in printed and "+3 files: 6 frames" in printed

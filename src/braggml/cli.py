@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -398,7 +399,7 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
 
     if args.shard or args.scheduler == "dask":
         raise ConfigError("--follow runs on this machine: leave out --shard and --scheduler dask")
-    config = FollowConfig(poll_s=args.follow_poll, idle_s=args.follow_idle)
+    config = FollowConfig(poll_s=args.follow_poll, idle_s=args.follow_idle, retry_s=args.follow_retry)
     # the run's own outputs are never inputs, even where the inputs' globs match them
     seen = {os.path.realpath(p) for p in (args.output, args.hits_out, args.plot, args.hot_pixel_mask_out) if p}
     if args.split_output:  # files whose own peak list exists were done by an earlier run: a restart resumes
@@ -428,8 +429,24 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
             print(f"resumed: {earlier.n_frames} frames of {len(files)} files from {args.output}", flush=True)
     if not args.quiet:
         print(f"following {', '.join(map(str, args.inputs))} (every {config.poll_s:g} s; Ctrl-C stops)", flush=True)
+    retry: dict[str, tuple[float, str]] = {}  # files that could not be read yet: since when, and why
+
+    def put_off(specs: list[str], why: str) -> None:
+        for spec in specs:
+            if spec not in retry:
+                log.warning("%s cannot be read yet; tried again while following (%s)", spec, why)
+                retry[spec] = (time.monotonic(), why)
+
     try:
-        for batch in follow_inputs(list(args.inputs), config, seen=seen):
+        for batch in follow_inputs(list(args.inputs), config, seen=seen, busy=lambda: bool(retry)):
+            for spec, (since, why) in list(retry.items()):
+                if time.monotonic() - since > config.retry_s:
+                    log.error("%s: left out, still unreadable after %g s (%s)", spec, config.retry_s, why)
+                    total.failures.append(f"{spec}: unreadable file, left out ({why})")
+                    del retry[spec]
+            batch = [*batch, *(spec for spec in retry if spec not in batch)]
+            if not batch:
+                continue
             if args.split_output:  # the peak lists about to be written are not new inputs, whatever the globs
                 files = [split_spec(spec)[0] for spec in batch]
                 seen.update(os.path.realpath(t) for t in split_outputs(args.output, files, args.format).values())
@@ -441,12 +458,15 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
                         template = replace(
                             template, hot_pixels=whole.job.hot_pixels, hot_pixel_frames=whole.job.hot_pixel_frames
                         )
-                run, failures = prepare_run(replace(template, inputs=tuple(batch)))
-            except DataFormatError as exc:  # one unreadable file must not end a run that is being followed
-                log.error("left out: %s", exc)
-                total.failures.append(str(exc))
+                run, _failures = prepare_run(replace(template, inputs=tuple(batch)))
+            except DataFormatError as exc:  # unreadable files must not end a run that is being followed
+                put_off(batch, str(exc))
                 continue
-            done.extend(run.job.inputs)  # the readable ones
+            readable = set(run.job.inputs)
+            put_off([spec for spec in batch if spec not in readable], "left out of its batch")
+            for spec in readable:
+                retry.pop(spec, None)
+            done.extend(run.job.inputs)
             outcome = run_find_command(per_batch, run, progress=progress)
             # the next batches keep what this one learnt: panels, beam centre and hot pixels
             template = run.job
@@ -459,7 +479,7 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
             total.n_hits += b.n_hits
             total.n_peaks += b.n_peaks
             total.seconds += b.seconds
-            total.failures += failures + b.failures
+            total.failures += b.failures
             for key, value in b.rejected.items():
                 total.rejected[key] = total.rejected.get(key, 0) + value
             if parts:
@@ -479,6 +499,9 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
     except KeyboardInterrupt:
         if not args.quiet:
             print("stopped; the outputs hold every batch finished", flush=True)
+    for spec, (_since, why) in retry.items():
+        log.error("%s: left out, unreadable (%s)", spec, why)
+        total.failures.append(f"{spec}: unreadable file, left out ({why})")
     if not args.quiet:
         print(f"finder: {job.finder}")
         for line in total.lines():
@@ -543,6 +566,14 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         default=600.0,
         metavar="S",
         help="stop after S seconds without a new file (0: never; --follow)",
+    )
+    p.add_argument(
+        "--follow-retry",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="try a file that cannot be read yet again on every look for S seconds, as an Eiger master file "
+        "whose data files are still to come (--follow)",
     )
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")

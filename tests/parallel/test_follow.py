@@ -121,7 +121,7 @@ def test_find_follow_resumes_split_outputs_and_refuses_shards(tmp_path: Path, ca
     out = tmp_path / "out"
     out.mkdir()
     argv = ["find", str(tmp_path / "f_*.npy"), "-o", str(out), "--split-output", "--follow", "--follow-poll", "0.1",
-            "--follow-idle", "0.3"]
+            "--follow-idle", "0.3", "--follow-retry", "0.5"]
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == [f"f_{k}_peaks.h5" for k in range(3)]
     (tmp_path / "f_3.npy").write_bytes(b"not an array")  # a damaged file is reported, and the run goes on
@@ -130,10 +130,11 @@ def test_find_follow_resumes_split_outputs_and_refuses_shards(tmp_path: Path, ca
     assert main(argv) == 0  # a restart does only the file whose peak list is missing
     printed = capsys.readouterr().out
     assert "f_1.npy: 2 frames" in printed and "f_0.npy" not in printed and "f_2.npy" not in printed
-    assert "failures: 1" in printed and "f_3.npy: cannot read" in caplog.text
+    assert "failures: 1" in printed and "f_3.npy cannot be read yet" in caplog.text
+    assert "f_3.npy: left out, still unreadable after 0.5 s" in caplog.text
     caplog.clear()
     assert main(argv) == 0  # a batch of damaged files alone is reported too, and following goes on
-    assert "frames: 0" in capsys.readouterr().out and "left out: " in caplog.text
+    assert "frames: 0" in capsys.readouterr().out and "f_3.npy: left out" in caplog.text
     assert main(["find", str(tmp_path / "f_*.npy"), "-o", str(tmp_path / "x.h5"), "--follow", "--shard", "0/2"]) == 2
     assert "--follow runs on this machine" in capsys.readouterr().err
 
@@ -214,3 +215,31 @@ def test_find_follow_resumes_a_single_output(tmp_path: Path, capsys) -> None:
     assert main([*argv, "--minimum-snr", "7"]) == 0
     printed = capsys.readouterr().out
     assert "resumed" not in printed and "+3 files: 6 frames" in printed
+
+
+def test_find_follow_tries_a_file_again_until_it_can_be_read(tmp_path: Path, capsys, caplog) -> None:
+    # a master file whose data file comes later, as an Eiger writes them: unreadable at first, then read
+    import h5py
+
+    with h5py.File(tmp_path / "run_master.h5", "w") as f:
+        f["entry/data/data_000001"] = h5py.ExternalLink("run_data_000001.h5", "entry/data/data")
+    os.utime(tmp_path / "run_master.h5", (time.time() - 60, time.time() - 60))  # at rest: taken at once
+
+    def feed() -> None:
+        time.sleep(1.0)
+        with h5py.File(tmp_path / "tmp.h5", "w") as f:
+            f["entry/data/data"] = _frames(0)
+        os.replace(tmp_path / "tmp.h5", tmp_path / "run_data_000001.h5")
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    out = tmp_path / "peaks.csv"
+    try:
+        argv = ["find", str(tmp_path / "*_master.h5"), "-o", str(out), "--follow", "--follow-poll", "0.2",
+                "--follow-idle", "0.5"]
+        assert main(argv) == 0
+    finally:
+        writer.join()
+    assert "run_master.h5 cannot be read yet" in caplog.text
+    assert "failures" not in capsys.readouterr().out
+    assert read_peaks(out).counts_per_frame().tolist() == [1, 1]

@@ -32,16 +32,20 @@ class FollowConfig:
         A file is taken once its size and modification time have not changed for this long.
     idle_s : float
         Stop after this long without a new file (0: never; Ctrl-C stops too).
+    retry_s : float
+        How long a file that cannot be read yet is tried again, on every poll: an Eiger master file is written
+        before the data files its links name.
     """
 
     poll_s: float = 2.0
     settle_s: float = 4.0
     idle_s: float = 600.0
+    retry_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.poll_s > 0:
             raise ConfigError(f"follow poll interval must be > 0 s, got {self.poll_s!r}")
-        for name in ("settle_s", "idle_s"):
+        for name in ("settle_s", "idle_s", "retry_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"follow {name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -65,6 +69,7 @@ def follow_inputs(
     config: FollowConfig = FollowConfig(),
     *,
     seen: set[str] | None = None,
+    busy: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     wall: Callable[[], float] = time.time,
@@ -80,6 +85,9 @@ def follow_inputs(
     seen : set of str, optional
         Files already done or not to be taken (the run's outputs), as :func:`os.path.realpath` gives them;
         updated in place as batches are yielded.
+    busy : callable, optional
+        True while the caller has files to try again: every poll then yields, an empty batch when nothing is
+        new, and the idle time does not run.
     clock, sleep, wall : callables
         Time source, wait and wall-clock time (for tests). A file last modified ``settle_s`` or more before the
         wall-clock time is taken at once.
@@ -116,7 +124,8 @@ def follow_inputs(
                 batch.append(spec)
                 done.add(file)
                 watched.pop(file, None)
-        if batch:
+        waiting = busy is not None and busy()
+        if batch or waiting:
             last_new = now
             yield batch
         elif config.idle_s and now - last_new >= config.idle_s and not watched:

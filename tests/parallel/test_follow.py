@@ -71,11 +71,28 @@ def test_seen_files_and_datasets(tmp_path: Path) -> None:
     assert seen == {os.path.realpath(tmp_path / name) for name in ("r1.h5", "r2.h5")}
 
 
+def test_busy_caller_keeps_it_polling(tmp_path: Path) -> None:
+    t = FakeTime({})
+    pending = [3]  # the caller has something to try again for three more polls
+
+    def busy() -> bool:
+        pending[0] -= 1
+        return pending[0] >= 0
+
+    config = FollowConfig(poll_s=1.0, settle_s=0.0, idle_s=1.0)
+    batches = list(follow_inputs([str(tmp_path / "*.h5")], config, busy=busy, clock=t.clock, sleep=t.sleep,
+                                 wall=t.wall))
+    assert batches == [[], [], []]  # an empty batch per poll while busy, then the idle second ends it
+    assert t.now == 1003.0
+
+
 def test_bad_settings() -> None:
     with pytest.raises(ConfigError, match="poll interval must be > 0"):
         FollowConfig(poll_s=0)
     with pytest.raises(ConfigError, match="idle_s must be >= 0"):
         FollowConfig(idle_s=-1)
+    with pytest.raises(ConfigError, match="retry_s must be >= 0"):
+        FollowConfig(retry_s=-1)
 
 
 def _frames(seed: int) -> np.ndarray:

@@ -451,7 +451,8 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
                 files = [split_spec(spec)[0] for spec in batch]
                 seen.update(os.path.realpath(t) for t in split_outputs(args.output, files, args.format).values())
             try:
-                if job.search_hot_pixels and template.hot_pixels is None and done:
+                fresh = any(spec not in retry for spec in batch)  # not only files tried again
+                if job.search_hot_pixels and template.hot_pixels is None and done and fresh:
                     # the batches so far were each too short to tell hot pixels: look over all the files seen
                     whole, _ = prepare_run(replace(template, inputs=(*done, *batch)))
                     if whole.job.hot_pixel_frames:
@@ -492,7 +493,7 @@ def _follow_find(args: argparse.Namespace, job: FindJob) -> int:
                     hot_reported = True
                 rate = 100.0 * total.n_hits / max(total.n_frames, 1)
                 print(
-                    f"+{len(batch)} files: {b.n_frames} frames, {b.n_hits} hits, {b.n_peaks} peaks   "
+                    f"+{len(readable)} files: {b.n_frames} frames, {b.n_hits} hits, {b.n_peaks} peaks   "
                     f"so far: {total.n_frames} frames, hit rate {rate:.1f} %",
                     flush=True,
                 )

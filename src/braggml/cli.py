@@ -138,6 +138,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for path in paths:
         if _is_model_file(path):
             print(format_model_description(describe_model(path)))
+        elif Path(path).suffix.lower() == ".refl":
+            from .io.dials_refl import describe_refl
+
+            print(describe_refl(path))
         elif Path(path).suffix.lower() == ".geom":
             from .io.describe import describe_geometry, format_geometry_description
 
@@ -939,8 +943,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("files", nargs="*", metavar="FILE",
-                   help="detector file (FILE::/dataset picks a dataset), event list (.lst), CrystFEL geometry (.geom) "
-                        "or model (.safetensors)")
+                   help="detector file (FILE::/dataset picks a dataset), event list (.lst), CrystFEL geometry (.geom), "
+                        "DIALS reflection table (.refl) or model (.safetensors)")
     p.add_argument("--builtin-models", action="store_true",
                    help="describe the models shipped with braggml (what --finder cnn|svm|unet uses without --model)")
     p.set_defaults(func=_cmd_info)

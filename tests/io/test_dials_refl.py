@@ -98,6 +98,18 @@ def test_multi_panel_geometry_is_warned_about(tmp_path: Path) -> None:
         write_peaks(_peaks(), tmp_path / "s.refl", geometry=DetectorGeometry(panels=panels))
 
 
+def test_info_describes_a_table(tmp_path: Path, capsys) -> None:
+    write_refl(_peaks(), tmp_path / "s.refl")
+    assert main(["info", str(tmp_path / "s.refl")]) == 0
+    text = capsys.readouterr().out
+    for line in ("rows:           3", "experiments:    2 (ids 0..2)", "images:         2 (z 0..2)", "strong:         3",
+                 "indexed:        0", "xyzobs.px.value (vec3<double>)"):
+        assert line in text
+    (tmp_path / "x.refl").write_text("no")
+    assert main(["info", str(tmp_path / "x.refl")]) == 2
+    assert "x.refl: not a DIALS reflection table" in capsys.readouterr().err
+
+
 def test_bad_input(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError, match="nowhere.expt"):
         experiment_layout(tmp_path / "nowhere.expt")

@@ -33,12 +33,13 @@ from ..errors import ConfigError, DataFormatError
 from ..peaks import PeakList
 from .atomic import atomic_output
 
-__all__ = ["write_refl", "read_refl", "experiment_layout", "REFL_TAG"]
+__all__ = ["write_refl", "read_refl", "describe_refl", "experiment_layout", "REFL_TAG"]
 
 #: First element of every DIALS reflection-table file.
 REFL_TAG = "dials::af::reflection_table"
 _VERSION = 1
 _STRONG = 1 << 5  # dials.array_family.flex.reflection_table.flags.strong
+_INDEXED = 1 << 2  # ... .flags.indexed
 
 # DIALS column types: numpy dtype and values per row
 _TYPES: dict[str, tuple[str, int]] = {
@@ -214,3 +215,37 @@ def read_refl(path: str | os.PathLike[str]) -> PeakList:
     if n_signal is not None:
         columns["n_pixels"] = n_signal
     return PeakList.from_columns(**columns)
+
+
+def describe_refl(path: str | os.PathLike[str]) -> str:
+    """A few lines on a DIALS reflection table: rows, columns and their types, experiments, images, panels and
+    how many rows are flagged strong or indexed."""
+    p = Path(os.fspath(path))
+    try:
+        tag, version, table = _msgpack().unpackb(p.read_bytes(), raw=False, strict_map_key=False)
+        n, data = int(table["nrows"]), table["data"]
+    except Exception as exc:  # msgpack raises many types for other files
+        raise DataFormatError(f"{p}: not a DIALS reflection table ({type(exc).__name__})") from None
+    if tag != REFL_TAG:
+        raise DataFormatError(f"{p}: not a DIALS reflection table (it starts {str(tag)[:40]!r})")
+    lines = [f"{p}  (DIALS reflection table, version {version}, {p.stat().st_size:,} bytes)", f"{'rows:':<15} {n}"]
+    ids = _column(data, "id", n, str(p)) if "id" in data and data["id"][0] in _TYPES else None
+    if ids is not None and n:
+        lines.append(f"{'experiments:':<15} {len(np.unique(ids))} (ids {int(ids.min())}..{int(ids.max())})")
+    identifiers = table.get("identifiers") or {}
+    if identifiers:
+        lines.append(f"{'identifiers:':<15} {len(identifiers)}")
+    xyz = _column(data, "xyzobs.px.value", n, str(p)) if "xyzobs.px.value" in data else None
+    if xyz is not None and n:
+        images = np.floor(xyz[:, 2]).astype(np.int64)
+        lines.append(f"{'images:':<15} {len(np.unique(images))} (z {int(images.min())}..{int(images.max())})")
+    panel = _column(data, "panel", n, str(p)) if "panel" in data else None
+    if panel is not None and n:
+        lines.append(f"{'panels:':<15} {len(np.unique(panel))}")
+    flags = _column(data, "flags", n, str(p)) if "flags" in data else None
+    if flags is not None:
+        lines.append(f"{'strong:':<15} {int(np.count_nonzero(flags & _STRONG))}")
+        lines.append(f"{'indexed:':<15} {int(np.count_nonzero(flags & _INDEXED))}")
+    columns = ", ".join(f"{name} ({entry[0]})" for name, entry in sorted(data.items()))
+    lines.append(f"{'columns:':<15} {columns}")
+    return "\n".join(lines)

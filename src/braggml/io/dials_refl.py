@@ -178,6 +178,20 @@ def _column(data: dict[str, Any], name: str, n: int, where: str) -> NDArray[Any]
     return values.reshape(n, width) if width > 1 else values
 
 
+def _load_table(p: Path) -> tuple[Any, dict[str, Any]]:
+    """(version, table) of a reflection-table file; the table's ``nrows`` made an int."""
+    try:
+        tag, version, table = _msgpack().unpackb(p.read_bytes(), raw=False, strict_map_key=False)
+        table["nrows"] = int(table["nrows"])
+        if not isinstance(table["data"], dict):
+            raise TypeError("data")
+    except Exception as exc:  # msgpack raises many types for other files
+        raise DataFormatError(f"{p}: not a DIALS reflection table ({type(exc).__name__})") from None
+    if tag != REFL_TAG:
+        raise DataFormatError(f"{p}: not a DIALS reflection table (it starts {str(tag)[:40]!r})")
+    return version, table
+
+
 def read_refl(path: str | os.PathLike[str]) -> PeakList:
     """Read a DIALS reflection table as a peak list (``frame`` = image of ``z``; ``row = y - 0.5``,
     ``col = x - 0.5``; ``intensity.sum.value``; ``n_signal`` as the pixel count).
@@ -189,14 +203,8 @@ def read_refl(path: str | os.PathLike[str]) -> PeakList:
         panel coordinates, which only the DIALS detector model places on the frame).
     """
     p = Path(os.fspath(path))
-    try:
-        document = _msgpack().unpackb(p.read_bytes(), raw=False, strict_map_key=False)
-        tag, _version, table = document
-        n, data = int(table["nrows"]), table["data"]
-    except Exception as exc:  # msgpack raises many types for other files
-        raise DataFormatError(f"{p}: not a DIALS reflection table ({type(exc).__name__})") from None
-    if tag != REFL_TAG:
-        raise DataFormatError(f"{p}: not a DIALS reflection table (it starts {str(tag)[:40]!r})")
+    _version, table = _load_table(p)
+    n, data = table["nrows"], table["data"]
     xyz = _column(data, "xyzobs.px.value", n, str(p))
     if xyz is None:
         raise DataFormatError(f"{p}: the reflection table has no xyzobs.px.value column (observed positions)")
@@ -221,13 +229,8 @@ def describe_refl(path: str | os.PathLike[str]) -> str:
     """A few lines on a DIALS reflection table: rows, columns and their types, experiments, images, panels and
     how many rows are flagged strong or indexed."""
     p = Path(os.fspath(path))
-    try:
-        tag, version, table = _msgpack().unpackb(p.read_bytes(), raw=False, strict_map_key=False)
-        n, data = int(table["nrows"]), table["data"]
-    except Exception as exc:  # msgpack raises many types for other files
-        raise DataFormatError(f"{p}: not a DIALS reflection table ({type(exc).__name__})") from None
-    if tag != REFL_TAG:
-        raise DataFormatError(f"{p}: not a DIALS reflection table (it starts {str(tag)[:40]!r})")
+    version, table = _load_table(p)
+    n, data = table["nrows"], table["data"]
     lines = [f"{p}  (DIALS reflection table, version {version}, {p.stat().st_size:,} bytes)", f"{'rows:':<15} {n}"]
     ids = _column(data, "id", n, str(p)) if "id" in data and data["id"][0] in _TYPES else None
     if ids is not None and n:
@@ -235,14 +238,14 @@ def describe_refl(path: str | os.PathLike[str]) -> str:
     identifiers = table.get("identifiers") or {}
     if identifiers:
         lines.append(f"{'identifiers:':<15} {len(identifiers)}")
-    xyz = _column(data, "xyzobs.px.value", n, str(p)) if "xyzobs.px.value" in data else None
+    xyz = _column(data, "xyzobs.px.value", n, str(p))
     if xyz is not None and n:
         images = np.floor(xyz[:, 2]).astype(np.int64)
         lines.append(f"{'images:':<15} {len(np.unique(images))} (z {int(images.min())}..{int(images.max())})")
-    panel = _column(data, "panel", n, str(p)) if "panel" in data else None
+    panel = _column(data, "panel", n, str(p))
     if panel is not None and n:
         lines.append(f"{'panels:':<15} {len(np.unique(panel))}")
-    flags = _column(data, "flags", n, str(p)) if "flags" in data else None
+    flags = _column(data, "flags", n, str(p))
     if flags is not None:
         lines.append(f"{'strong:':<15} {int(np.count_nonzero(flags & _STRONG))}")
         lines.append(f"{'indexed:':<15} {int(np.count_nonzero(flags & _INDEXED))}")

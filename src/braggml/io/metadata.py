@@ -296,11 +296,12 @@ def _with_stack_panels(
 ) -> GeometryHint | None:
     """``hint`` with the panels of a gap-less CSPAD sensor stack added (made when there was no hint)."""
     panels = sensor_stack_panels(detector_text, shape)
-    if panels is None:
-        return hint
-    if hint is None:
-        return GeometryHint(panels=panels, source=source)
-    return replace(hint, panels=panels)
+    return hint if panels is None else _with_panels(hint, panels, source)
+
+
+def _with_panels(hint: GeometryHint | None, panels: tuple[PanelRect, ...], source: str) -> GeometryHint:
+    """``hint`` with ``panels``, or a hint of the panels alone when there was none."""
+    return GeometryHint(panels=panels, source=source) if hint is None else replace(hint, panels=panels)
 
 
 # -- CBF and TIFF --------------------------------------------------------------------------------------------
@@ -621,9 +622,7 @@ def _with_module_panels(
         return hint
     rows = shape[0] // modules
     panels = tuple(PanelRect(k * rows, (k + 1) * rows - 1, 0, shape[1] - 1) for k in range(modules))
-    if hint is None:
-        return GeometryHint(panels=panels, source=source)
-    return replace(hint, panels=panels)
+    return _with_panels(hint, panels, source)
 
 
 def _hdf5_hint(path: str, shape: tuple[int, int] | None) -> GeometryHint | None:

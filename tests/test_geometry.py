@@ -406,7 +406,7 @@ class TestAssembleImage:
 
     def test_bad_input(self) -> None:
         geom = flat_geometry((5, 7), pixel_size_mm=0.1, distance_mm=100.0, beam_center_rowcol=(2.0, 3.0))
-        with pytest.raises(ConfigError, match=r"outside the frame of shape \(4, 7\)"):
+        with pytest.raises(ConfigError, match=r"outside frames of shape \(4, 7\)"):
             assemble_image(geom, np.zeros((4, 7)))
         with pytest.raises(ConfigError, match="bad-pixel map of shape"):
             assemble_image(geom, np.zeros((5, 7)), bad=np.zeros((4, 7), bool))

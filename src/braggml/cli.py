@@ -841,7 +841,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
         geometry = read_crystfel_geom(args.geom)
         geometry_mask = read_geometry_masks(geometry, frame.data.shape, data_file=source.files[0])
-        geometry.pixel_maps(frame.data.shape)  # the frame holds every panel, with a message naming them if not
     mask = combine_masks(frame.data.shape, source.file_mask(), frame.bad, geometry_mask)
     out = plot_frame(
         frame.data,

@@ -551,6 +551,23 @@ class DetectorGeometry:
             return self.wavelength_a / (2.0 * np.sin(two_theta / 2.0))
 
     # -- per-pixel maps -----------------------------------------------------------------------------------
+    def check_frame_shape(self, shape: tuple[int, int]) -> None:
+        """Raise :class:`ConfigError` unless frames of ``shape`` (H, W) hold every panel (and whole modules, for
+        data stored module by module)."""
+        height, width = shape
+        where = f" (geometry {self.source})" if self.source else ""
+        if self.module_rows is not None and height % self.module_rows:
+            raise ConfigError(
+                f"geometry modules are {self.module_rows} rows high, but frames of shape {(height, width)} are not "
+                "a whole number of modules" + where
+            )
+        for p in self.panels:
+            if p.max_ss >= height or p.max_fs >= width:
+                raise ConfigError(
+                    f"geometry panel {p.name!r} covers rows {p.min_ss}..{p.max_ss}, columns "
+                    f"{p.min_fs}..{p.max_fs}, outside frames of shape {(height, width)}" + where
+                )
+
     def pixel_maps(self, shape: tuple[int, int] | None = None) -> PixelMaps:
         """Per-pixel maps of frames of shape ``shape`` (default :attr:`data_shape`).
 
@@ -583,18 +600,7 @@ class DetectorGeometry:
             raise ConfigError(f"pixel_maps shape must be (H, W), got {shape!r}") from exc
         if height <= 0 or width <= 0:
             raise ConfigError(f"pixel_maps shape must be positive, got {shape!r}")
-        if self.module_rows is not None and height % self.module_rows:
-            raise ConfigError(
-                f"geometry modules are {self.module_rows} rows high, but frames of shape {(height, width)} are not "
-                "a whole number of modules" + (f" (geometry {self.source})" if self.source else "")
-            )
-        for p in self.panels:
-            if p.max_ss >= height or p.max_fs >= width:
-                raise ConfigError(
-                    f"geometry panel {p.name!r} covers rows {p.min_ss}..{p.max_ss}, columns "
-                    f"{p.min_fs}..{p.max_fs}, outside frames of shape {(height, width)}"
-                    + (f" (geometry {self.source})" if self.source else "")
-                )
+        self.check_frame_shape((height, width))
         with_resolution = self.wavelength_a is not None and self.clen_known
         panel_id = np.full((height, width), -1, np.int32)
         radius = np.full((height, width), np.nan, np.float32)
@@ -867,12 +873,7 @@ def assemble_image(
     data = np.asarray(image, dtype=np.float64)
     if data.ndim != 2:
         raise ConfigError(f"assemble_image needs a 2-D frame, got shape {data.shape}")
-    for p in geometry.panels:
-        if p.max_ss >= data.shape[0] or p.max_fs >= data.shape[1]:
-            raise ConfigError(
-                f"geometry panel {p.name!r} covers rows {p.min_ss}..{p.max_ss}, columns {p.min_fs}..{p.max_fs}, "
-                f"outside the frame of shape {data.shape}"
-            )
+    geometry.check_frame_shape(data.shape)
     if bad is not None and np.shape(bad) != data.shape:
         raise ConfigError(f"bad-pixel map of shape {np.shape(bad)} does not match the frame {data.shape}")
     corners = []

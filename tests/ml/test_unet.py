@@ -1131,6 +1131,27 @@ def test_a_lone_hot_pixel_is_dropped_and_a_spot_kept() -> None:
     assert "rejected peaks: lone_pixel 1" in summary
 
 
+def test_lone_pixels_on_an_empty_background_are_dropped_where_the_network_marks_a_neighbour() -> None:
+    """Thresholded frames (zero below a cut, as HEXRD's frame caches): a lone pixel of 140-180 counts with empty
+    neighbours is no spot (a spot of sigma 0.26 px would put 14-18 photons beside it; none is a 1e-5 chance),
+    also where the network's most probable pixel is an empty neighbour of it. A sharp spot whose neighbours
+    hold a tenth of its signal stays."""
+    image = np.zeros((64, 64), np.float32)
+    image[10, 10] = 140.0
+    image[10, 30] = 180.0
+    image[40, 40] = 160.0
+    image[39:42, 39:42] += np.array([[2, 3, 1], [2, 0, 3], [1, 2, 2]], np.float32)  # 16 counts beside it
+    prob = np.zeros((64, 64), np.float32)
+    prob[10, 10] = prob[40, 40] = 1.0
+    prob[11, 30] = 1.0  # the network marks the empty pixel below the 180-count one
+    norm = normalise_frame(image, np.zeros((64, 64), bool))
+    assert norm.gain == 1.0
+    finder = UNetFinder(device="cpu", reject_powder_rings=False)
+    peaks = finder.peaks_from_probability(prob, norm, 0.5)
+    assert len(peaks) == 1 and abs(peaks.row[0] - 40.0) < 0.1 and abs(peaks.col[0] - 40.0) < 0.1
+    assert finder.last_rejections == {"lone_pixel": 2}
+
+
 def test_a_noise_cluster_on_a_sparse_background_is_dropped_and_a_faint_sharp_spot_kept() -> None:
     rng = np.random.default_rng(3)
     image = rng.poisson(0.4, (96, 96)).astype(np.float32)

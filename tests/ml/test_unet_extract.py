@@ -145,28 +145,38 @@ def _ref_along_mask(labels: np.ndarray, n: int, bad: np.ndarray, panel: np.ndarr
 
 
 def _ref_lone(labels: np.ndarray, n: int, frame: dict, gain: float) -> np.ndarray:
-    """Regions whose brightest pixel's 8 good neighbours on its panel hold 4 sigmas less than a tenth of it, and
-    less than 3 sigmas of their background noise."""
+    """Regions where the brightest good pixel (on its panel) of the 3 x 3 block of the region's brightest pixel
+    has 8 good neighbours on its panel whose counts, with the background as a Poisson rate of its variance, are
+    below a tenth of that pixel with a Poisson chance under 4 normal sigmas', and stand less than 3 sigmas of
+    their background noise above it."""
     out = np.zeros(n, bool)
     if gain <= 0:
         return out
     res, noise = frame["residual"].astype(np.float64), frame["noise"].astype(np.float64)
     bad, panel = frame["bad"], frame["panel"]
     h, w = res.shape
+
+    def good(r: int, c: int, of: tuple[int, int]) -> bool:
+        return 0 <= r < h and 0 <= c < w and not bad[r, c] and panel[r, c] == panel[of]
+
     for k in range(1, n + 1):
         rows, cols = np.nonzero(labels == k)  # raster order
         top = int(np.argmax(res[rows, cols]))  # the first of equals
-        r, c = rows[top], cols[top]
-        if not (0 < r < h - 1 and 0 < c < w - 1):
+        r, c = int(rows[top]), int(cols[top])
+        near = [(r + dr, c + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if good(r + dr, c + dc, (r, c))]
+        best = max(res[q] for q in near)
+        if res[r, c] < best:  # the centre on a tie, else the first of equals in raster order
+            r, c = next(q for q in near if res[q] == best)
+        if not all(good(r + dr, c + dc, (r, c)) for dr in (-1, 0, 1) for dc in (-1, 0, 1)):
             continue
         block = np.s_[r - 1 : r + 2, c - 1 : c + 2]
-        if bad[block].any() or (panel[block] != panel[r, c]).any():
-            continue
         spill = res[block].sum() - res[r, c]
         expected = 0.1 * max(res[r, c], 0.0)
         background2 = (noise[block] ** 2).sum() - noise[r, c] ** 2
-        sigma = np.sqrt(background2 + gain * expected)
-        out[k - 1] = spill < expected - 4.0 * sigma and spill < 3.0 * np.sqrt(background2)
+        rate = background2 / gain**2
+        observed = max(spill / gain + rate, 0.0)
+        chance = stats.gamma.sf(expected / gain + rate, a=observed + 1.0)  # P(Poisson(mean) <= observed)
+        out[k - 1] = chance < stats.norm.sf(4.0) and spill < 3.0 * np.sqrt(background2)
     return out
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.special import ndtri
+from scipy.special import gammaincc, ndtr, ndtri
 
 from ..classical._common import poisson_tail
 
@@ -40,7 +40,8 @@ SPLIT_MIN_RELATIVE_DIP = 0.2
 #: A Bragg spot spreads at least this share of its brightest pixel's signal over the 8 neighbours (a spot of
 #: sigma 0.26 px centred on a pixel: sharper spots fit in one pixel and cannot be told from a hot pixel).
 LONE_MIN_SPILL = 0.1
-#: A region is a lone pixel when its neighbours hold this many sigmas less than that share ...
+#: A region is a lone pixel when its neighbours hold less than that share, with a Poisson chance under that of
+#: this many normal sigmas ...
 LONE_SIGMA = 4.0
 #: ... and stand less than this many sigmas of their background noise above the background (a sharp spot's
 #: charge sharing or faint tails show there; a hot pixel's neighbours hold nothing).
@@ -443,12 +444,14 @@ def extract_peaks(
     positive), integrated residual, mean background, SNR ``intensity / sqrt(sum noise**2)``, pixel count,
     highest value, and as score the highest probability of the unwidened region.
 
-    A region is a lone pixel (a hot pixel or a one-pixel zinger rather than a spot) when the 8 neighbours of its
-    brightest pixel above the cut (the first in raster order on a tie), all good and on its panel, hold less
-    than :data:`LONE_MIN_SPILL` of that pixel's residual by :data:`LONE_SIGMA` sigmas of the difference (the
-    neighbours' background noise and the shot noise of the spill the share would bring), and their sum stands
-    less than :data:`LONE_NEIGHBOUR_SIGMA` sigmas of its background noise above the background. The test
-    needs the gain: with ``gain`` 0 no region is a lone pixel.
+    A region is a lone pixel (a hot pixel or a one-pixel zinger rather than a spot) when the brightest good pixel
+    of the 3 x 3 block of its brightest pixel above the cut (that pixel itself on a tie; the first in raster order
+    among a region's equals) has 8 good neighbours on its panel that hold too little: their counts, in photons
+    with the background counted as a Poisson rate of its variance, are as low or lower with a chance under that
+    of :data:`LONE_SIGMA` normal sigmas had they held :data:`LONE_MIN_SPILL` of that pixel's residual, and their
+    sum stands less than :data:`LONE_NEIGHBOUR_SIGMA` sigmas of its background noise above the background. The
+    block's brightest pixel is judged because the network may mark an empty neighbour of a hot pixel more
+    surely than the hot pixel. The test needs the gain: with ``gain`` 0 no region is a lone pixel.
 
     Each region's significance is that of the most significant of three compact apertures, as a Poisson excess
     over their background in normal sigmas: the four brightest good pixels of the 3 x 3 block of its brightest
@@ -516,7 +519,7 @@ def extract_peaks(
     return Regions(
         _measure(c, px, labels, wide, n),
         _along_mask(c, px, labels, n),
-        _lone_pixel(c, block, good),
+        _lone_pixel(c, *_blocks(c, px, _block_brightest(c, block, good))),
         *_significance(c, labels, block, good),
         _local_max(c, block, good),
     )
@@ -793,6 +796,15 @@ def _brightest(c: CandidatePixels, labels: NDArray[np.int32]) -> NDArray[np.int6
     return core[order[first]]
 
 
+def _block_brightest(c: CandidatePixels, block: NDArray[np.int64], good: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """Position in the set of the brightest good pixel of each 3 x 3 block (the centre on a tie)."""
+    order = np.array([4, 0, 1, 2, 3, 5, 6, 7, 8])
+    residual = np.where(good, np.asarray(c.residual, np.float64)[block], -np.inf)[order]
+    residual[0] = np.asarray(c.residual, np.float64)[block[4]]
+    pick = order[np.argmax(residual, axis=0)]
+    return np.take_along_axis(block, pick[None, :], axis=0)[0]
+
+
 def _lone_pixel(c: CandidatePixels, block: NDArray[np.int64], good: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """Regions that are a lone bright pixel (see :func:`extract_peaks`); ``block``: the (9, n) 3 x 3 blocks of
     their brightest pixels (the pixel itself beyond the frame's edge), ``good``: which are good and on its
@@ -800,14 +812,18 @@ def _lone_pixel(c: CandidatePixels, block: NDArray[np.int64], good: NDArray[np.b
     if block.shape[1] == 0 or c.gain <= 0:
         return np.zeros(block.shape[1], bool)
     touch = ~good.all(axis=0)  # judged only with all 8 neighbours good and on its panel
+    gain = float(c.gain)
     residual = np.asarray(c.residual, np.float64)[block]
     noise2 = np.asarray(c.noise, np.float64)[block] ** 2
     peak = residual[4]
     spill = residual.sum(axis=0) - peak
     expected = LONE_MIN_SPILL * np.clip(peak, 0.0, None)
     background2 = noise2.sum(axis=0) - noise2[4]
-    sigma = np.sqrt(background2 + c.gain * expected)
-    return ~touch & (spill < expected - LONE_SIGMA * sigma) & (spill < LONE_NEIGHBOUR_SIGMA * np.sqrt(background2))
+    # the neighbours' counts in photons: the background as a Poisson rate of its variance, plus the spill
+    rate = background2 / gain**2
+    observed = np.maximum(spill / gain + rate, 0.0)
+    too_little = gammaincc(observed + 1.0, expected / gain + rate) < ndtr(-LONE_SIGMA)  # P(X <= observed)
+    return ~touch & too_little & (spill < LONE_NEIGHBOUR_SIGMA * np.sqrt(background2))
 
 
 def _local_max(c: CandidatePixels, block: NDArray[np.int64], good: NDArray[np.bool_]) -> NDArray[np.bool_]:

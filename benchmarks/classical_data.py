@@ -7,7 +7,6 @@ sentinel values; maps from the beam centres and geometry given in the README and
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,17 +132,13 @@ def lcys(index: int) -> RealFrame:
     return RealFrame(f"lcys_{index}", data, mask, maps, "sparse", (3, 40))
 
 
-def all_frames(quick: bool = False) -> Iterator[RealFrame]:
-    """The benchmark frames (a subset when ``quick``)."""
-    hits = [2, 8] if quick else [2, 5, 8, 11, 14]
-    for i in hits:
-        yield thaumatin(i)
-    for i in [16, 19] if not quick else [17]:
-        yield thaumatin(i)
-    for i in range(2 if quick else 4):
-        yield cspad(i)
-    yield rayonix()
-    yield ceo2()
-    if not quick:
-        yield ceria2m()
-        yield lcys(1)
+def hexrd_ruby(index: int = 4) -> RealFrame:
+    """A thresholded HEXRD frame (only pixels above HEXRD's cut are stored, the rest is 0); frame 4 (ff2:600)
+    carries a burst of about 4000 single-pixel noise counts and one to three spots (DIALS: 2)."""
+    import h5py
+
+    with h5py.File(REAL / "hexrd_ruby" / "hexrd_ruby.h5") as f:
+        data = f["entry/data/data"][index]
+    mask = np.zeros(data.shape, bool)
+    maps = _radial_maps(data.shape, ((data.shape[0] - 1) / 2, (data.shape[1] - 1) / 2))
+    return RealFrame(f"hexrd_ruby_{index}", data, mask, maps, "noise", (0, 20))

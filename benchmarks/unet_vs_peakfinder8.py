@@ -283,7 +283,7 @@ def speed(unet: UNetFinder, repeats: int = 3) -> dict:
 
 def real_frames():
     """All the real frames of ``classical_data.py``: the whole thaumatin grid scan, then the others."""
-    from classical_data import ceo2, ceria2m, cspad, lcys, rayonix, thaumatin
+    from classical_data import ceo2, ceria2m, cspad, hexrd_ruby, lcys, rayonix, thaumatin
 
     for i in range(1, 20):
         yield thaumatin(i)
@@ -293,6 +293,7 @@ def real_frames():
     yield ceo2()
     yield ceria2m()
     yield lcys(1)
+    yield hexrd_ruby(4)
 
 
 def real(unet: UNetFinder, min_peaks: int) -> dict:

@@ -311,12 +311,13 @@ def _cmd_find(args: argparse.Namespace) -> int:
                 f"--hot-pixel-mask-out {args.hot_pixel_mask_out}: give a {', '.join(MASK_SUFFIXES)} file name"
             )
     if args.dials_expt:
-        from .io.dials_refl import experiment_layout
+        from .io.dials_refl import experiment_layout, experiment_panels
         from .io.peaklists import peak_format
 
         if not args.output or peak_format(args.output, args.format) != "refl":
             raise ConfigError("--dials-expt goes with a DIALS reflection table output (-o strong.refl)")
         experiment_layout(args.dials_expt)  # an unreadable list fails now, not after the run
+        experiment_panels(args.dials_expt)
     job = _find_job(args)
     execution_from_args(args)  # reject bad parallel options before any file is opened
     if not args.quiet:
@@ -544,7 +545,8 @@ def _add_find_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         "--dials-expt",
         metavar="EXPT",
         help="for a .refl output: the frames' DIALS experiment list (dials.import), for a rotation sequence "
-        "(one experiment) and the experiment identifiers; without it the frames are stills",
+        "(one experiment), the experiment identifiers and the detector's panels; without it the frames are "
+        "stills on one panel",
     )
     p.add_argument(
         "--min-peaks", type=int, default=HIT_MIN_PEAKS, metavar="N", help="a frame with >= N peaks is a hit"
@@ -709,8 +711,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if not args.radius > 0:
         raise ConfigError(f"--radius must be > 0, got {args.radius}")
-    found = read_peaks(args.peaks)
-    truth = truth_for(load_truth(args.truth, min_snr=args.min_snr), found, found_name=str(args.peaks))
+    found = read_peaks(args.peaks, dials_experiments=args.dials_expt)
+    truth = truth_for(
+        load_truth(args.truth, min_snr=args.min_snr, dials_experiments=args.dials_expt),
+        found,
+        found_name=str(args.peaks),
+    )
     ev = evaluate_peaks(
         found,
         truth.peaks,
@@ -803,6 +809,12 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         help="score only simulated truth spots with at least this SNR (a peak found at a weaker one is neither "
         "a true nor a false positive)",
+    )
+    p.add_argument(
+        "--dials-expt",
+        metavar="EXPT",
+        help="DIALS experiment list (imported.expt) whose detector places the spots of .refl tables on several "
+        "panels on the frame",
     )
     p.add_argument("--json", metavar="OUT", help="write every figure as JSON")
     p.add_argument("--report", metavar="DIR", help="write a Markdown report with pictures into DIR")

@@ -45,10 +45,15 @@ def _column(table: dict, name: str, dtype: str, width: int = 1) -> np.ndarray:
     return values.reshape(n, width) if width > 1 else values
 
 
-def _expt(path: Path, n_experiments: int, sequence: bool) -> Path:
+def _expt(path: Path, n_experiments: int, sequence: bool, panels: list[tuple[int, int, int, int]] = ()) -> Path:
+    """An experiment list; ``panels``: (fast offset, slow offset, fast size, slow size) of each detector panel."""
     imageset = {"__id__": "ImageSequence" if sequence else "ImageSet", "images": ["a.cbf"]}
     experiments = [{"__id__": "Experiment", "identifier": f"id-{k}", "imageset": 0} for k in range(n_experiments)]
-    path.write_text(json.dumps({"__id__": "ExperimentList", "experiment": experiments, "imageset": [imageset]}))
+    doc = {"__id__": "ExperimentList", "experiment": experiments, "imageset": [imageset]}
+    if panels:
+        doc["detector"] = [{"panels": [{"name": f"row-{k:02d}", "raw_image_offset": [f0, s0], "image_size": [nf, ns]}
+                                       for k, (f0, s0, nf, ns) in enumerate(panels)]}]
+    path.write_text(json.dumps(doc))
     return path
 
 
@@ -96,6 +101,45 @@ def test_multi_panel_geometry_is_warned_about(tmp_path: Path) -> None:
     panels = tuple(Panel(f"p{k}", 0, 99, 50 * k, 50 * k + 49, 0.0, 50.0 * k, 1e4) for k in range(2))
     with pytest.warns(UserWarning, match="DIALS must read these frames as one panel"):
         write_peaks(_peaks(), tmp_path / "s.refl", geometry=DetectorGeometry(panels=panels))
+
+
+def test_spots_of_a_multi_panel_detector_are_written_and_read_in_panel_pixels(tmp_path: Path, capsys) -> None:
+    """A detector of two panels of 50 x 80 pixels, the second 60 rows down (as dials.import gives a Pilatus
+    12M's modules): each peak goes on its panel, in its pixels; a peak in the gap is left out with a warning;
+    reading places them back on the image, with the experiment list only."""
+    expt = _expt(tmp_path / "two.expt", 3, False, panels=[(0, 0, 80, 50), (0, 60, 80, 50)])
+    peaks = PeakList.from_columns(
+        n_frames=3, frame=[0, 0, 2, 2], row=[10.25, 70.0, 55.0, 109.4], col=[20.5, 3.75, 5.0, 79.0],
+        intensity=[900.0, 50.0, 30.0, 400.0], snr=[30.0, 5.0, 4.0, 20.0], n_pixels=[9, 2, 2, 16],
+    )
+    with pytest.warns(UserWarning, match="1 peaks lie outside every panel of the DIALS detector"):
+        table = _table(write_peaks(peaks, tmp_path / "s.refl", dials_experiments=expt))
+    assert _column(table, "panel", "<u8").tolist() == [0, 1, 1]
+    xyz = _column(table, "xyzobs.px.value", "<f8", 3)
+    assert np.allclose(xyz, [[21.0, 10.75, 0.5], [4.25, 10.5, 0.5], [79.5, 49.9, 2.5]])
+    bbox = _column(table, "bbox", "<i4", 6)
+    assert all(b[0] <= x < b[1] and b[2] <= y < b[3] for b, (x, y, _z) in zip(bbox, xyz))
+    with pytest.raises(DataFormatError, match=r"spots lie on 2 detector panels; give the experiment list"):
+        read_peaks(tmp_path / "s.refl")
+    back = read_peaks(tmp_path / "s.refl", dials_experiments=expt)
+    assert back.frame.tolist() == [0, 0, 2]
+    assert np.allclose(back.row, [10.25, 70.0, 109.4]) and np.allclose(back.col, [20.5, 3.75, 79.0])
+    # evaluate places them too
+    write_peaks(peaks.take([0, 1, 3]), tmp_path / "found.csv")
+    args = ["evaluate", "--truth", str(tmp_path / "s.refl"), "--peaks", str(tmp_path / "found.csv"), "--radius", "0.1"]
+    assert main(args) == 2 and "give the experiment list" in capsys.readouterr().err
+    assert main([*args, "--dials-expt", str(expt)]) == 0
+    assert "precision 1.000   recall 1.000" in capsys.readouterr().out
+    # a table of more panels than the detector has, and a detector whose panels overlap
+    one = _expt(tmp_path / "one.expt", 3, False, panels=[(0, 0, 80, 110)])
+    with pytest.raises(DataFormatError, match="spots lie on panel 1, the DIALS detector has 1 panels"):
+        read_peaks(tmp_path / "s.refl", dials_experiments=one)
+    same = _expt(tmp_path / "same.expt", 3, False, panels=[(0, 0, 194, 185), (0, 0, 194, 185)])
+    with pytest.raises(DataFormatError, match=r"panels 'row-00' and 'row-01' overlap in the image"):
+        write_peaks(peaks, tmp_path / "t.refl", dials_experiments=same)
+    assert not (tmp_path / "t.refl").exists()
+    assert main(["find", str(tmp_path / "found.csv"), "-o", str(tmp_path / "u.refl"), "--dials-expt", str(same)]) == 2
+    assert "overlap in the image" in capsys.readouterr().err
 
 
 def test_info_describes_a_table(tmp_path: Path, capsys) -> None:
@@ -157,3 +201,35 @@ def test_dials_reads_it(tmp_path: Path) -> None:
         pytest.skip("DIALS' Python modules are not installed")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "3 3 [60.5, 8.0, 2.5] [0, 0, 2]"
+
+
+@pytest.mark.skipif(
+    not DIALS_PYTHON.is_file() or shutil.which("dials.find_spots") is None, reason="DIALS is not installed"
+)
+def test_a_pilatus_12m_frame_on_dials_24_panels(tmp_path: Path, real_data: Path) -> None:
+    """dials.import reads the DLS I23 Pilatus 12M as 24 panels: braggml's spots go on them, DIALS reads them,
+    and DIALS' own spots, placed on the frame through the same experiment list, are braggml's (dispersion
+    extended, within 1 px)."""
+    import gzip
+
+    cbf = tmp_path / "thau_00001.cbf"
+    cbf.write_bytes(gzip.decompress((real_data / "pilatus_misc" / "DLS_I23_P12M_thau_00001.cbf.gz").read_bytes()))
+    for cmd in (["dials.import", cbf.name], ["dials.find_spots", "imported.expt", "nproc=1"]):
+        subprocess.run(cmd, cwd=tmp_path, capture_output=True, timeout=300, check=True)
+    expt, ours = tmp_path / "imported.expt", tmp_path / "ours.refl"
+    args = ["find", str(cbf), "--finder", "dispersion_extended", "-o", str(ours), "--dials-expt", str(expt), "-q"]
+    assert main(args) == 0
+    script = (
+        "import sys; from dials.array_family import flex\n"
+        "t = flex.reflection_table.from_file(sys.argv[1])\n"
+        "print(len(t), len(set(t['panel'])), max(t['xyzobs.px.value'].parts()[1]))\n"
+    )
+    done = subprocess.run([str(DIALS_PYTHON), "-c", script, str(ours)], capture_output=True, text=True, timeout=120)
+    n, n_panels, y_max = done.stdout.split()
+    assert int(n) > 150 and int(n_panels) > 10 and float(y_max) <= 195  # module rows, not frame rows
+    theirs = read_peaks(tmp_path / "strong.refl", dials_experiments=expt)
+    mine = read_peaks(ours, dials_experiments=expt)
+    from braggml.evaluate.metrics import evaluate_peaks
+
+    ev = evaluate_peaks(mine, theirs, radius_px=1.0)
+    assert ev.recall > 0.9 and ev.precision > 0.9

@@ -40,11 +40,14 @@ class Truth:
     optional: PeakList | None = None
 
 
-def load_truth(path: str | Path, *, min_snr: float | None = None) -> Truth:
+def load_truth(
+    path: str | Path, *, min_snr: float | None = None, dials_experiments: str | Path | None = None
+) -> Truth:
     """Read the truth of a run from a braggml simulated file or from any peak list braggml reads.
 
     ``min_snr`` keeps only simulated truth spots with at least that expected SNR (ignored for peak lists); the
-    others become :attr:`Truth.optional`.
+    others become :attr:`Truth.optional`. ``dials_experiments`` places the spots of a DIALS reflection table on
+    several panels (:func:`~braggml.io.peaklists.read_peaks`).
     """
     from ..io.peaklists import read_peaks
     from ..io.simfile import read_truth
@@ -71,7 +74,7 @@ def load_truth(path: str | Path, *, min_snr: float | None = None) -> Truth:
             snr=sim.spots["snr"][rest],
         )
         return Truth(sim.peaks, resolution[order], sim.hit, f"simulation truth in {path}", optional)
-    peaks = read_peaks(path)
+    peaks = read_peaks(path, dials_experiments=dials_experiments)
     return Truth(peaks, None, None, f"peak list {path}")
 
 

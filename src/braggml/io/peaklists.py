@@ -153,7 +153,8 @@ def write_peaks(
         Stream only: a frame is written ``hit = 1`` when it has at least this many peaks.
     dials_experiments : str or path-like, optional
         ``.refl`` only: the DIALS experiment list (``imported.expt``) of the frames, which says whether they are
-        stills or a rotation sequence and gives the experiments' identifiers. Without it, stills.
+        stills or a rotation sequence, gives the experiments' identifiers and the detector's panels (peaks are
+        written on the panel holding them, in its pixels). Without it, stills on one panel.
 
     Returns
     -------
@@ -181,9 +182,10 @@ def write_peaks(
             raise ConfigError(f"hit_min_peaks must be >= 0, got {hit_min_peaks!r}")
         _write_stream(peaks, out, geometry=geometry, maps=maps, hit_min_peaks=hit_min_peaks)
     elif fmt == "refl":
-        from .dials_refl import experiment_layout, write_refl
+        from .dials_refl import experiment_layout, experiment_panels, write_refl
 
-        if geometry is not None and geometry.n_panels > 1:
+        panels = experiment_panels(dials_experiments) if dials_experiments is not None else None
+        if geometry is not None and geometry.n_panels > 1 and (panels is None or len(panels) == 1):
             warnings.warn(
                 f"{out}: the peaks are written in frame coordinates on DIALS panel 0; DIALS must read these frames "
                 f"as one panel (the geometry has {geometry.n_panels})",
@@ -193,13 +195,18 @@ def write_peaks(
             write_refl(peaks, out)
         else:
             layout, identifiers = experiment_layout(dials_experiments)
-            write_refl(peaks, out, layout=layout, identifiers=identifiers)
+            write_refl(peaks, out, layout=layout, identifiers=identifiers, panels=panels)
     else:
         _write_csv(peaks, out)
     return out
 
 
-def read_peaks(path: str | os.PathLike[str], *, format: PeakFormat | None = None) -> PeakList:
+def read_peaks(
+    path: str | os.PathLike[str],
+    *,
+    format: PeakFormat | None = None,
+    dials_experiments: str | os.PathLike[str] | None = None,
+) -> PeakList:
     """Read a peak list written by braggml or by Cheetah/OM/psocake (CXI), CrystFEL (stream), DIALS (``.refl``)
     or as CSV.
 
@@ -209,6 +216,9 @@ def read_peaks(path: str | os.PathLike[str], *, format: PeakFormat | None = None
         The peak-list file.
     format : {"cxi", "stream", "csv", "refl"}, optional
         Input format; by default from the file name.
+    dials_experiments : str or path-like, optional
+        ``.refl`` only: the DIALS experiment list the table goes with, whose detector places the spots of
+        several panels on the frame (needed only when there are several).
 
     Returns
     -------
@@ -233,9 +243,9 @@ def read_peaks(path: str | os.PathLike[str], *, format: PeakFormat | None = None
     if fmt == "stream":
         return _read_stream(p)
     if fmt == "refl":
-        from .dials_refl import read_refl
+        from .dials_refl import experiment_panels, read_refl
 
-        return read_refl(p)
+        return read_refl(p, panels=experiment_panels(dials_experiments) if dials_experiments is not None else None)
     return _read_csv(p)
 
 

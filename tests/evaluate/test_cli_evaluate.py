@@ -105,6 +105,8 @@ def test_evaluate_rejects_mismatched_runs_and_bad_radius(tmp_path: Path, capsys)
     assert "--radius" in capsys.readouterr().err
     assert main(["evaluate", "--truth", str(tmp_path / "none.h5"), "--peaks", str(t_path)]) == 2
     assert "none.h5" in capsys.readouterr().err
+    assert main(["evaluate", "--truth", str(tmp_path / "strong.refl"), "--peaks", str(t_path)]) == 2
+    assert f"truth file '{tmp_path / 'strong.refl'}' does not exist" in capsys.readouterr().err  # not "simulated"
 
 
 def test_peaks_at_weaker_simulated_spots_are_not_scored(simulated: Path, tmp_path: Path, capsys):

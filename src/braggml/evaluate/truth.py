@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import ConfigError, DataFormatError
+from ..errors import ConfigError, DataFormatError, InputNotFoundError
 from ..peaks import FrameRef, PeakList
 
 __all__ = ["Truth", "load_truth", "truth_for"]
@@ -53,6 +53,8 @@ def load_truth(
     from ..io.simfile import read_truth
 
     path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"truth file {str(path)!r} does not exist")
     try:
         sim = read_truth(path, min_snr=min_snr)
     except DataFormatError as exc:

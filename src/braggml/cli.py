@@ -224,7 +224,8 @@ def _find_job(args: argparse.Namespace) -> FindJob:
         refine_beam_center=not args.no_refine_beam_center,
         search_hot_pixels=args.hot_pixels == "auto",
     )
-    job.make_finder()  # reject bad settings before any file is opened
+    finder = job.make_finder()  # reject bad settings before any file is opened
+    getattr(finder, "model", None)  # and a model file that cannot be read (the U-Net reads it on first use)
     return job
 
 

@@ -305,3 +305,26 @@ def test_info_rejects_bad_model_files(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "junk.safetensors: not a braggml model file" in capsys.readouterr().err
     assert main(["info"]) == 2
     assert "give a detector or model file, or --builtin-models" in capsys.readouterr().err
+
+
+def test_find_rejects_a_bad_model_file_before_any_frame(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every learned finder fails at once with one line naming the model file, writing nothing, where the U-Net
+    (which reads its model on first use) used to fail on every frame and leave an empty peak list."""
+    from braggml.cli import main
+
+    frames = tmp_path / "run.npy"
+    np.save(frames, np.random.default_rng(0).poisson(5.0, (2, 64, 64)).astype(np.int32))
+    out = tmp_path / "peaks.csv"
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    for finder in ("unet", "cnn", "svm"):
+        for model, message in ((tmp_path / "missing.safetensors", "missing.safetensors: model file not found"),
+                               (junk, "junk.safetensors: not a braggml model file")):
+            assert main(["find", str(frames), "--finder", finder, "--model", str(model), "-o", str(out), "-q"]) == 2
+            assert message in capsys.readouterr().err
+            assert not out.exists()
+    from braggml.ml.describe import BUILTIN_MODELS
+
+    other = BUILTIN_MODELS["cnn"]
+    assert main(["find", str(frames), "--finder", "unet", "--model", str(other), "-o", str(out), "-q"]) == 2
+    assert "holds a cnn model, not a unet model (use --finder cnn)" in capsys.readouterr().err

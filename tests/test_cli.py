@@ -145,6 +145,9 @@ def test_bad_inputs_give_one_line(tmp_path: Path, cxi_file: Path, capsys):
     assert "no_such_knob" in _error(["find", str(cxi_file), "--config", str(config)], capsys)
     out_in_missing_dir = tmp_path / "nowhere" / "peaks.h5"
     assert "nowhere" in _error(["find", str(cxi_file), "-o", str(out_in_missing_dir)], capsys)
+    # an output of no known format fails before the run: a damaged input is not even opened
+    error = _error(["find", str(text), "-o", str(tmp_path / "peaks.txt")], capsys)
+    assert "cannot tell the peak-list format of" in error and "peaks.txt" in error and "--format" in error
 
 
 def test_find_masks_the_run_hot_pixels(tmp_path: Path, capsys):

@@ -304,6 +304,10 @@ def _cmd_find(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} {outputs[flag]} is one of the run's inputs; it would be overwritten")
         if not target.parent.is_dir():
             raise ConfigError(f"{outputs[flag]}: output folder {target.parent} does not exist")
+    if args.output and not args.split_output:
+        from .io.peaklists import peak_format
+
+        peak_format(args.output, args.format)
     if args.hot_pixel_mask_out:
         from .io.masks import MASK_SUFFIXES
 

@@ -115,9 +115,10 @@ def peak_format(path: str | os.PathLike[str], format: str | None = None) -> Peak
     for fmt, endings in PEAK_FORMATS.items():
         if name.endswith(endings):
             return fmt  # type: ignore[return-value]
-    known = ", ".join(e for endings in PEAK_FORMATS.values() for e in endings)
+    *known, last = (e for endings in PEAK_FORMATS.values() for e in endings)
     raise ConfigError(
-        f"cannot tell the peak-list format of {os.fspath(path)!r} from its name ({known}); give format="
+        f"cannot tell the peak-list format of {os.fspath(path)!r} from its name: end it in {', '.join(known)} or "
+        f"{last}, or give the format (find: --format)"
     )
 
 

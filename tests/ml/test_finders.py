@@ -82,6 +82,8 @@ def test_train_rejects_bad_options(tmp_path: Path, sim_file: Path) -> None:
         parser = argparse.ArgumentParser()
         add_train_arguments(parser)
         run_train(parser.parse_args([str(sim_file), "--model", "svm", "-o", str(tmp_path / "no" / "m.st")]))
+    with pytest.raises(InputNotFoundError, match=r"missing\.h5: no such file"):
+        _train(tmp_path, tmp_path / "missing.h5", "cnn")
 
 
 def test_train_on_the_candidates_the_finder_classifies(tmp_path: Path, sim_file: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputNotFoundError
 
 __all__ = ["add_train_arguments", "run_train"]
 
@@ -157,7 +157,7 @@ def run_train(args: argparse.Namespace) -> int:
 def _run_train(args: argparse.Namespace, *, is_main: bool) -> int:
     """The body of :func:`run_train`; with ``is_main`` False it trains, then returns without printing or writing."""
     from ..evaluate.metrics import evaluate_peaks
-    from ..io.frames import open_frames
+    from ..io.frames import expand_inputs, open_frames
     from .metrics import binary_metrics
     from .patches import LABEL_PEAK, CandidateConfig, PatchConfig, build_patch_set, candidate_finder, split_by_frame
 
@@ -184,6 +184,9 @@ def _run_train(args: argparse.Namespace, *, is_main: bool) -> int:
     candidate_finder(candidates)  # unknown finder or parameter: fail before reading any frame
     patch = PatchConfig(**_given(args, {"half_size": "half_size", "normalisation": "normalisation"}))
 
+    for file, _dataset in expand_inputs(list(args.data), dataset=args.dataset):  # fail before printing anything
+        if not Path(file).exists():
+            raise InputNotFoundError(f"{file}: no such file")
     shape = None
     if getattr(args, "geom", None):
         with open_frames(args.data, dataset=args.dataset) as src:

@@ -839,14 +839,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
     frame = source.frame(args.frame)
     found = truth = optional = None
     if args.peaks:
-        found = read_peaks(args.peaks)
+        found = read_peaks(args.peaks, dials_experiments=args.dials_expt)
         if args.frame >= found.n_frames:
             raise ConfigError(f"{args.peaks} has no frame {args.frame} ({found.n_frames} frames)")
         found = found.for_frame(args.frame)
     if args.truth:
         from .evaluate.truth import load_truth
 
-        loaded = load_truth(args.truth)
+        loaded = load_truth(args.truth, dials_experiments=args.dials_expt)
         if args.frame >= loaded.peaks.n_frames:
             raise ConfigError(f"{args.truth} has no frame {args.frame} ({loaded.peaks.n_frames} frames)")
         truth = loaded.peaks.for_frame(args.frame)
@@ -888,6 +888,11 @@ def _add_show_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frame", type=int, default=0, help="frame number in the file")
     p.add_argument("--peaks", metavar="PEAKS", help="peak list to mark")
     p.add_argument("--truth", metavar="FILE", help="truth to mark (simulated file or peak list)")
+    p.add_argument(
+        "--dials-expt",
+        metavar="EXPT",
+        help="DIALS experiment list whose detector places the spots of .refl tables on several panels",
+    )
     p.add_argument(
         "--geom", metavar="GEOM", help="CrystFEL geometry: draw the panels where they sit (x right, y up, beam at 0)"
     )

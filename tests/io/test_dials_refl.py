@@ -130,6 +130,12 @@ def test_spots_of_a_multi_panel_detector_are_written_and_read_in_panel_pixels(tm
     assert main(args) == 2 and "give the experiment list" in capsys.readouterr().err
     assert main([*args, "--dials-expt", str(expt)]) == 0
     assert "precision 1.000   recall 1.000" in capsys.readouterr().out
+    # and show draws them
+    np.save(tmp_path / "frames.npy", np.ones((3, 110, 80), np.float32))
+    show = ["show", str(tmp_path / "frames.npy"), "--frame", "2", "--peaks", str(tmp_path / "s.refl")]
+    assert main([*show, "-o", str(tmp_path / "a.png")]) == 2 and "give the experiment list" in capsys.readouterr().err
+    assert main([*show, "--dials-expt", str(expt), "-o", str(tmp_path / "a.png")]) == 0
+    assert (tmp_path / "a.png").stat().st_size > 1000
     # a table of more panels than the detector has, and a detector whose panels overlap
     one = _expt(tmp_path / "one.expt", 3, False, panels=[(0, 0, 80, 110)])
     with pytest.raises(DataFormatError, match="spots lie on panel 1, the DIALS detector has 1 panels"):

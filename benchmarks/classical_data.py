@@ -132,6 +132,21 @@ def lcys(index: int) -> RealFrame:
     return RealFrame(f"lcys_{index}", data, mask, maps, "sparse", (3, 40))
 
 
+def pilatus_misc(name: str) -> RealFrame:
+    """A frame of ``pilatus_misc/``: ``DLS_I23_P12M_thau_00001`` (Pilatus 12M, 24 panels in DIALS) or
+    ``DLS_I03_smargon_0001`` (Pilatus 6M), with the beam centre of its header."""
+    import fabio
+
+    img = fabio.open(str(REAL / "pilatus_misc" / f"{name}.cbf.gz"))
+    data = img.data
+    header = img.header.get("_array_data.header_contents", "")
+    m = re.search(r"Beam_xy\s*\(\s*([-\d.]+),\s*([-\d.]+)\)", header)
+    center = (float(m.group(2)), float(m.group(1))) if m else (data.shape[0] / 2, data.shape[1] / 2)
+    mask = data < 0
+    panel = np.where(data == -1, -1, 0).astype(np.int32)
+    return RealFrame(name, data, mask, _radial_maps(data.shape, center, panel), "hit")
+
+
 def hexrd_ruby(index: int = 4) -> RealFrame:
     """A thresholded HEXRD frame (only pixels above HEXRD's cut are stored, the rest is 0); frame 4 (ff2:600)
     carries a burst of about 4000 single-pixel noise counts and one to three spots (DIALS: 2)."""

@@ -1,7 +1,9 @@
 """braggml's classical finders side by side with OM's peakfinder8 and DIALS' dispersion finders.
 
 Runs each peer in its own environment on the same real frames and parameters, then prints the time per
-frame and the fraction of each side's peaks that the other side has within 1 pixel::
+frame and the fraction of each side's peaks that the other side has within 1 pixel. DIALS runs on four thaumatin
+grid stills, then on a Pilatus 12M frame (24 panels to DIALS, placed on the image by their offsets) and a
+Pilatus 6M frame of ``pilatus_misc/``::
 
     python benchmarks/classical_vs_peers.py            # OM and DIALS
     python benchmarks/classical_vs_peers.py --skip-dials
@@ -27,7 +29,7 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from classical_data import REAL, RealFrame, cspad, rayonix, thaumatin  # noqa: E402
+from classical_data import REAL, RealFrame, cspad, pilatus_misc, rayonix, thaumatin  # noqa: E402
 
 from braggml.finder import make_finder  # noqa: E402
 from braggml.geometry import PixelMaps  # noqa: E402
@@ -230,6 +232,29 @@ def compare_dials(indices: list[int]) -> None:
         )
 
 
+def compare_dials_detectors() -> None:
+    """Each algorithm on one frame of other Pilatus detectors, DIALS run on each file alone; the Pilatus 12M is 24
+    panels to DIALS, whose spots are placed on the image by their panels' offsets."""
+    names = ["DLS_I23_P12M_thau_00001", "DLS_I03_smargon_0001"]
+    print("\n== dispersion / dispersion_extended: braggml vs DIALS 3.12 on other detectors (one frame each)")
+    print(f"{'frame':24s} {'algorithm':20s} {'DIALS n':>7s} {'bm n':>6s} {'DIALS in bm':>11s} {'bm in DIALS':>11s}"
+          f" | {'default n':>9s} {'DIALS in def':>12s}")
+    for name in names:
+        fr = pilatus_misc(name)
+        for algorithm in ("dispersion", "dispersion_extended"):
+            with tempfile.TemporaryDirectory() as tmp:
+                theirs, _ = run_dials([REAL / "pilatus_misc" / f"{name}.cbf.gz"], algorithm, Path(tmp))
+            d_xy = np.column_stack([theirs["row"], theirs["col"]])
+            peaks, _ = time_braggml(algorithm, fr, repeats=1, **DIALS_COMPATIBLE)
+            bm_xy = np.column_stack([peaks.row, peaks.col])
+            default, _ = time_braggml(algorithm, fr, repeats=1)
+            def_xy = np.column_stack([default.row, default.col])
+            print(
+                f"{name:24s} {algorithm:20s} {len(d_xy):7d} {len(bm_xy):6d} {matched_fraction(d_xy, bm_xy):11.3f} "
+                f"{matched_fraction(bm_xy, d_xy):11.3f} | {len(def_xy):9d} {matched_fraction(d_xy, def_xy):12.3f}"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-om", action="store_true")
@@ -246,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             print("DIALS not installed (apt-get install dials)")
         else:
             compare_dials([2, 8, 14, 17])
+            compare_dials_detectors()
     return 0
 
 

@@ -6,8 +6,9 @@ Runs with the system Python that carries DIALS (``/usr/bin/python3``)::
 
 It runs ``dials.import`` on FILES (as one image set), then ``dials.find_spots nproc=1
 spotfinder.threshold.algorithm=ALGORITHM PARAM=VALUE...``, and stores per-spot ``frame`` (index of the file),
-``row``, ``col`` (array indices: DIALS' pixel centres at +0.5 are shifted back), ``n_pixels`` and
-``intensity``, with ``seconds`` (wall time of dials.find_spots, start-up included).
+``row``, ``col`` (array indices of the image: DIALS' pixel centres at +0.5 are shifted back, and the spots of a
+detector that DIALS splits into several panels are moved by their panel's ``raw_image_offset``), ``panel``,
+``n_pixels`` and ``intensity``, with ``seconds`` (wall time of dials.find_spots, start-up included).
 """
 
 from __future__ import annotations
@@ -52,11 +53,17 @@ def main(argv: list[str]) -> int:
     else:
         frame = ids.astype(int)
     npix = np.array(refl["n_signal"]) if "n_signal" in refl else np.zeros(len(xyz))
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    experiments = ExperimentListFactory.from_json_file(os.path.join(workdir, "imported.expt"), check_format=False)
+    offset = np.array([p.get_raw_image_offset() for p in experiments[0].detector], float).reshape(-1, 2)  # fast, slow
+    panel = np.array(refl["panel"], int) if len(xyz) else np.zeros(0, int)
     np.savez(
         out,
         frame=frame,
-        row=xyz[:, 1] - 0.5 if len(xyz) else np.zeros(0),
-        col=xyz[:, 0] - 0.5 if len(xyz) else np.zeros(0),
+        panel=panel,
+        row=xyz[:, 1] - 0.5 + offset[panel, 1] if len(xyz) else np.zeros(0),
+        col=xyz[:, 0] - 0.5 + offset[panel, 0] if len(xyz) else np.zeros(0),
         n_pixels=npix,
         intensity=np.array(refl["intensity.sum.value"]),
         bbox=bbox,

@@ -279,3 +279,18 @@ def test_library_chatter_hidden_unless_verbose(real_data: Path, tmp_path: Path):
     )
     assert loud.returncode == 0, loud.stderr
     assert "braggml: WARNING: [fabio.TiffIO] Data at tag id" in loud.stderr
+
+
+def test_the_hits_of_a_numpy_stack_are_its_hit_frames(tmp_path: Path, capsys):
+    """find --hits-out on a stack without dataset paths lists each hit frame, so the list read back is those frames
+    (a bare file name would stand for every frame of the stack)."""
+    frames = np.stack([_frame(k, spots=[(30.0, 40.0)] * (k % 2)) for k in range(6)])
+    np.save(tmp_path / "run.npy", frames)
+    hits = tmp_path / "hits.lst"
+    argv = ["find", str(tmp_path / "run.npy"), "-o", str(tmp_path / "all.csv"), "--min-peaks", "1", "-q"]
+    assert main([*argv, "--hits-out", str(hits)]) == 0
+    assert hits.read_text().split() == [word for k in (1, 3, 5) for word in (str(tmp_path / "run.npy"), f"//{k}")]
+    assert main(["find", str(hits), "-o", str(tmp_path / "again.csv"), "--min-peaks", "1", "-q"]) == 0
+    again = read_peaks(tmp_path / "again.csv")
+    assert [(Path(r.file).name, r.index) for r in again.frames] == [("run.npy", 1), ("run.npy", 3), ("run.npy", 5)]
+    assert again.counts_per_frame().tolist() == [1, 1, 1] and np.allclose(again.row, 30.0, atol=0.1)

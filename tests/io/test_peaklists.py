@@ -411,6 +411,9 @@ def test_event_list_round_trip(tmp_path: Path) -> None:
     assert [(r.file, r.index) for r in back] == [("/d/run1.h5", 12), ("/d/img 0001.cbf", 0), ("r2.h5", 0)]
     write_event_list([], tmp_path / "none.lst")
     assert (tmp_path / "none.lst").read_text() == ""
+    # frames of a file without dataset paths that holds several keep their index (a bare name means every frame)
+    stacks = [FrameRef("s.npy", None, 0), FrameRef("s.npy", None, 2), FrameRef("m.tif", None, 3)]
+    assert write_event_list(stacks, tmp_path / "s.lst").read_text() == "s.npy //0\ns.npy //2\nm.tif //3\n"
     with pytest.raises(ConfigError, match="FrameRef"):
         write_event_list(["a.h5"], tmp_path / "x.lst")  # type: ignore[list-item]
 

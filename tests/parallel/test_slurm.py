@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -11,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgpack
+import numpy as np
 import pytest
 
 from braggml.cli import main
@@ -100,6 +103,13 @@ def test_dry_run_script_follows_the_options(run_files, tmp_path: Path, capsys, m
     assert "--dependency" not in merge and "--array" not in merge
     assert re.search(r"merge 'out\.shard-\*\.h5' -o out\.h5 --hits-out hits\.lst", merge)
     assert not list(tmp_path.glob("*.sbatch"))  # a dry run writes nothing
+    # a DIALS table: the tasks and the merge are given the experiment list
+    (tmp_path / "imported.expt").write_text(json.dumps({"experiment": [{}]}))
+    argv = ["slurm", "find", str(run_files[0]), "-o", "s.refl", "--dials-expt", "imported.expt", "--array", "2"]
+    assert main([*argv, "--dry-run"]) == 0
+    array, merge = capsys.readouterr().out.split("# ---- merge job")
+    assert "--dials-expt imported.expt" in array.strip().splitlines()[-1]
+    assert re.search(r"merge 's\.shard-\*\.refl' -o s\.refl --dials-expt imported\.expt", merge)
 
 
 def test_bad_slurm_options(run_files, tmp_path: Path, capsys):
@@ -200,6 +210,19 @@ def test_merge_equals_single_run_and_checks_the_set(shards, run_files, tmp_path:
     assert "different run" in error(["merge", str(shards[0]), str(other), "-o", out])
     assert "no shard record" in error(["merge", str(single), "-o", out])
     assert "no shard outputs match" in error(["merge", str(tmp_path / "none*.csv"), "-o", out])
+    # a DIALS table of the merged run: one rotation sequence where the experiment list says so
+    expt = tmp_path / "imported.expt"
+    expt.write_text(json.dumps({"experiment": [{"identifier": "seq"}], "imageset": [{"__id__": "ImageSequence"}]}))
+    refl = tmp_path / "merged.refl"
+    assert main(["merge", *map(str, shards), "-o", str(refl), "--dials-expt", str(expt), "-q"]) == 0
+    merged = read_peaks(refl)
+    assert np.array_equal(merged.frame, b.frame) and len(merged) == len(b) > 0
+    assert np.allclose(merged.row, b.row, atol=0.006) and np.allclose(merged.col, b.col, atol=0.006)
+    _tag, _version, table = msgpack.unpackb(refl.read_bytes(), raw=False, strict_map_key=False)
+    assert table["identifiers"] == {0: "seq"} and set(np.frombuffer(table["data"]["id"][1][1], "<i4")) == {0}
+    assert "--dials-expt goes with a DIALS reflection table" in error(
+        ["merge", *map(str, shards), "-o", out, "--dials-expt", str(expt)]
+    )
 
 
 def test_dask_jobqueue_worker_script_follows_the_options():
@@ -261,3 +284,23 @@ def test_shard_record_keeps_what_the_run_learned(tmp_path: Path):
     merged = tmp_path / "m.stream"
     assert main(["find", str(data), "--shard", "0/2", "-o", str(shard_output(tmp_path / "p.csv", 0)), "-q"]) == 0
     assert main(["merge", str(tmp_path / "p.shard-*.csv"), "-o", str(merged), "-q"]) == 0
+
+
+def test_dials_table_shards_merge_with_their_empty_frames(tmp_path: Path, capsys):
+    """A .refl shard records neither its trailing frames without spots nor where its frames come from: the merge
+    takes the frame count from the shard's record and the frames from the run's inputs."""
+    rng = np.random.default_rng(0)
+    frames = rng.poisson(5.0, (6, 64, 64)).astype(np.int32)
+    frames[:4, 30:33, 30:33] += 400  # frames 4 and 5, the end of shard 1, hold no spot
+    np.save(tmp_path / "run.npy", frames)
+    run = str(tmp_path / "run.npy")
+    for i in range(2):
+        out = str(tmp_path / f"m.shard-{i}.refl")
+        assert main(["find", run, "--shard", f"{i}/2", "-o", out, "--min-peaks", "1", "-q"]) == 0
+    hits = tmp_path / "hits.lst"
+    merged = tmp_path / "merged.refl"
+    assert main(["merge", str(tmp_path / "m.shard-*.refl"), "-o", str(merged), "--hits-out", str(hits), "-q"]) == 0
+    assert read_peaks(merged).frame.tolist() == [0, 1, 2, 3]
+    assert [(r.index) for r in read_event_list(hits)] == [0, 1, 2, 3]
+    assert main(["find", run, "-o", str(tmp_path / "single.refl"), "--min-peaks", "1", "-q"]) == 0
+    assert read_peaks(merged).equals(read_peaks(tmp_path / "single.refl"))

@@ -253,17 +253,20 @@ def read_peaks(
 def write_event_list(refs: Iterable[FrameRef], path: str | os.PathLike[str]) -> Path:
     """Write a CrystFEL event list (``indexamajig -i``): one ``file //index`` line per frame (atomically).
 
-    Frames of single-image files (no dataset path: CBF, TIFF, npy) are written as the bare file name, which is
-    how CrystFEL lists them.
+    The frame of a single-image file (no dataset path, index 0: CBF, TIFF) is written as the bare file name,
+    which is how CrystFEL lists them. Frames of files without dataset paths that hold several (NumPy stacks, the
+    frames after the first of any other) keep their index: a bare name stands for every frame of its file.
 
     Examples
     --------
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "hits.lst"
-    >>> _ = write_event_list([FrameRef("run1.h5", "/entry/data/data", 3), FrameRef("img_0001.cbf")], out)
+    >>> refs = [FrameRef("run1.h5", "/entry/data/data", 3), FrameRef("img_0001.cbf"), FrameRef("stack.npy", None, 0)]
+    >>> _ = write_event_list(refs, out)
     >>> print(out.read_text(), end="")
     run1.h5 //3
     img_0001.cbf
+    stack.npy //0
     """
     lines = []
     for ref in refs:
@@ -271,7 +274,8 @@ def write_event_list(refs: Iterable[FrameRef], path: str | os.PathLike[str]) -> 
             raise ConfigError(f"write_event_list needs FrameRef items, got {type(ref).__name__}")
         if any(ch in ref.file for ch in "\n\r"):
             raise ConfigError(f"file name {ref.file!r} cannot be written to an event list")
-        lines.append(f"{ref.file} {ref.event}" if ref.dataset else ref.file)
+        stack = ref.file.lower().endswith((".npy", ".npz"))
+        lines.append(f"{ref.file} {ref.event}" if ref.dataset or ref.index or stack else ref.file)
     out = Path(os.fspath(path))
     with atomic_output(out, mode="w") as fh:
         fh.write("".join(line + "\n" for line in lines))

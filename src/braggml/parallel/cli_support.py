@@ -313,7 +313,7 @@ def run_slurm_find(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     words = find_arguments(parser, args, skip=_SLURM_ONLY + _NOT_PASSED)
     workdir = os.getcwd()
     script = array_script(config, words, args.output, workdir=workdir, has_workers=args.workers != 1)
-    merge = merge_script(config, args.output, hits_out=args.hits_out, workdir=workdir)
+    merge = merge_script(config, args.output, hits_out=args.hits_out, dials_expt=args.dials_expt, workdir=workdir)
     if args.dry_run:
         sys.stdout.write(script)
         print("# ---- merge job (submitted afterok the array with --submit) ----")
@@ -351,6 +351,11 @@ def add_merge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=["cxi", "stream", "csv", "refl"], help="peak-list format (none: from the name)"
     )
+    parser.add_argument(
+        "--dials-expt",
+        metavar="EXPT",
+        help="for a .refl output: the frames' DIALS experiment list (as for find)",
+    )
     parser.add_argument("--hits-out", metavar="LIST", help="write hit frames as a CrystFEL event list")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
@@ -386,12 +391,14 @@ def run_merge(args: argparse.Namespace) -> int:
     from ..io.peaklists import peak_format, write_event_list, write_peaks
     from .slurm import expand_shard_paths, merge_shards
 
-    peaks, summary, record = merge_shards(args.shards)
-    geometry = maps = None
     fmt = args.format
+    if args.dials_expt is not None and peak_format(args.output, fmt) != "refl":
+        raise ConfigError("--dials-expt goes with a DIALS reflection table output (-o strong.refl)")
+    peaks, summary, record = merge_shards(args.shards, dials_experiments=args.dials_expt)
+    geometry = maps = None
     if peak_format(args.output, fmt) == "stream":  # the stream names panels and resolution: the run's geometry
         geometry, maps = _shard_geometry(record)
-    write_peaks(peaks, args.output, format=fmt, geometry=geometry, maps=maps)
+    write_peaks(peaks, args.output, format=fmt, geometry=geometry, maps=maps, dials_experiments=args.dials_expt)
     settings = [Path(f + ".yaml") for f in expand_shard_paths(args.shards) if Path(f + ".yaml").is_file()]
     if settings:
         shutil.copyfile(settings[0], str(args.output) + ".yaml")

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ConfigError, DataFormatError, InputNotFoundError
 from ..io.atomic import atomic_output
-from ..peaks import PeakList
+from ..peaks import PEAK_COLUMNS, PeakList
 from ..pipeline import FindJob, RunSummary
 from .dask_backend import check_walltime
 from .plan import Shard
@@ -256,6 +256,7 @@ def merge_script(
     output: str,
     *,
     hits_out: str | None = None,
+    dials_expt: str | None = None,
     workdir: str | None = None,
     command: Sequence[str] | None = None,
 ) -> str:
@@ -264,9 +265,35 @@ def merge_script(
     words = [*cmd, "merge", shard_output(output, "*"), "-o", output]
     if hits_out:
         words += ["--hits-out", hits_out]
+    if dials_expt:
+        words += ["--dials-expt", dials_expt]
     lines = ["#!/bin/bash", *config.directives(array=False, job_name=f"{config.job_name}-merge", time="00:30:00")]
     lines += ["set -euo pipefail", *config.setup, f"cd {shlex.quote(workdir or os.getcwd())}", _quote(words)]
     return "\n".join(lines) + "\n"
+
+
+def _run_refs(record: ShardRecord, cache: dict[str, Any]) -> list[Any]:
+    """The frames of the run the record belongs to, in order (read once; empty when its inputs cannot be opened)."""
+    if "refs" not in cache:
+        import logging
+
+        from ..errors import BraggMLError
+        from ..io.frames import open_frames
+
+        job = record.find_job()
+        try:
+            with open_frames(list(job.inputs), dataset=job.dataset) as source:
+                cache["refs"] = source.refs
+        except BraggMLError as exc:
+            logging.getLogger("braggml").warning("the merged frames are not named (the run's inputs: %s)", exc)
+            cache["refs"] = []
+    return cache["refs"]
+
+
+def _with_frames(peaks: PeakList, n_frames: int, refs: list[Any]) -> PeakList:
+    """``peaks`` as a list of ``n_frames`` frames, named by ``refs`` when there is one per frame."""
+    columns = {name: getattr(peaks, name) for name in PEAK_COLUMNS}
+    return PeakList(**columns, n_frames=n_frames, frames=tuple(refs) if len(refs) == n_frames else peaks.frames)
 
 
 def submit_script(path: str | os.PathLike[str], *, dependency: str | None = None) -> str:
@@ -381,13 +408,21 @@ def expand_shard_paths(paths: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def merge_shards(paths: Sequence[str]) -> tuple[PeakList, RunSummary, ShardRecord]:
+def merge_shards(
+    paths: Sequence[str], *, dials_experiments: str | os.PathLike[str] | None = None
+) -> tuple[PeakList, RunSummary, ShardRecord]:
     """Join shard outputs of one run into the peaks of the whole run.
+
+    A DIALS reflection table records neither the frames without spots after its last spot nor where its frames
+    come from: the shard's record gives its frame count, and the run's inputs (when they can be opened here) the
+    frames' files.
 
     Parameters
     ----------
     paths : sequence of str
         Shard outputs (globs allowed), in any order.
+    dials_experiments : str or path-like, optional
+        The DIALS experiment list that places the spots of ``.refl`` shards on several panels.
 
     Returns
     -------
@@ -404,7 +439,7 @@ def merge_shards(paths: Sequence[str]) -> tuple[PeakList, RunSummary, ShardRecor
         A shard has no record, belongs to another run, is missing, is given twice, or holds a different number
         of frames than its record says.
     """
-    from ..io.peaklists import read_peaks
+    from ..io.peaklists import peak_format, read_peaks
 
     files = expand_shard_paths(paths)
     if not files:
@@ -426,6 +461,7 @@ def merge_shards(paths: Sequence[str]) -> tuple[PeakList, RunSummary, ShardRecor
         shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
         raise DataFormatError(f"{len(missing)} of {count} shards missing: {shown}")
     parts: list[PeakList] = []
+    refs_cache: dict[str, Any] = {}
     summary = RunSummary(min_peaks=int(first.job.get("min_peaks", 1)))
     position = 0
     for i in range(count):
@@ -433,8 +469,10 @@ def merge_shards(paths: Sequence[str]) -> tuple[PeakList, RunSummary, ShardRecor
         expected = Shard(i, count).frame_range(rec.n_total_frames)
         if tuple(rec.frame_range) != expected or rec.frame_range[0] != position:
             raise DataFormatError(f"{f}: shard {i}/{count} covers frames {rec.frame_range}, expected {expected}")
-        peaks = read_peaks(f)
+        peaks = read_peaks(f, dials_experiments=dials_experiments)
         n = rec.frame_range[1] - rec.frame_range[0]
+        if peak_format(f) == "refl" and peaks.n_frames <= n:
+            peaks = _with_frames(peaks, n, _run_refs(rec, refs_cache)[rec.frame_range[0] : rec.frame_range[1]])
         if peaks.n_frames != n:
             raise DataFormatError(f"{f}: holds {peaks.n_frames} frames, its record says {n}")
         parts.append(peaks)

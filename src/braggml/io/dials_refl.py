@@ -9,8 +9,8 @@ does not use):
   corner of the first pixel, as CrystFEL does), ``z = frame + 0.5`` (the image within its image set);
 - ``xyzobs.px.variance``: 1/12 px² on each axis, the variance of a position known to a pixel (DIALS' own floor);
 - ``bbox`` (``int6``: x0, x1, y0, y1, z0, z1), a box of about the peak's pixel count around it, on its image;
-- ``intensity.sum.value`` and ``.variance`` (from the peak's SNR), ``n_signal`` (its pixel count),
-  ``panel`` and ``flags`` (``strong``);
+- ``intensity.sum.value`` and ``.variance`` (from the peak's SNR), ``n_signal`` (its pixel count), ``flags``
+  (``strong``);
 - ``panel``: 0, the frame being one DIALS panel, unless the experiment list gives a detector of several panels
   that each cover a block of the image (``raw_image_offset``, as ``dials.import`` gives a Pilatus 12M's 24
   modules or a NeXus detector's modules): then each peak's panel, and ``x``, ``y`` within it
@@ -234,7 +234,7 @@ def write_refl(
                 stacklevel=2,
             )
             peaks, panel = peaks.take(~outside), panel[~outside]
-    offset = panels.origin[panel] if panels is not None and len(panel) else np.zeros((len(panel), 2), np.int64)
+    offset = panels.origin[panel] if panels is not None else np.zeros((len(panel), 2), np.int64)
     n = len(peaks)
     frame = peaks.frame.astype(np.int64)
     x, y = peaks.col + 0.5 - offset[:, 1], peaks.row + 0.5 - offset[:, 0]

@@ -800,7 +800,6 @@ def _block_brightest(c: CandidatePixels, block: NDArray[np.int64], good: NDArray
     """Position in the set of the brightest good pixel of each 3 x 3 block (the centre on a tie)."""
     order = np.array([4, 0, 1, 2, 3, 5, 6, 7, 8])
     residual = np.where(good, np.asarray(c.residual, np.float64)[block], -np.inf)[order]
-    residual[0] = np.asarray(c.residual, np.float64)[block[4]]
     pick = order[np.argmax(residual, axis=0)]
     return np.take_along_axis(block, pick[None, :], axis=0)[0]
 

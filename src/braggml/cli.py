@@ -795,7 +795,8 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Match found peaks one-to-one to true peaks within a radius, frame by frame, and report precision, "
             "recall, F1, centroid errors, recall by SNR and resolution, and hit finding. The truth is a braggml "
-            "simulated file or any peak list (CXI, stream, CSV), so two finders can be compared on real data."
+            "simulated file or any peak list (CXI, stream, CSV, DIALS .refl), so two finders can be compared on "
+            "real data."
         ),
         formatter_class=_HelpFormatter,
     )

@@ -367,6 +367,19 @@ def test_edf_through_fabio(tmp_path: Path) -> None:
     np.testing.assert_array_equal(open_frames(tmp_path / "a.edf").frame(0).data, frame)
 
 
+@pytest.mark.parametrize("name", ["a.jp2", "a.j2k", "a_0001"])  # a JPEG 2000 file, a bare codestream, by content
+def test_lossless_jpeg2000_through_fabio(tmp_path: Path, name: str) -> None:
+    from PIL import Image
+
+    frame = RNG.integers(0, 60000, size=(24, 20)).astype(np.uint16)
+    kind = "J2K" if name.endswith(".j2k") else "JPEG2000"
+    with open(tmp_path / name, "wb") as fh:  # Pillow's encoder is lossless by default
+        Image.fromarray(frame).save(fh, format="JPEG2000", no_jp2=kind == "J2K")
+    source = open_frames(tmp_path / name)
+    assert len(source) == 1 and source.shape == (24, 20)
+    np.testing.assert_array_equal(source.frame(0).data, frame)
+
+
 def test_overrides(tmp_path: Path) -> None:
     frame = np.full((16, 16), -3, np.int32)
     frame[0, 0] = 500

@@ -35,6 +35,8 @@ FRAME_FILES: dict[str, Expect] = {
     "hexrd_zr_dac/LT1_Ne_zr001_00000-fc_GE2.npz": Expect((2048, 2048), 100, "uint16", UNKNOWN),
     "hexrd_zr_dac/hexrd_zr_dac.h5": Expect((2048, 2048), 1, "uint16", UNKNOWN, "/entry/data/data"),
     **{f"l_cysteine/l-cyst_01_{k:05d}.cbf": Expect((1679, 1475), 1, "int32", PILATUS) for k in range(1, 11)},
+    "laue_ge/ge_blanc.jp2": Expect((2048, 2048), 1, "uint16", UNKNOWN),
+    "laue_ge/ge.jp2": Expect((2018, 2016), 1, "uint16", UNKNOWN),
     "laue_ge/laue_ge_blanc.h5": Expect((2048, 2048), 1, "uint16", UNKNOWN, "/entry/data/data"),
     "laue_ge/laue_ge_scmos.h5": Expect((2018, 2016), 1, "uint16", UNKNOWN, "/entry/data/data"),
     "negatives/AgBehenate_228.hdf5": Expect((195, 487), 1, "int32", PILATUS, "/entry/data/data"),
@@ -60,7 +62,7 @@ PACKED_CBF = {
     },
 }
 
-#: Files that hold no frames (documentation, calibration, JPEG 2000 originals, a raw zmq packet).
+#: Files that hold no frames (documentation, calibration), or none braggml reads (a raw zmq packet).
 NOT_FRAMES = {
     "README.md",
     "eiger2/header",
@@ -69,8 +71,6 @@ NOT_FRAMES = {
     "hexrd_zr_dac/LICENSE",
     "l_cysteine/README.md",
     "laue_ge/calibGe111.det",
-    "laue_ge/ge.jp2",
-    "laue_ge/ge_blanc.jp2",
     "thermolysin_cspad/README.MD",
 }
 
@@ -162,6 +162,13 @@ def test_packed_cbf_matches_converted_file(real_data: Path, name: str) -> None:
     for sensor in range(32):
         r0, c0 = 189 * (sensor // 8), 392 * (sensor % 8)
         np.testing.assert_array_equal(frame[185 * sensor : 185 * (sensor + 1)], reference[r0 : r0 + 185, c0 : c0 + 388])
+
+
+@pytest.mark.parametrize("name", ["ge_blanc", "ge"])
+def test_jpeg2000_laue_frames_match_their_converted_files(real_data: Path, name: str) -> None:
+    converted = {"ge_blanc": "laue_ge_blanc.h5", "ge": "laue_ge_scmos.h5"}[name]
+    frame = open_frames(real_data / "laue_ge" / f"{name}.jp2").frame(0).data
+    np.testing.assert_array_equal(frame, open_frames(real_data / "laue_ge" / converted).frame(0).data)
 
 
 @pytest.mark.parametrize("name", sorted(NOT_FRAMES - {"README.md"}))

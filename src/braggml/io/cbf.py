@@ -65,15 +65,16 @@ def is_tiff_path(path: str | Path) -> bool:
 
 
 #: Name endings of the other detector formats read through fabio: SMV (ADSC, Rayonix, d*TREK), ESRF EDF, MarCCD,
-#: mar345 image plates, Bruker, Rigaku R-AXIS and Oxford Diffraction, optionally gzip- or bzip2-compressed.
+#: mar345 image plates, Bruker, Rigaku R-AXIS, Oxford Diffraction and (lossless) JPEG 2000, as the ESRF's Laue
+#: tools store frames, optionally gzip- or bzip2-compressed.
 FABIO_SUFFIXES: tuple[str, ...] = (
     ".img", ".smv", ".edf", ".mccd", ".mar1200", ".mar1600", ".mar1800", ".mar2000", ".mar2300", ".mar2400",
-    ".mar3000", ".mar3450", ".sfrm", ".gfrm", ".osc", ".kccd",
+    ".mar3000", ".mar3450", ".sfrm", ".gfrm", ".osc", ".kccd", ".jp2", ".j2k",
 )
 
 # first bytes of those formats: SMV and EDF headers open with "{", Bruker with "FORMAT :", R-AXIS with "RAXIS",
-# Oxford Diffraction with "OD "
-_FABIO_SIGNATURES = (b"{", b"FORMAT :", b"RAXIS", b"OD ")
+# Oxford Diffraction with "OD ", a JPEG 2000 file with its signature box, a bare JPEG 2000 codestream with SOC SIZ
+_FABIO_SIGNATURES = (b"{", b"FORMAT :", b"RAXIS", b"OD ", b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")
 
 
 def is_fabio_path(path: str | Path) -> bool:

@@ -506,7 +506,8 @@ def _sniff(path: str) -> str:
     if _cbf.looks_like_fabio_format(head):
         return "fabio"
     raise DataFormatError(
-        f"{path}: not a known frame format (expected HDF5, CBF, TIFF, SMV, EDF, MarCCD, mar345, Bruker, .npy or .npz)"
+        f"{path}: not a known frame format (expected HDF5, CBF, TIFF, SMV, EDF, MarCCD, mar345, Bruker, JPEG 2000, "
+        ".npy or .npz)"
     )
 
 

@@ -19,13 +19,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataFormatError, InputNotFoundError
 from ..io.atomic import atomic_output
-from ..peaks import PEAK_COLUMNS, PeakList
+from ..peaks import PeakList
 from ..pipeline import FindJob, RunSummary
 from .dask_backend import check_walltime
 from .plan import Shard
@@ -272,28 +272,20 @@ def merge_script(
     return "\n".join(lines) + "\n"
 
 
-def _run_refs(record: ShardRecord, cache: dict[str, Any]) -> list[Any]:
-    """The frames of the run the record belongs to, in order (read once; empty when its inputs cannot be opened)."""
-    if "refs" not in cache:
-        import logging
+def _run_refs(record: ShardRecord) -> list[Any]:
+    """The frames of the run the record belongs to, in order (empty when its inputs cannot be opened here)."""
+    import logging
 
-        from ..errors import BraggMLError
-        from ..io.frames import open_frames
+    from ..errors import BraggMLError
+    from ..io.frames import open_frames
 
-        job = record.find_job()
-        try:
-            with open_frames(list(job.inputs), dataset=job.dataset) as source:
-                cache["refs"] = source.refs
-        except BraggMLError as exc:
-            logging.getLogger("braggml").warning("the merged frames are not named (the run's inputs: %s)", exc)
-            cache["refs"] = []
-    return cache["refs"]
-
-
-def _with_frames(peaks: PeakList, n_frames: int, refs: list[Any]) -> PeakList:
-    """``peaks`` as a list of ``n_frames`` frames, named by ``refs`` when there is one per frame."""
-    columns = {name: getattr(peaks, name) for name in PEAK_COLUMNS}
-    return PeakList(**columns, n_frames=n_frames, frames=tuple(refs) if len(refs) == n_frames else peaks.frames)
+    job = record.find_job()
+    try:
+        with open_frames(list(job.inputs), dataset=job.dataset) as source:
+            return source.refs
+    except BraggMLError as exc:
+        logging.getLogger("braggml").warning("the merged frames are not named (the run's inputs: %s)", exc)
+        return []
 
 
 def submit_script(path: str | os.PathLike[str], *, dependency: str | None = None) -> str:
@@ -461,7 +453,7 @@ def merge_shards(
         shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
         raise DataFormatError(f"{len(missing)} of {count} shards missing: {shown}")
     parts: list[PeakList] = []
-    refs_cache: dict[str, Any] = {}
+    run_refs: list[Any] | None = None
     summary = RunSummary(min_peaks=int(first.job.get("min_peaks", 1)))
     position = 0
     for i in range(count):
@@ -472,7 +464,9 @@ def merge_shards(
         peaks = read_peaks(f, dials_experiments=dials_experiments)
         n = rec.frame_range[1] - rec.frame_range[0]
         if peak_format(f) == "refl" and peaks.n_frames <= n:
-            peaks = _with_frames(peaks, n, _run_refs(rec, refs_cache)[rec.frame_range[0] : rec.frame_range[1]])
+            run_refs = _run_refs(rec) if run_refs is None else run_refs  # read once, for the first such shard
+            refs = run_refs[rec.frame_range[0] : rec.frame_range[1]]
+            peaks = replace(peaks, n_frames=n, frames=tuple(refs) if len(refs) == n else peaks.frames)
         if peaks.n_frames != n:
             raise DataFormatError(f"{f}: holds {peaks.n_frames} frames, its record says {n}")
         parts.append(peaks)

@@ -392,11 +392,12 @@ def run_merge(args: argparse.Namespace) -> int:
     from .slurm import expand_shard_paths, merge_shards
 
     fmt = args.format
-    if args.dials_expt is not None and peak_format(args.output, fmt) != "refl":
+    kind = peak_format(args.output, fmt)
+    if args.dials_expt is not None and kind != "refl":
         raise ConfigError("--dials-expt goes with a DIALS reflection table output (-o strong.refl)")
     peaks, summary, record = merge_shards(args.shards, dials_experiments=args.dials_expt)
     geometry = maps = None
-    if peak_format(args.output, fmt) == "stream":  # the stream names panels and resolution: the run's geometry
+    if kind == "stream":  # the stream names panels and resolution: the run's geometry
         geometry, maps = _shard_geometry(record)
     write_peaks(peaks, args.output, format=fmt, geometry=geometry, maps=maps, dials_experiments=args.dials_expt)
     settings = [Path(f + ".yaml") for f in expand_shard_paths(args.shards) if Path(f + ".yaml").is_file()]

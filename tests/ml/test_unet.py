@@ -1244,11 +1244,65 @@ def test_the_second_cut_adds_clear_spots_the_network_is_unsure_of() -> None:
     again = finder.peaks_from_probability(prob, norm, 0.98)
     assert len(again) == 1 and again.score[0] == pytest.approx(0.99)
     prob[31, 31] = 0.5
-    # no second cut, or a stricter significance: nothing
-    assert len(UNetFinder(device="cpu", second_cut=0.0).peaks_from_probability(prob, norm, 0.98)) == 0
+    # no second cut, or a stricter significance: nothing (but for the photon spots of this counting frame)
+    without = {"device": "cpu", "photon_spots": "off"}
+    assert len(UNetFinder(second_cut=0.0, **without).peaks_from_probability(prob, norm, 0.98)) == 0
+    assert len(UNetFinder(second_cut_snr=30.0, **without).peaks_from_probability(prob, norm, 0.98)) == 0
     assert len(UNetFinder(device="cpu", second_cut_snr=30.0).peaks_from_probability(prob, norm, 0.98)) == 0
     # nor below it
-    assert len(UNetFinder(device="cpu", second_cut=0.6).peaks_from_probability(prob, norm, 0.98)) == 0
+    assert len(UNetFinder(second_cut=0.6, **without).peaks_from_probability(prob, norm, 0.98)) == 0
+    # the spot is then a photon spot: its brightest pixel is unmarked, bright and on a sparse background
+    photon = UNetFinder(device="cpu", second_cut=0.0).peaks_from_probability(prob, norm, 0.98)
+    assert len(photon) == 1 and abs(photon.row[0] - 31.0) < 0.5 and photon.score[0] == pytest.approx(0.5)
+
+
+def _counting_frame() -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """A sparse photon-counting frame (0.2 photon per pixel) with two sharp spots of 17 and 20 photons, a hot
+    pixel of 40 counts with nothing beside it, and a spot the network marks; the network's probability."""
+    rng = np.random.default_rng(7)
+    image = rng.poisson(0.2, (128, 128)).astype(np.int32)
+    image[29:32, 39:42] += np.array([[0, 2, 0], [1, 9, 4], [0, 1, 0]])
+    image[89:92, 99:102] += np.array([[1, 1, 0], [2, 12, 2], [0, 1, 1]])
+    image[59:62, 19:22] = 0
+    image[60, 20] = 40
+    image[100:103, 30] += np.array([3, 15, 4])
+    prob = np.zeros(image.shape, np.float32)
+    prob[101, 30] = 0.99
+    return image, prob, [(30, 40), (90, 100), (101, 30)]
+
+
+def test_photon_spots_find_sharp_spots_the_network_left_on_counting_frames() -> None:
+    """On a photon-counting frame a sharp spot of a few photons that the network leaves unmarked is a peak, with
+    its own (low) probability as score; a hot pixel with nothing beside it is not. The same frame read out by
+    an integrating detector (12 units per photon, read noise) is not searched unless asked."""
+    image, prob, spots = _counting_frame()
+    norm = normalise_frame(image, np.zeros(image.shape, bool))
+    assert norm.integer and 0.6 < norm.gain < 1.5
+    finder = UNetFinder(device="cpu", reject_powder_rings=False)
+    peaks = finder.peaks_from_probability(prob, norm, 0.98)
+    assert match_frame(np.column_stack([peaks.row, peaks.col]), np.array(spots, float), 1.0)[0].size == 3
+    assert len(peaks) == 3 and sorted(peaks.score.tolist()) == [0.0, 0.0, pytest.approx(0.99)]
+    off = UNetFinder(device="cpu", reject_powder_rings=False, photon_spots="off")
+    assert len(off.peaks_from_probability(prob, norm, 0.98)) == 1
+    integrating = (image * 12.0 + np.random.default_rng(1).normal(0.0, 3.0, image.shape)).astype(np.float32)
+    norm_i = normalise_frame(integrating, np.zeros(image.shape, bool))
+    assert not norm_i.integer and norm_i.gain > 5
+    assert len(finder.peaks_from_probability(prob, norm_i, 0.98)) == 1
+    asked = UNetFinder(device="cpu", reject_powder_rings=False, photon_spots="on").peaks_from_probability(
+        prob, norm_i, 0.98
+    )
+    assert match_frame(np.column_stack([asked.row, asked.col]), np.array(spots, float), 1.0)[0].size == 3
+    with pytest.raises(ConfigError, match="photon_spots"):
+        UNetFinderConfig(photon_spots="yes")
+
+
+def test_photon_counting_frames_are_told_from_integrating_ones() -> None:
+    from braggml.ml.unet_finder import photon_counting
+
+    assert photon_counting(True, 1.0) and photon_counting(True, 0.75)
+    assert not photon_counting(False, 1.0)  # fractional values: converted or integrating
+    assert not photon_counting(True, 25.0)  # ADU of an integrating detector
+    assert not photon_counting(True, 1.0, noise_correlation=2.4)  # noise shared by neighbours: a phosphor
 
 
 def test_the_cnn_backstop_adds_spots_the_network_missed_and_keeps_its_own() -> None:

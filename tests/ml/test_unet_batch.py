@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from braggml.errors import ConfigError  # noqa: E402
 from braggml.evaluate.matching import match_frame  # noqa: E402
+from braggml.ml.unet import normalise_frame  # noqa: E402
 from braggml.ml.unet_batch import BatchedUNetFinder  # noqa: E402
 from braggml.ml.unet_finder import UNetFinder  # noqa: E402
 from braggml.peaks import FrameRef, PeakList  # noqa: E402
@@ -187,3 +188,31 @@ def test_elliptical_powder_ring_rejected_on_both_paths() -> None:
         nearest = np.hypot(peaks.row[None, :] - truth[:, :1], peaks.col[None, :] - truth[:, 1:]).min(axis=1)
         assert np.all(nearest < 1.0)
     assert batched.rejected.get("powder_ring", 0) >= 10 and finder.last_rejections.get("powder_ring", 0) >= 10
+
+
+def test_photon_spots_are_seeded_alike_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a network that marks nothing, every peak of a sparse photon-counting frame comes from the photon
+    seeds; the device path seeds and measures them as the one-frame finder does."""
+    rng = np.random.default_rng(4)
+    frames = []
+    for k in range(3):
+        image = rng.poisson(0.15, (96, 160)).astype(np.int32)
+        for r, c in rng.uniform(8, 88, (6, 2)) * [1, 1.6]:
+            r, c = int(r), int(c)
+            image[r - 1 : r + 2, c - 1 : c + 2] += rng.poisson(np.array([[0.5, 2, 0.5], [2, 10 + k, 2], [0.5, 2, 0.5]]))
+        frames.append(image)
+    finder = UNetFinder(device="cpu", precision="float32", reject_powder_rings=False)
+    single = [finder.peaks_from_probability(np.zeros(f.shape, np.float32), normalise_frame(f)) for f in frames]
+    with BatchedUNetFinder(finder, frames[0].shape, batch_size=2) as batched:
+        monkeypatch.setattr(batched, "_probability", lambda inputs: torch.zeros(inputs.shape[0], *inputs.shape[2:]))
+        streamed = list(batched.find_stream(frames))
+    total = sum(len(p) for p in single)
+    assert total >= 12  # most of the 18 spots
+    assert [len(p) for p in streamed] == [len(p) for p in single]
+    for a, b in zip(streamed, single):
+        assert _shared(a, b, 0.05) == len(b)
+        np.testing.assert_allclose(np.sort(a.intensity), np.sort(b.intensity), rtol=1e-4)
+    off = UNetFinder(device="cpu", precision="float32", reject_powder_rings=False, photon_spots="off")
+    with BatchedUNetFinder(off, frames[0].shape, batch_size=2) as batched:
+        monkeypatch.setattr(batched, "_probability", lambda inputs: torch.zeros(inputs.shape[0], *inputs.shape[2:]))
+        assert sum(len(p) for p in batched.find_stream(frames)) == 0

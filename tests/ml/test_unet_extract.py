@@ -8,12 +8,15 @@ from scipy import ndimage, special, stats
 
 from braggml.ml.unet_extract import (
     PEAK_COLUMNS,
+    SEED_CLEARANCE_PX,
+    SEED_MIN_PHOTONS,
     SPARSE_PHOTONS,
     CandidatePixels,
     Regions,
     candidate_reach,
     extract_peaks,
     gather_candidates,
+    photon_seeds,
 )
 
 THRESHOLD = 0.5
@@ -730,3 +733,77 @@ def test_network_output_gives_the_full_frame_peaks(network_frame: tuple[dict, fl
     full = _full_frame_chain(frame, threshold, grow_px=grow_px, gain=gain)
     assert full[0]["row"].size > 100
     _assert_same(full, _sparse_chain(frame, threshold, grow_px=grow_px, gain=gain))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_photon_seeds_are_the_full_frame_local_maxima_away_from_the_marks(seed: int) -> None:
+    """Seeds: good pixels of two photons or more on a sparse background (the pixel and its block), the brightest
+    of their 3 x 3 block (beyond the edge nothing counts) and more than two pixels from every good pixel above
+    the level; stricter tests keep fewer."""
+    rng = np.random.default_rng(seed)
+    shape = (70, 90)
+    gain = 1.0 + 0.5 * seed
+    background = np.where(np.arange(shape[1]) < 60, 0.3, 2.0)[None, :].repeat(shape[0], 0).astype(np.float32) * gain
+    noise = np.sqrt(background * gain).astype(np.float32)
+    residual = (rng.poisson(background / gain) * gain - background).astype(np.float32)
+    residual[rng.random(shape) < 0.01] += np.float32(6 * gain)  # a few bright pixels
+    residual[0, 5] = residual[69, 3] = 9 * gain  # on the edges
+    residual[10, 10] = residual[10, 11] = 7 * gain  # a tie: both are maxima of their block
+    bad = rng.random(shape) < 0.03
+    residual[bad] = 0
+    prob = rng.random(shape).astype(np.float32) ** 40  # a few pixels above the level
+    panel = np.zeros(shape, np.int32)
+    got = photon_seeds(prob, residual, background, noise, bad, panel, 0.3, gain)
+
+    good = ~bad
+    value = np.where(good, residual, -np.inf)
+    top = value >= ndimage.maximum_filter(value, 3, mode="constant", cval=-np.inf)
+    rate = np.maximum(background / gain, (noise / gain) ** 2)
+    near = ndimage.maximum_filter((prob > 0.3) & good, 2 * SEED_CLEARANCE_PX + 1, mode="constant", cval=False)
+    # the block's good pixels average under a photon of background
+    box = np.ones((3, 3))
+    sparse = ndimage.correlate(np.where(good, rate, 0.0), box, mode="constant") < SPARSE_PHOTONS * np.maximum(
+        ndimage.correlate(good.astype(float), box, mode="constant"), 1
+    )
+    want = np.flatnonzero(
+        good & top & (residual >= SEED_MIN_PHOTONS * gain) & (rate < SPARSE_PHOTONS) & ~near & sparse
+    )
+    np.testing.assert_array_equal(got, want)
+    assert want.size > 5 and np.all(want % shape[1] < 60)  # none on the dense background
+    for r, c in [(0, 5), (69, 3)]:
+        assert (r * shape[1] + c in got) == (good[r, c] and not near[r, c])
+    strict = photon_seeds(prob, residual, background, noise, bad, panel, 0.3, gain, min_sigma=5.0, min_spill=1.0)
+    assert 0 < strict.size < got.size and np.isin(strict, got).all()
+    # no gain, no seeds
+    assert photon_seeds(prob, residual, background, noise, bad, panel, 0.3, 0.0).size == 0
+
+
+def test_photon_seeds_are_measured_as_regions_of_their_own() -> None:
+    """Seeds are gathered with their neighbourhood and measured as one-pixel regions (grown as any region), with
+    the probability of their pixel as score."""
+    shape = (40, 40)
+    residual = np.zeros(shape, np.float32)
+    residual[9:12, 9:12] = [[0, 2, 0], [1, 9, 3], [0, 1, 0]]
+    residual[30, 30] = 5.0
+    prob = np.zeros(shape, np.float32)
+    prob[30, 30] = 0.9  # the network's own region
+    prob[10, 10] = 0.1
+    ones, zero = np.ones(shape, np.float32), np.zeros(shape, np.float32)
+    bad = np.zeros(shape, bool)
+    panel = np.zeros(shape, np.int32)
+    seeds = photon_seeds(prob, residual, zero + 0.1, ones * 0.3, bad, panel, 0.5, 1.0)
+    assert seeds.tolist() == [10 * 40 + 10]
+    c = gather_candidates(prob, residual, zero + 0.1, ones * 0.3, bad, panel, 0.5, 2, gain=1.0, seeds=seeds)
+    assert c.seed is not None and c.index[c.seed].tolist() == seeds.tolist()
+    net = extract_peaks(c, grow_px=2.0)
+    found = extract_peaks(c, grow_px=2.0, seeds=True)
+    assert net.columns["row"].tolist() == [30.0]
+    assert found.columns["score"].tolist() == [pytest.approx(0.1)]
+    assert found.columns["intensity"][0] == pytest.approx(16.0)
+    assert found.columns["row"][0] == pytest.approx(159 / 16) and found.columns["col"][0] == pytest.approx(162 / 16)
+    assert found.sparse.tolist() == [True] and found.significance[0] > 6 and found.local_max.tolist() == [True]
+    # without seeds the set is the network's alone
+    plain = gather_candidates(prob, residual, zero + 0.1, ones * 0.3, bad, panel, 0.5, 2, gain=1.0)
+    assert plain.seed is None and extract_peaks(plain, seeds=True).columns["row"].size == 0
+    with pytest.raises(ValueError, match="seeds"):
+        gather_candidates(prob, residual, zero, ones, bad, panel, 0.5, 2, seeds=np.array([40 * 40]))

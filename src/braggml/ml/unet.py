@@ -183,6 +183,8 @@ class NormalisedFrame:
         The pixel maps used (radius, resolution).
     noise_correlation : float
         Variance of 3 x 3 sums of the background relative to independent pixels (:func:`noise_correlation`).
+    integer : bool
+        Whether every good pixel holds a whole number (counts).
     """
 
     inputs: NDArray[np.float32]
@@ -195,6 +197,7 @@ class NormalisedFrame:
     stats: RadialStats | None = None
     maps: PixelMaps | None = None
     noise_correlation: float = 1.0
+    integer: bool = False
 
 
 #: Tiles of this side (pixels), up to this many along each axis, sample the noise of a frame.
@@ -366,6 +369,7 @@ def normalise_frame(
         stats=stats,
         maps=frame.maps,
         noise_correlation=correlation,
+        integer=frame.integer,
     )
 
 

@@ -34,7 +34,15 @@ from ..errors import ConfigError
 from ..geometry import PixelMaps
 from ..peaks import PeakList
 from .unet import network_autocast, resolve_precision
-from .unet_extract import CandidatePixels, candidate_reach
+from .unet_extract import (
+    SEED_CLEARANCE_PX,
+    SEED_MIN_PHOTONS,
+    SPARSE_PHOTONS,
+    CandidatePixels,
+    candidate_reach,
+    screen_seeds,
+    seed_blocks,
+)
 from .unet_finder import (
     UNetFinder,
     UNetFinderConfig,
@@ -42,8 +50,10 @@ from .unet_finder import (
     finish_peaks,
     gather_level,
     needs_ring_evidence,
+    photon_seed_tests,
+    wants_photon_spots,
 )
-from .unet_norm_torch import TorchNormaliser
+from .unet_norm_torch import TorchNormalised, TorchNormaliser
 
 __all__ = [
     "BatchedUNetFinder",
@@ -175,7 +185,8 @@ class BatchedUNetFinder:
             ring_contrast=cfg.powder_ring_contrast,
         )
         self.reach = candidate_reach(cfg.grow_px)
-        self._panel = torch.as_tensor(np.ascontiguousarray(self.maps.panel_id, np.int32), device=self.device)
+        self._panel_np = np.ascontiguousarray(self.maps.panel_id, np.int32)
+        self._panel = torch.as_tensor(self._panel_np, device=self.device)
         self._radius = np.asarray(self.maps.radius_px)
         self._resolution = None if self.maps.resolution_a is None else np.asarray(self.maps.resolution_a)
         self._want_rings = needs_ring_evidence(cfg, self._resolution)
@@ -240,7 +251,10 @@ class BatchedUNetFinder:
             norm = self.normaliser(x, bad=extra, rings=self._want_rings)
             prob = self._probability(norm.inputs)
             prob.masked_fill_(norm.bad, 0.0)
-            above = (prob > gather_level(self.config, self.threshold)).to(torch.float16)[:, None]
+            level = gather_level(self.config, self.threshold)
+            marked = prob > level
+            seeds = self._photon_seeds(prob, marked, norm)
+            above = (marked if seeds is None else marked | seeds).to(torch.float16)[:, None]
             k = 2 * self.reach + 1
             near = torch.nn.functional.max_pool2d(above, (1, k), stride=1, padding=(0, self.reach))
             near = torch.nn.functional.max_pool2d(near, (k, 1), stride=1, padding=(self.reach, 0))[:, 0] > 0
@@ -251,6 +265,7 @@ class BatchedUNetFinder:
                 [t.view(b, -1)[f, i] for t in (prob, norm.residual, norm.background, norm.noise)]
             ).cpu().numpy()
             bad_px = norm.bad.view(b, -1)[f, i].cpu().numpy()
+            seed_px = None if seeds is None else seeds.view(b, -1)[f, i].cpu().numpy()
             panel = self._panel.view(-1)[i].cpu().numpy()
             index = i.cpu().numpy()
             counts = torch.bincount(f, minlength=b).cpu().numpy()
@@ -269,10 +284,53 @@ class BatchedUNetFinder:
                 panel=panel[s],
                 threshold=self.threshold,
                 gain=norm.gains[j],
+                seed=None if seed_px is None or not seed_px[s].any() else seed_px[s],
             )
             rings = norm.rings(j) if (self._want_rings and counts[j]) else None
             out.append(FramePixels(cands, rings))
         return out
+
+    def _photon_seeds(self, prob: torch.Tensor, marked: torch.Tensor, norm: TorchNormalised) -> torch.Tensor | None:
+        """(B, H, W) photon seeds of the frames that get photon spots (those of
+        :func:`~braggml.ml.unet_extract.photon_seeds`), or None when no frame has any. The places worth testing
+        are found on the device; their 3 x 3 blocks are screened on the host, as on the CPU."""
+        wanted = [
+            wants_photon_spots(self.config, whole, gain, corr)
+            for whole, gain, corr in zip(norm.integer, norm.gains, norm.noise_correlation)
+        ]
+        if not any(wanted):
+            return None
+        pool = torch.nn.functional.max_pool2d
+        dev = prob.device
+        gain = torch.tensor([g if w else float("inf") for g, w in zip(norm.gains, wanted)], device=dev)
+        gain = gain.to(torch.float32)[:, None, None]
+        good = ~norm.bad
+        rate = torch.maximum(norm.background / gain, (norm.noise / gain) ** 2)
+        bright = good & (norm.residual >= SEED_MIN_PHOTONS * gain) & (rate < SPARSE_PHOTONS)
+        value = torch.where(good, norm.residual, torch.tensor(float("-inf"), device=dev))
+        top = value >= pool(value[:, None], 3, stride=1, padding=1)[:, 0]  # padding counts as -inf
+        k = 2 * SEED_CLEARANCE_PX + 1
+        near = pool((marked & good).to(torch.float16)[:, None], k, stride=1, padding=SEED_CLEARANCE_PX)[:, 0] > 0
+        b, h, w = prob.shape
+        where = (bright & top & ~near).view(b, -1).nonzero()
+        seeds = torch.zeros((b, h * w), dtype=torch.bool, device=dev)
+        if where.shape[0] == 0:
+            return seeds.view(b, h, w)
+        f, i = where[:, 0].cpu().numpy(), where[:, 1].cpu().numpy()
+        at, inside = seed_blocks(i, (h, w))
+        at_dev = torch.as_tensor(at, device=dev)
+        f_dev = torch.as_tensor(f, device=dev)[None, :].expand_as(at_dev)
+        values = [t.view(b, -1)[f_dev, at_dev].cpu().numpy() for t in (norm.residual, norm.background, norm.noise)]
+        panel = self._panel_np.reshape(-1)
+        block_good = inside & ~norm.bad.view(b, -1)[f_dev, at_dev].cpu().numpy() & (panel[at] == panel[i][None, :])
+        keep = np.zeros(i.size, bool)
+        tests = photon_seed_tests(self.config)
+        for j in np.unique(f):
+            one = f == j
+            keep[one] = screen_seeds(*(v[:, one] for v in values), block_good[:, one], norm.gains[j], **tests)
+        if keep.any():
+            seeds[torch.as_tensor(f[keep], device=dev), torch.as_tensor(i[keep], device=dev)] = True
+        return seeds.view(b, h, w)
 
     def _probability(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, 2, H, W) normalised frames -> (B, H, W) float32 probabilities, whole frames at once."""

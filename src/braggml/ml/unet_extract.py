@@ -13,6 +13,7 @@ taken in raster order); regions are the connected components of a sparse graph o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -25,7 +26,18 @@ from scipy.special import gammaincc, ndtr, ndtri
 
 from ..classical._common import poisson_tail
 
-__all__ = ["CandidatePixels", "Regions", "candidate_reach", "gather_candidates", "extract_peaks", "PEAK_COLUMNS"]
+__all__ = [
+    "CandidatePixels",
+    "Regions",
+    "candidate_reach",
+    "gather_candidates",
+    "photon_seeds",
+    "seed_blocks",
+    "screen_seeds",
+    "block_evidence",
+    "extract_peaks",
+    "PEAK_COLUMNS",
+]
 
 #: Columns returned by :func:`extract_peaks` (those of a one-frame :class:`~braggml.peaks.PeakList`).
 PEAK_COLUMNS = ("row", "col", "intensity", "background", "snr", "n_pixels", "max_value", "score")
@@ -49,6 +61,11 @@ LONE_NEIGHBOUR_SIGMA = 3.0
 #: Backgrounds below this many photons per pixel are sparse: there the photon counts are far from Gaussian, and a
 #: cluster of 2-4-photon pixels that a Gaussian noise model puts at 5 sigmas is a common Poisson fluctuation.
 SPARSE_PHOTONS = 1.0
+#: A photon seed (:func:`photon_seeds`) holds at least this many photons above its background ...
+SEED_MIN_PHOTONS = 2.0
+#: ... and lies further than this (chessboard distance, pixels) from every pixel the network marked: what lies
+#: nearer is the network's to judge.
+SEED_CLEARANCE_PX = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,6 +96,9 @@ class CandidatePixels:
     gain : float
         Detector units per photon, for the shot noise of the spots when regions are split (0: unknown, the
         background noise alone counts).
+    seed : (N,) bool ndarray or None
+        Photon seeds (:func:`photon_seeds`) among the pixels, which :func:`extract_peaks` measures as regions
+        of their own with ``seeds=True``; None when there are none.
     """
 
     shape: tuple[int, int]
@@ -91,6 +111,7 @@ class CandidatePixels:
     panel: NDArray[np.int32]
     threshold: float
     gain: float = 0.0
+    seed: NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         if len(self.shape) != 2 or min(self.shape) < 1:
@@ -98,8 +119,8 @@ class CandidatePixels:
         n = np.shape(self.index)
         if len(n) != 1:
             raise ValueError(f"index must be 1-D, got shape {n}")
-        for name in ("prob", "residual", "background", "noise", "bad", "panel"):
-            if np.shape(getattr(self, name)) != n:
+        for name in ("prob", "residual", "background", "noise", "bad", "panel", "seed"):
+            if getattr(self, name) is not None and np.shape(getattr(self, name)) != n:
                 raise ValueError(f"{name} has shape {np.shape(getattr(self, name))}, index has {n}")
         if not np.isfinite(self.threshold):
             raise ValueError(f"threshold must be finite, got {self.threshold!r}")
@@ -154,8 +175,10 @@ def gather_candidates(
     reach: int,
     *,
     gain: float = 0.0,
+    seeds: NDArray[np.integer] | None = None,
 ) -> CandidatePixels:
-    """The pixels of a frame within ``reach`` of a good pixel above the cut, from full-frame arrays.
+    """The pixels of a frame within ``reach`` of a good pixel above the cut (or of a photon seed), from
+    full-frame arrays.
 
     Only the pixels above the cut are visited beyond the one comparison of ``prob`` with the cut: the set is
     built from the offsets of those pixels, so the cost follows their number.
@@ -172,6 +195,9 @@ def gather_candidates(
         Chessboard distance (``>= 0``), at least :func:`candidate_reach` of the ``grow_px`` to be used.
     gain : float
         Detector units per photon (:attr:`CandidatePixels.gain`).
+    seeds : (S,) int ndarray, optional
+        Flat indices of photon seeds (:func:`photon_seeds`): gathered with their neighbourhood too, and flagged
+        (:attr:`CandidatePixels.seed`).
 
     Returns
     -------
@@ -206,7 +232,16 @@ def gather_candidates(
     bad_flat = np.asarray(bad, dtype=bool).reshape(-1)
     above = np.flatnonzero(prob.reshape(-1) > threshold)
     above = above[~bad_flat[above]].astype(np.int64)
+    seed_flags = None
+    if seeds is not None and np.size(seeds):
+        seeds = _sorted_unique(np.asarray(seeds, np.int64).reshape(-1))
+        if seeds[0] < 0 or seeds[-1] >= h * w:
+            raise ValueError(f"seeds must be flat indices of a frame of shape {(h, w)}")
+        above = _sorted_unique(np.concatenate([above, seeds]))
     index = _dilate(above, (h, w), int(reach))
+    if seeds is not None and np.size(seeds):
+        seed_flags = np.zeros(index.size, bool)
+        seed_flags[np.searchsorted(index, seeds)] = True
 
     def take(arr: Any, dtype: type) -> NDArray[Any]:
         return np.asarray(arr).reshape(-1)[index].astype(dtype, copy=False)
@@ -222,7 +257,222 @@ def gather_candidates(
         panel=take(panel_id, np.int32),
         threshold=float(threshold),
         gain=float(gain),
+        seed=seed_flags,
     )
+
+
+def photon_seeds(
+    prob: NDArray[np.floating],
+    residual: NDArray[np.floating],
+    background: NDArray[np.floating],
+    noise: NDArray[np.floating],
+    bad: NDArray[np.bool_],
+    panel_id: NDArray[np.integer],
+    level: float,
+    gain: float,
+    *,
+    min_sigma: float = 0.0,
+    min_spill: float = -np.inf,
+) -> NDArray[np.int64]:
+    """Pixels of a frame where the photons alone show a spot that the network left unmarked.
+
+    A seed is a good pixel on a sparse background (``max(background / gain, (noise / gain)**2)`` under
+    :data:`SPARSE_PHOTONS` photons) holding at least :data:`SEED_MIN_PHOTONS` photons above it, at least as
+    bright as every good pixel of its 3 x 3 block (pixels beyond the frame's edge do not count), further than
+    :data:`SEED_CLEARANCE_PX` from every good pixel of probability above ``level``, and whose block passes
+    :func:`block_evidence` (sparse, ``min_sigma`` and ``min_spill``; the pixel itself is the core aperture).
+    :func:`extract_peaks` (``seeds=True``) then measures each as a region of its own.
+
+    Parameters
+    ----------
+    prob, residual, background, noise : (H, W) ndarray
+        Probability and normalised frame (as :class:`~braggml.ml.unet.NormalisedFrame`).
+    bad : (H, W) bool ndarray
+    panel_id : (H, W) int ndarray
+    level : float
+        The lowest probability cut in use.
+    gain : float
+        Detector units per photon (> 0; no seeds otherwise).
+    min_sigma, min_spill : float
+        Significance and spill (normal sigmas) a seed's block needs.
+
+    Returns
+    -------
+    (S,) int64 ndarray
+        Flat indices, increasing.
+
+    Examples
+    --------
+    >>> frame = np.zeros((7, 7), np.float32)
+    >>> frame[3, 3], frame[3, 4] = 9.0, 4.0
+    >>> zero = np.zeros((7, 7), np.float32)
+    >>> photon_seeds(zero, frame, zero + 0.1, zero + 0.3, zero > 0, zero.astype(int), 0.5, 1.0).tolist()
+    [24]
+    """
+    prob = np.asarray(prob)
+    h, w = prob.shape
+    if not (np.isfinite(gain) and gain > 0):
+        return np.empty(0, np.int64)
+    arrays = [np.ascontiguousarray(a, np.float32) for a in (prob, residual, background, noise)]
+    bad = np.ascontiguousarray(bad, bool)
+    bright = np.flatnonzero(arrays[1].reshape(-1) >= np.float32(SEED_MIN_PHOTONS * gain))
+    table_rate, table_photons = _photons_needed(float(min_sigma))
+    cand = _seed_places_kernel(bright, *arrays, bad, np.float32(level), np.float32(gain), SPARSE_PHOTONS,
+                               SEED_CLEARANCE_PX, table_rate, table_photons)
+    at, inside = seed_blocks(cand, (h, w))
+    panel = np.asarray(panel_id).reshape(-1)
+    res, bg, sd = (a.reshape(-1) for a in arrays[1:])
+    block_good = inside & ~bad.reshape(-1)[at] & (panel[at] == panel[cand][None, :])
+    keep = screen_seeds(res[at], bg[at], sd[at], block_good, gain, min_sigma=min_sigma, min_spill=min_spill)
+    return cand[keep]
+
+
+@functools.lru_cache(maxsize=8)
+def _photons_needed(min_sigma: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Backgrounds (photons, increasing, from 1e-4 to :data:`SPARSE_PHOTONS`) and the fewest photons above each
+    that make a Poisson excess of ``min_sigma`` normal sigmas (:func:`~braggml.classical._common.poisson_tail`)."""
+    rate = np.geomspace(1e-4, SPARSE_PHOTONS, 96)
+    tail = ndtr(-min_sigma)
+    low, high = np.zeros_like(rate), np.full_like(rate, 1e3)
+    for _ in range(60):  # the tail falls as the photons grow
+        mid = 0.5 * (low + high)
+        enough = poisson_tail(mid, rate) <= tail
+        high, low = np.where(enough, mid, high), np.where(enough, low, mid)
+    return rate, low
+
+
+@numba.njit(cache=True, nogil=True)
+def _seed_places_kernel(
+    bright, prob, residual, background, noise, bad, level, gain, sparse, reach, table_rate, table_photons
+):  # pragma: no cover
+    """Of the flat indices ``bright``, those of good pixels on a background under ``sparse`` photons, at least as
+    bright as every good neighbour, with no good pixel above ``level`` within ``reach``, whose 3 x 3 block could
+    be significant: its positive photons reach ``table_photons`` at the highest ``table_rate`` not above the
+    least background an aperture holding the pixel can have (see :func:`screen_seeds`)."""
+    h, w = prob.shape
+    keep = np.zeros(bright.size, np.bool_)
+    for k in range(bright.size):
+        r, c = bright[k] // w, bright[k] % w
+        rate = max(background[r, c] / gain, (noise[r, c] / gain) ** 2)
+        if bad[r, c] or not rate < sparse:
+            continue
+        v = residual[r, c]
+        ok = True
+        positive = 0.0
+        least = np.inf
+        for rr in range(max(r - 1, 0), min(r + 2, h)):
+            for cc in range(max(c - 1, 0), min(c + 2, w)):
+                if not bad[rr, cc]:
+                    if residual[rr, cc] > v:
+                        ok = False
+                    positive += max(residual[rr, cc], 0.0) / gain
+                    least = min(least, max(background[rr, cc] / gain, (noise[rr, cc] / gain) ** 2))
+        floor = min(rate, 4.0 * least)
+        at = np.searchsorted(table_rate, floor, side="right") - 1
+        if not ok or (at >= 0 and positive < table_photons[at]):
+            continue
+        for rr in range(max(r - reach, 0), min(r + reach + 1, h)):
+            for cc in range(max(c - reach, 0), min(c + reach + 1, w)):
+                if not bad[rr, cc] and prob[rr, cc] > level:
+                    ok = False
+        keep[k] = ok
+    return bright[keep]
+
+
+def _offset(
+    row: NDArray[np.int64], col: NDArray[np.int64], dr: int, dc: int, h: int, w: int
+) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+    """Whether the pixels shifted by ``(dr, dc)`` lie in the frame, and their flat indices (clipped to it)."""
+    r, c = row + dr, col + dc
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    return inside, np.clip(r, 0, h - 1) * w + np.clip(c, 0, w - 1)
+
+
+def seed_blocks(index: NDArray[np.integer], shape: tuple[int, int]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """The (9, S) flat indices of the 3 x 3 blocks around the pixels ``index`` (raster order, the centre at row
+    4; the pixel itself beyond the frame's edge) and whether each lies in the frame."""
+    h, w = shape
+    index = np.asarray(index, np.int64)
+    row, col = np.divmod(index, w)
+    parts = [_offset(row, col, dr, dc, h, w) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+    inside = np.stack([p[0] for p in parts]).reshape(9, -1)
+    at = np.where(inside, np.stack([p[1] for p in parts]).reshape(9, -1), index[None, :])
+    return at, inside
+
+
+def screen_seeds(
+    residual: NDArray[np.floating],
+    background: NDArray[np.floating],
+    noise: NDArray[np.floating],
+    good: NDArray[np.bool_],
+    gain: float,
+    *,
+    min_sigma: float = 0.0,
+    min_spill: float = -np.inf,
+) -> NDArray[np.bool_]:
+    """Which seeds' (9, S) blocks (:func:`seed_blocks`; ``good``: good and on the seed's panel) are sparse,
+    significant and spill enough (:func:`block_evidence`, the seed pixel as the core)."""
+    if np.shape(good)[1] == 0:
+        return np.zeros(0, bool)
+    photons = np.asarray(residual, np.float64) / gain
+    rate = np.maximum(np.asarray(background, np.float64) / gain, (np.asarray(noise, np.float64) / gain) ** 2)
+    # No aperture holds more photons than the block's positive ones, nor less background than the seed pixel
+    # or four of the block's least (the seed, its brightest, is in every aperture but when the four brightest
+    # are its equals), so this tail bounds them all from below: most places end here.
+    floor = np.minimum(rate[4], 4 * np.where(good, rate, np.inf).min(axis=0))
+    best = poisson_tail(np.where(good, np.maximum(photons, 0.0), 0.0).sum(axis=0), floor)
+    keep = -ndtri(best) >= min_sigma
+    sparse, significance, spill = block_evidence(
+        photons[:, keep], rate[:, keep], good[:, keep], photons[4, keep], rate[4, keep]
+    )
+    keep[keep] = sparse & (significance >= min_sigma) & (spill >= min_spill)
+    return keep
+
+
+def block_evidence(
+    photons: NDArray[np.float64],
+    rate: NDArray[np.float64],
+    good: NDArray[np.bool_],
+    core_photons: NDArray[np.float64],
+    core_rate: NDArray[np.float64],
+) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
+    """Whether 3 x 3 blocks lie on a sparse background, their significance and their spill.
+
+    Parameters
+    ----------
+    photons, rate : (9, M) float ndarray
+        Photons above the background, and the background in photons, of each block's pixels (raster order, the
+        centre at row 4).
+    good : (9, M) bool ndarray
+        The pixels that count.
+    core_photons, core_rate : (M,) float ndarray
+        The same summed over a third aperture (the region).
+
+    Returns
+    -------
+    sparse : (M,) bool ndarray
+        The block's good pixels average under :data:`SPARSE_PHOTONS` photons of background.
+    significance : (M,) float ndarray
+        The most significant Poisson excess, in normal sigmas, of the four brightest good pixels, the block's
+        good pixels and the core.
+    spill : (M,) float ndarray
+        The Poisson excess of the good pixels around the centre, in normal sigmas.
+    """
+    block_photons = np.where(good, photons, 0.0)
+    block_rate = np.where(good, rate, 0.0)
+    sparse = block_rate.sum(axis=0) < SPARSE_PHOTONS * np.maximum(good.sum(axis=0), 1)
+    order = np.argsort(np.where(good, -photons, np.inf), axis=0, kind="stable")[:4]
+    four_photons = np.take_along_axis(block_photons, order, axis=0).sum(axis=0)
+    four_rate = np.take_along_axis(block_rate, order, axis=0).sum(axis=0)
+    tail = np.minimum.reduce(
+        [
+            poisson_tail(four_photons, four_rate),
+            poisson_tail(block_photons.sum(axis=0), block_rate.sum(axis=0)),
+            poisson_tail(core_photons, core_rate),
+        ]
+    )
+    spill = poisson_tail(block_photons.sum(axis=0) - block_photons[4], block_rate.sum(axis=0) - block_rate[4])
+    return sparse, -ndtri(tail), -ndtri(spill)
 
 
 def _dilate(index: NDArray[np.int64], shape: tuple[int, int], reach: int) -> NDArray[np.int64]:
@@ -427,6 +677,7 @@ def extract_peaks(
     split: bool = True,
     grow_px: float = 2.0,
     exclude_above: float | None = None,
+    seeds: bool = False,
 ) -> Regions:
     """The peaks of one frame from its candidate pixels.
 
@@ -477,6 +728,9 @@ def extract_peaks(
     exclude_above : float, optional
         Regions holding a pixel of higher probability are left out (before they are split): with a set
         re-cut lower, the regions that hold no pixel above the first cut.
+    seeds : bool
+        The regions are the good photon seeds of the set (:attr:`CandidatePixels.seed`; none when it is None)
+        instead of the pixels above the cut; the score is still their probability.
 
     Returns
     -------
@@ -508,7 +762,8 @@ def extract_peaks(
         raise ValueError(f"exclude_above must be finite, got {exclude_above!r}")
     candidate_reach(grow_px)  # validates grow_px
     px = _Pixels(c)
-    labels, n = _label(c, px, int(min_pixel_count))
+    core = c.seed if seeds else c.prob > c.threshold
+    labels, n = _label(c, px, int(min_pixel_count), np.zeros(c.size, bool) if core is None else core)
     if exclude_above is not None and n:
         labels, n = _without_regions_above(c, labels, n, float(exclude_above))
     if split and n:
@@ -538,10 +793,13 @@ def _without_regions_above(
     return number[labels], int(keep.sum())
 
 
-def _label(c: CandidatePixels, px: _Pixels, min_pixel_count: int) -> tuple[NDArray[np.int32], int]:
-    """Region number of every candidate (0 outside regions) and the number of regions."""
+def _label(
+    c: CandidatePixels, px: _Pixels, min_pixel_count: int, chosen: NDArray[np.bool_]
+) -> tuple[NDArray[np.int32], int]:
+    """Region number of every candidate (0 outside regions) and the number of regions: the 8-connected groups of
+    the ``chosen`` good pixels within one panel."""
     labels = np.zeros(c.size, np.int32)
-    core = np.flatnonzero((c.prob > c.threshold) & ~c.bad)
+    core = np.flatnonzero(chosen & ~c.bad)
     m = core.size
     if m == 0:
         return labels, 0
@@ -842,25 +1100,9 @@ def _significance(
     gain = float(c.gain)
     photons = np.asarray(c.residual, np.float64) / gain
     rate = np.maximum(np.asarray(c.background, np.float64) / gain, (np.asarray(c.noise, np.float64) / gain) ** 2)
-    block_photons = np.where(good, photons[block], 0.0)
-    block_rate = np.where(good, rate[block], 0.0)
-    sparse = block_rate.sum(axis=0) < SPARSE_PHOTONS * np.maximum(good.sum(axis=0), 1)
-    # the four brightest good pixels of the block
-    order = np.argsort(np.where(good, -photons[block], np.inf), axis=0, kind="stable")[:4]
-    four_photons = np.take_along_axis(block_photons, order, axis=0).sum(axis=0)
-    four_rate = np.take_along_axis(block_rate, order, axis=0).sum(axis=0)
     # the region above the cut
     core = np.flatnonzero(labels)
     lab = labels[core] - 1
     core_photons = np.bincount(lab, weights=photons[core], minlength=n)
     core_rate = np.bincount(lab, weights=rate[core], minlength=n)
-    tail = np.minimum.reduce(
-        [
-            poisson_tail(four_photons, four_rate),
-            poisson_tail(block_photons.sum(axis=0), block_rate.sum(axis=0)),
-            poisson_tail(core_photons, core_rate),
-        ]
-    )
-    # the neighbours of the brightest pixel (the centre of the block, row 4)
-    spill = poisson_tail(block_photons.sum(axis=0) - block_photons[4], block_rate.sum(axis=0) - block_rate[4])
-    return sparse, -ndtri(tail), -ndtri(spill)
+    return block_evidence(photons[block], rate[block], good, core_photons, core_rate)

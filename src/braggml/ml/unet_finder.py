@@ -32,6 +32,9 @@ __all__ = [
     "finish_peaks",
     "gather_level",
     "needs_ring_evidence",
+    "photon_counting",
+    "photon_seed_tests",
+    "wants_photon_spots",
 ]
 
 #: The allowed ``flips`` (the keys of :data:`braggml.ml.unet.FLIPS`; kept here so that the finder is looked up
@@ -82,6 +85,16 @@ class UNetFinderConfig:
         these are mostly faint sharp spots). 0 turns it off.
     second_cut_snr : float
         Significance those regions need, in normal sigmas.
+    photon_spots : {"auto", "on", "off"}
+        Spots the network left below its second cut, found by their photons: on a sparse background (under a
+        photon per pixel) every local maximum of two photons or more that lies away from the network's marks
+        (:func:`~braggml.ml.unet_extract.photon_seeds`) becomes a peak when the same compact apertures hold a
+        Poisson excess of ``second_cut_snr`` sigmas and the 8 neighbours of its pixel an excess of
+        :data:`PHOTON_SPILL_SIGMA`. On a photon-counting detector such a cluster of a few photons can only be
+        photons: there is no read noise, and a cosmic ray or zinger counts once per pixel it crosses, where an
+        integrating detector records its whole charge, a one-pixel "spot" of tens of photons. ``"auto"``
+        applies it to photon-counting frames (:func:`photon_counting`: whole-number counts of about one count
+        per photon, independent pixels); ``"on"`` to every frame whose gain is known.
     reject_powder_rings : bool
         Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton
         or ice rings), as the classical finders do (:func:`braggml.classical.rings.ring_evidence`).
@@ -133,6 +146,7 @@ class UNetFinderConfig:
     significance_snr: float = 5.0
     second_cut: float = 0.3
     second_cut_snr: float = 6.0
+    photon_spots: str = "auto"
     reject_powder_rings: bool = True
     ice_rings: str = "auto"
     ice_ring_width_inv_a: float = 0.004
@@ -164,6 +178,7 @@ class UNetFinderConfig:
         if not 0 <= self.second_cut < 1:
             raise ConfigError(f"second_cut must lie in [0, 1), got {self.second_cut!r}")
         check_positive("second_cut_snr", self.second_cut_snr)
+        check_choice("photon_spots", self.photon_spots, ("auto", "on", "off"))
         check_choice("precision", self.precision, ("auto", "float32", "bfloat16", "float16"))
         check_positive("ice_ring_width_inv_a", self.ice_ring_width_inv_a)
         check_positive("powder_ring_contrast", self.powder_ring_contrast)
@@ -311,6 +326,15 @@ class UNetFinder(PeakFinder):
         cfg = self.config
         if threshold is None:
             threshold = self.model.threshold if cfg.probability_threshold is None else cfg.probability_threshold
+        level = gather_level(cfg, float(threshold))
+        seeds = None
+        if wants_photon_spots(cfg, norm.integer, norm.gain, norm.noise_correlation):
+            from .unet_extract import photon_seeds
+
+            seeds = photon_seeds(
+                prob, norm.residual, norm.background, norm.noise, norm.bad, norm.panel_id, level, norm.gain,
+                **photon_seed_tests(cfg),
+            )
         candidates = gather_candidates(
             prob,
             norm.residual,
@@ -318,9 +342,10 @@ class UNetFinder(PeakFinder):
             norm.noise,
             norm.bad,
             norm.panel_id,
-            gather_level(cfg, float(threshold)),
+            level,
             candidate_reach(cfg.grow_px),
             gain=norm.gain,
+            seeds=seeds,
         )
         regions = extract_regions(replace(candidates, threshold=float(threshold)), cfg)
         maps = norm.maps
@@ -348,9 +373,44 @@ BACKSTOP_RADIUS_PX = 2.0
 #: make a peak of pixels that stand no higher than their background.
 SIGNIFICANCE_FLOOR = 3.0
 
+#: Photon-counting frames (:func:`photon_counting`) measure a gain within this range of counts per photon (the
+#: clipped statistics of sparse frames put it somewhat below one) ...
+COUNTING_GAIN = (0.5, 2.0)
+#: ... and a noise correlation of 3 x 3 sums under this (:func:`braggml.ml.unet.noise_correlation`; independent
+#: pixels give about 1, a phosphor's spread more than 2).
+COUNTING_MAX_CORRELATION = 1.5
+#: Photon spots (``photon_spots``) must spill this many sigmas (a Poisson excess) into the 8 neighbours of their
+#: pixel: a little light beside it, which a hot pixel the mask lacks seldom shows.
+PHOTON_SPILL_SIGMA = 1.0
+
 #: Regions found by the second cut must also spill this many sigmas (a Poisson excess) into the 8 neighbours of
 #: their brightest pixel: a spot does, a hot pixel the mask lacks does not.
 SECOND_CUT_SPILL_SIGMA = 2.0
+
+
+def photon_counting(integer: bool, gain: float, noise_correlation: float = 1.0) -> bool:
+    """Whether a frame looks photon-counting: whole-number counts, a measured gain within
+    :data:`COUNTING_GAIN` counts per photon, and independent pixels (:data:`COUNTING_MAX_CORRELATION`).
+
+    Examples
+    --------
+    >>> photon_counting(True, 0.95), photon_counting(True, 31.0), photon_counting(False, 1.0)
+    (True, False, False)
+    """
+    low, high = COUNTING_GAIN
+    return bool(integer) and low <= gain <= high and noise_correlation < COUNTING_MAX_CORRELATION
+
+
+def wants_photon_spots(config: UNetFinderConfig, integer: bool, gain: float, noise_correlation: float) -> bool:
+    """Whether the finder looks for photon spots on a frame (``config.photon_spots``)."""
+    if config.photon_spots == "off" or not gain > 0:
+        return False
+    return config.photon_spots == "on" or photon_counting(integer, gain, noise_correlation)
+
+
+def photon_seed_tests(config: UNetFinderConfig) -> dict[str, float]:
+    """What a photon seed's block must show (:func:`~braggml.ml.unet_extract.screen_seeds`)."""
+    return {"min_sigma": config.second_cut_snr, "min_spill": PHOTON_SPILL_SIGMA}
 
 
 def gather_level(config: UNetFinderConfig, threshold: float) -> float:
@@ -363,7 +423,9 @@ def extract_regions(candidates: CandidatePixels, config: UNetFinderConfig) -> Re
     """The regions above the cut (``candidates.threshold``) and, with a lower second cut, the regions above it
     that hold no pixel above the first, are significant enough (``second_cut_snr``), spill into the
     neighbours of their brightest pixel (:data:`SECOND_CUT_SPILL_SIGMA`) and whose brightest pixel is the
-    brightest of its 3 x 3 block; the candidates must be gathered from :func:`gather_level`."""
+    brightest of its 3 x 3 block; then the photon seeds among the candidates (``photon_spots``) on a sparse
+    background that are as significant, spill :data:`PHOTON_SPILL_SIGMA` and are the brightest of their
+    block. The candidates must be gathered from :func:`gather_level`."""
     from dataclasses import replace
 
     from .unet_extract import extract_peaks
@@ -379,6 +441,15 @@ def extract_regions(candidates: CandidatePixels, config: UNetFinderConfig) -> Re
             & second.local_max
         )
         regions = regions.join(second.take(sure))
+    if candidates.seed is not None and candidates.seed.any():
+        found = extract_peaks(candidates, seeds=True, **settings)
+        sure = (
+            found.sparse
+            & (found.significance >= config.second_cut_snr)
+            & (found.spill >= PHOTON_SPILL_SIGMA)
+            & found.local_max
+        )
+        regions = regions.join(found.take(sure))
     return regions
 
 

@@ -76,6 +76,8 @@ class TorchNormalised:
         Azimuthal sector of each pixel (:func:`braggml.classical.rings.azimuth_sectors`).
     noise_correlation : list of float
         Each frame's :func:`~braggml.ml.unet.noise_correlation` (the noise is scaled up where it is high).
+    integer : list of bool
+        Whether every good pixel of each frame holds a whole number (counts).
     """
 
     inputs: torch.Tensor
@@ -92,6 +94,7 @@ class TorchNormalised:
     ring_sector_total: NDArray[np.int64] | None = None
     sectors: NDArray[np.uint8] | None = None
     noise_correlation: list[float] = field(default_factory=list)
+    integer: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.gains)
@@ -387,6 +390,7 @@ class TorchNormaliser:
             ring_sector_total=sector_total,
             sectors=self.sectors if levels is not None else None,
             noise_correlation=correlation.tolist(),
+            integer=[bool(i) for i in integer],
         )
 
     def _stats(self, offset: NDArray, sigma: NDArray, count: NDArray) -> RadialStats:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage, special, stats
@@ -752,6 +754,9 @@ def test_photon_seeds_are_the_full_frame_local_maxima_away_from_the_marks(seed: 
     bad = rng.random(shape) < 0.03
     residual[bad] = 0
     prob = rng.random(shape).astype(np.float32) ** 40  # a few pixels above the level
+    residual[30:33, 20:23] += np.array([[1, 2, 1], [2, 12, 3], [0, 2, 1]], np.float32) * gain  # a sharp spot
+    bad[29:34, 19:24] = False
+    prob[27:36, 17:26] = 0.0
     panel = np.zeros(shape, np.int32)
     got = photon_seeds(prob, residual, background, noise, bad, panel, 0.3, gain)
 
@@ -760,20 +765,31 @@ def test_photon_seeds_are_the_full_frame_local_maxima_away_from_the_marks(seed: 
     top = value >= ndimage.maximum_filter(value, 3, mode="constant", cval=-np.inf)
     rate = np.maximum(background / gain, (noise / gain) ** 2)
     near = ndimage.maximum_filter((prob > 0.3) & good, 2 * SEED_CLEARANCE_PX + 1, mode="constant", cval=False)
-    # the block's good pixels average under a photon of background
+    # the block's good pixels average under a photon of background, raised by the median excess of the 16 good
+    # pixels around the block where they hold one
     box = np.ones((3, 3))
-    sparse = ndimage.correlate(np.where(good, rate, 0.0), box, mode="constant") < SPARSE_PHOTONS * np.maximum(
-        ndimage.correlate(good.astype(float), box, mode="constant"), 1
-    )
-    want = np.flatnonzero(
-        good & top & (residual >= SEED_MIN_PHOTONS * gain) & (rate < SPARSE_PHOTONS) & ~near & sparse
-    )
-    np.testing.assert_array_equal(got, want)
+
+    def total(values: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+        return ndimage.correlate(np.where(good, values, 0.0), footprint, mode="constant")
+
+    values = np.where(good, residual / gain, np.nan)
+    padded = np.pad(values, 2, constant_values=np.nan)
+    around = np.stack([padded[2 + dr : 2 + dr + shape[0], 2 + dc : 2 + dc + shape[1]]
+                       for dr in range(-2, 3) for dc in range(-2, 3) if max(abs(dr), abs(dc)) == 2])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        raised = np.nan_to_num(np.maximum(np.nanmedian(around, axis=0), 0))
+    level = (total(rate, box) + raised * total(np.ones(shape), box)) / np.maximum(total(np.ones(shape), box), 1)
+    place = good & top & (residual >= SEED_MIN_PHOTONS * gain) & (rate < SPARSE_PHOTONS) & ~near
+    want = np.flatnonzero(place & (level < SPARSE_PHOTONS))
+    # a median of whole counts raises the level to exactly one photon at times: rounding decides there
+    tie = np.flatnonzero(place & (np.abs(level - SPARSE_PHOTONS) < 1e-5))
+    np.testing.assert_array_equal(np.setdiff1d(got, tie), np.setdiff1d(want, tie))
     assert want.size > 5 and np.all(want % shape[1] < 60)  # none on the dense background
     for r, c in [(0, 5), (69, 3)]:
         assert (r * shape[1] + c in got) == (good[r, c] and not near[r, c])
     strict = photon_seeds(prob, residual, background, noise, bad, panel, 0.3, gain, min_sigma=5.0, min_spill=1.0)
-    assert 0 < strict.size < got.size and np.isin(strict, got).all()
+    assert 31 * shape[1] + 21 in strict and strict.size < got.size and np.isin(strict, got).all()
     # no gain, no seeds
     assert photon_seeds(prob, residual, background, noise, bad, panel, 0.3, 0.0).size == 0
 

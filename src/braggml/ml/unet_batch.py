@@ -293,7 +293,7 @@ class BatchedUNetFinder:
     def _photon_seeds(self, prob: torch.Tensor, marked: torch.Tensor, norm: TorchNormalised) -> torch.Tensor | None:
         """(B, H, W) photon seeds of the frames that get photon spots (those of
         :func:`~braggml.ml.unet_extract.photon_seeds`), or None when no frame has any. The places worth testing
-        are found on the device; their 3 x 3 blocks are screened on the host, as on the CPU."""
+        are found on the device; their 5 x 5 blocks are screened on the host, as on the CPU."""
         wanted = [
             wants_photon_spots(self.config, whole, gain, corr)
             for whole, gain, corr in zip(norm.integer, norm.gains, norm.noise_correlation)

@@ -14,6 +14,7 @@ taken in raster order); regions are the connected components of a sparse graph o
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -271,7 +272,7 @@ def photon_seeds(
     level: float,
     gain: float,
     *,
-    min_sigma: float = 0.0,
+    min_sigma: float = -np.inf,
     min_spill: float = -np.inf,
 ) -> NDArray[np.int64]:
     """Pixels of a frame where the photons alone show a spot that the network left unmarked.
@@ -280,7 +281,8 @@ def photon_seeds(
     :data:`SPARSE_PHOTONS` photons) holding at least :data:`SEED_MIN_PHOTONS` photons above it, at least as
     bright as every good pixel of its 3 x 3 block (pixels beyond the frame's edge do not count), further than
     :data:`SEED_CLEARANCE_PX` from every good pixel of probability above ``level``, and whose block passes
-    :func:`block_evidence` (sparse, ``min_sigma`` and ``min_spill``; the pixel itself is the core aperture).
+    :func:`screen_seeds` (sparse, ``min_sigma`` and ``min_spill`` on the background of the pixels around it; the
+    pixel itself is the core aperture).
     :func:`extract_peaks` (``seeds=True``) then measures each as a region of its own.
 
     Parameters
@@ -294,7 +296,7 @@ def photon_seeds(
     gain : float
         Detector units per photon (> 0; no seeds otherwise).
     min_sigma, min_spill : float
-        Significance and spill (normal sigmas) a seed's block needs.
+        Significance and spill (normal sigmas) a seed's block needs (none by default).
 
     Returns
     -------
@@ -389,15 +391,20 @@ def _offset(
 
 
 def seed_blocks(index: NDArray[np.integer], shape: tuple[int, int]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
-    """The (9, S) flat indices of the 3 x 3 blocks around the pixels ``index`` (raster order, the centre at row
-    4; the pixel itself beyond the frame's edge) and whether each lies in the frame."""
+    """The (25, S) flat indices of the 5 x 5 blocks around the pixels ``index`` (raster order, the centre at row
+    12; the pixel itself beyond the frame's edge) and whether each lies in the frame."""
     h, w = shape
     index = np.asarray(index, np.int64)
     row, col = np.divmod(index, w)
-    parts = [_offset(row, col, dr, dc, h, w) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
-    inside = np.stack([p[0] for p in parts]).reshape(9, -1)
-    at = np.where(inside, np.stack([p[1] for p in parts]).reshape(9, -1), index[None, :])
+    parts = [_offset(row, col, dr, dc, h, w) for dr in range(-2, 3) for dc in range(-2, 3)]
+    inside = np.stack([p[0] for p in parts]).reshape(25, -1)
+    at = np.where(inside, np.stack([p[1] for p in parts]).reshape(25, -1), index[None, :])
     return at, inside
+
+
+#: Rows of a 5 x 5 block (:func:`seed_blocks`) that form the 3 x 3 block around its centre, and the ring around it.
+_INNER = np.array([6, 7, 8, 11, 12, 13, 16, 17, 18])
+_RING = np.setdiff1d(np.arange(25), _INNER)
 
 
 def screen_seeds(
@@ -407,24 +414,32 @@ def screen_seeds(
     good: NDArray[np.bool_],
     gain: float,
     *,
-    min_sigma: float = 0.0,
+    min_sigma: float = -np.inf,
     min_spill: float = -np.inf,
 ) -> NDArray[np.bool_]:
-    """Which seeds' (9, S) blocks (:func:`seed_blocks`; ``good``: good and on the seed's panel) are sparse,
-    significant and spill enough (:func:`block_evidence`, the seed pixel as the core)."""
+    """Which seeds' (25, S) blocks (:func:`seed_blocks`; ``good``: good and on the seed's panel) show a spot: on
+    the background of the 16 pixels around the 3 x 3 block (the frame's background raised by their median excess
+    where they hold one: scatter that the radial background misses, by a beamstop, is no spot; a neighbouring
+    spot's pixel is not a raised background), that block is sparse, significant and spills enough
+    (:func:`block_evidence`, the seed pixel as the core)."""
     if np.shape(good)[1] == 0:
         return np.zeros(0, bool)
     photons = np.asarray(residual, np.float64) / gain
     rate = np.maximum(np.asarray(background, np.float64) / gain, (np.asarray(noise, np.float64) / gain) ** 2)
+    ring = np.where(good[_RING], photons[_RING], np.nan)
+    photons, rate, good = photons[_INNER], rate[_INNER], good[_INNER]
     # No aperture holds more photons than the block's positive ones, nor less background than the seed pixel
     # or four of the block's least (the seed, its brightest, is in every aperture but when the four brightest
-    # are its equals), so this tail bounds them all from below: most places end here.
+    # are its equals), so this tail bounds them all from below (a raised background only lowers the photons and
+    # adds background): most places end here.
     floor = np.minimum(rate[4], 4 * np.where(good, rate, np.inf).min(axis=0))
     best = poisson_tail(np.where(good, np.maximum(photons, 0.0), 0.0).sum(axis=0), floor)
     keep = -ndtri(best) >= min_sigma
-    sparse, significance, spill = block_evidence(
-        photons[:, keep], rate[:, keep], good[:, keep], photons[4, keep], rate[4, keep]
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no good pixel around: nothing raised
+        raised = np.nan_to_num(np.maximum(np.nanmedian(ring[:, keep], axis=0), 0.0))
+    photons, rate = photons[:, keep] - raised, rate[:, keep] + raised
+    sparse, significance, spill = block_evidence(photons, rate, good[:, keep], photons[4], rate[4])
     keep[keep] = sparse & (significance >= min_sigma) & (spill >= min_spill)
     return keep
 

@@ -381,7 +381,7 @@ COUNTING_GAIN = (0.5, 2.0)
 COUNTING_MAX_CORRELATION = 1.5
 #: Photon spots (``photon_spots``) must spill this many sigmas (a Poisson excess) into the 8 neighbours of their
 #: pixel: a little light beside it, which a hot pixel the mask lacks seldom shows.
-PHOTON_SPILL_SIGMA = 1.0
+PHOTON_SPILL_SIGMA = 1.5
 
 #: Regions found by the second cut must also spill this many sigmas (a Poisson excess) into the 8 neighbours of
 #: their brightest pixel: a spot does, a hot pixel the mask lacks does not.

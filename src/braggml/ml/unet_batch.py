@@ -302,34 +302,34 @@ class BatchedUNetFinder:
             return None
         pool = torch.nn.functional.max_pool2d
         dev = prob.device
-        gain = torch.tensor([g if w else float("inf") for g, w in zip(norm.gains, wanted)], device=dev)
-        gain = gain.to(torch.float32)[:, None, None]
-        good = ~norm.bad
-        rate = torch.maximum(norm.background / gain, (norm.noise / gain) ** 2)
-        bright = good & (norm.residual >= SEED_MIN_PHOTONS * gain) & (rate < SPARSE_PHOTONS)
-        value = torch.where(good, norm.residual, torch.tensor(float("-inf"), device=dev))
-        top = value >= pool(value[:, None], 3, stride=1, padding=1)[:, 0]  # padding counts as -inf
-        k = 2 * SEED_CLEARANCE_PX + 1
-        near = pool((marked & good).to(torch.float16)[:, None], k, stride=1, padding=SEED_CLEARANCE_PX)[:, 0] > 0
         b, h, w = prob.shape
-        where = (bright & top & ~near).view(b, -1).nonzero()
+        k = 2 * SEED_CLEARANCE_PX + 1
+        minus_inf = torch.tensor(float("-inf"), device=dev)
+        places = []
+        for j in np.flatnonzero(wanted):  # one frame at a time: a frame's worth of device memory at most
+            gain = float(norm.gains[j])
+            good = ~norm.bad[j]
+            bright = good & (norm.residual[j] >= SEED_MIN_PHOTONS * gain)
+            bright &= torch.maximum(norm.background[j] / gain, (norm.noise[j] / gain) ** 2) < SPARSE_PHOTONS
+            value = torch.where(good, norm.residual[j], minus_inf)
+            bright &= value >= pool(value[None, None], 3, stride=1, padding=1)[0, 0]  # padding counts as -inf
+            marked_near = pool((marked[j] & good).to(torch.float16)[None, None], k, stride=1, padding=SEED_CLEARANCE_PX)
+            bright &= marked_near[0, 0] == 0
+            places.append((j, bright.view(-1).nonzero()[:, 0]))
         seeds = torch.zeros((b, h * w), dtype=torch.bool, device=dev)
-        if where.shape[0] == 0:
-            return seeds.view(b, h, w)
-        f, i = where[:, 0].cpu().numpy(), where[:, 1].cpu().numpy()
-        at, inside = seed_blocks(i, (h, w))
-        at_dev = torch.as_tensor(at, device=dev)
-        f_dev = torch.as_tensor(f, device=dev)[None, :].expand_as(at_dev)
-        values = [t.view(b, -1)[f_dev, at_dev].cpu().numpy() for t in (norm.residual, norm.background, norm.noise)]
         panel = self._panel_np.reshape(-1)
-        block_good = inside & ~norm.bad.view(b, -1)[f_dev, at_dev].cpu().numpy() & (panel[at] == panel[i][None, :])
-        keep = np.zeros(i.size, bool)
         tests = photon_seed_tests(self.config)
-        for j in np.unique(f):
-            one = f == j
-            keep[one] = screen_seeds(*(v[:, one] for v in values), block_good[:, one], norm.gains[j], **tests)
-        if keep.any():
-            seeds[torch.as_tensor(f[keep], device=dev), torch.as_tensor(i[keep], device=dev)] = True
+        for j, index in places:
+            if index.numel() == 0:
+                continue
+            i = index.cpu().numpy()
+            at, inside = seed_blocks(i, (h, w))
+            at_dev = torch.as_tensor(at, device=dev)
+            values = [t[j].view(-1)[at_dev].cpu().numpy() for t in (norm.residual, norm.background, norm.noise)]
+            good = inside & ~norm.bad[j].view(-1)[at_dev].cpu().numpy() & (panel[at] == panel[i][None, :])
+            keep = screen_seeds(*values, good, norm.gains[j], **tests)
+            if keep.any():
+                seeds[j, torch.as_tensor(i[keep], device=dev)] = True
         return seeds.view(b, h, w)
 
     def _probability(self, inputs: torch.Tensor) -> torch.Tensor:

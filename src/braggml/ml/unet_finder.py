@@ -90,10 +90,12 @@ class UNetFinderConfig:
         photon per pixel) every local maximum of two photons or more that lies away from the network's marks
         (:func:`~braggml.ml.unet_extract.photon_seeds`) becomes a peak when the same compact apertures hold a
         Poisson excess of ``second_cut_snr`` sigmas and the 8 neighbours of its pixel an excess of
-        :data:`PHOTON_SPILL_SIGMA`. On a photon-counting detector such a cluster of a few photons can only be
-        photons: there is no read noise, and a cosmic ray or zinger counts once per pixel it crosses, where an
-        integrating detector records its whole charge, a one-pixel "spot" of tens of photons. ``"auto"``
-        applies it to photon-counting frames (:func:`photon_counting`: whole-number counts of about one count
+        :data:`PHOTON_SPILL_SIGMA`, over the frame's background raised by what the pixels around its 3 x 3
+        block hold above it (:func:`~braggml.ml.unet_extract.screen_seeds`). On a photon-counting detector such
+        a cluster of a few photons can only be photons: there is no read noise, and a cosmic ray or zinger
+        counts once per pixel it crosses, where an integrating detector records its whole charge, a one-pixel
+        "spot" of tens of photons. ``"auto"`` applies it to photon-counting frames (:func:`photon_counting`:
+        whole-number counts of about one count
         per photon, independent pixels); ``"on"`` to every frame whose gain is known.
     reject_powder_rings : bool
         Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton

@@ -95,8 +95,8 @@ class UNetFinderConfig:
         a cluster of a few photons can only be photons: there is no read noise, and a cosmic ray or zinger
         counts once per pixel it crosses, where an integrating detector records its whole charge, a one-pixel
         "spot" of tens of photons. ``"auto"`` applies it to photon-counting frames (:func:`photon_counting`:
-        whole-number counts of about one count
-        per photon, independent pixels); ``"on"`` to every frame whose gain is known.
+        whole-number counts of about one count per photon, independent pixels); ``"on"`` to every frame whose
+        gain is known.
     reject_powder_rings : bool
         Drop peaks at radii where much of the annulus stands above the neighbouring radii (powder, kapton
         or ice rings), as the classical finders do (:func:`braggml.classical.rings.ring_evidence`).

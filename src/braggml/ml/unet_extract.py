@@ -425,7 +425,7 @@ def screen_seeds(
     if np.shape(good)[1] == 0:
         return np.zeros(0, bool)
     photons = np.asarray(residual, np.float64) / gain
-    rate = np.maximum(np.asarray(background, np.float64) / gain, (np.asarray(noise, np.float64) / gain) ** 2)
+    rate = _photon_rate(background, noise, gain)
     ring = np.where(good[_RING], photons[_RING], np.nan)
     photons, rate, good = photons[_INNER], rate[_INNER], good[_INNER]
     # No aperture holds more photons than the block's positive ones, nor less background than the seed pixel
@@ -442,6 +442,12 @@ def screen_seeds(
     sparse, significance, spill = block_evidence(photons, rate, good[:, keep], photons[4], rate[4])
     keep[keep] = sparse & (significance >= min_sigma) & (spill >= min_spill)
     return keep
+
+
+def _photon_rate(background: NDArray[np.floating], noise: NDArray[np.floating], gain: float) -> NDArray[np.float64]:
+    """The background of pixels in photons, as a Poisson rate: ``max(background / gain, (noise / gain)**2)``, so
+    that a pedestal-free integrating background counts its variance, as in the classical finders' Poisson test."""
+    return np.maximum(np.asarray(background, np.float64) / gain, (np.asarray(noise, np.float64) / gain) ** 2)
 
 
 def block_evidence(
@@ -1114,7 +1120,7 @@ def _significance(
         return np.zeros(n, bool), np.full(n, np.nan), np.full(n, np.nan)
     gain = float(c.gain)
     photons = np.asarray(c.residual, np.float64) / gain
-    rate = np.maximum(np.asarray(c.background, np.float64) / gain, (np.asarray(c.noise, np.float64) / gain) ** 2)
+    rate = _photon_rate(c.background, c.noise, gain)
     # the region above the cut
     core = np.flatnonzero(labels)
     lab = labels[core] - 1

@@ -425,9 +425,8 @@ def extract_regions(candidates: CandidatePixels, config: UNetFinderConfig) -> Re
     """The regions above the cut (``candidates.threshold``) and, with a lower second cut, the regions above it
     that hold no pixel above the first, are significant enough (``second_cut_snr``), spill into the
     neighbours of their brightest pixel (:data:`SECOND_CUT_SPILL_SIGMA`) and whose brightest pixel is the
-    brightest of its 3 x 3 block; then the photon seeds among the candidates (``photon_spots``) on a sparse
-    background that are as significant, spill :data:`PHOTON_SPILL_SIGMA` and are the brightest of their
-    block. The candidates must be gathered from :func:`gather_level`."""
+    brightest of its 3 x 3 block; then the photon seeds among the candidates (``photon_spots``), each a region
+    of its own. The candidates must be gathered from :func:`gather_level`."""
     from dataclasses import replace
 
     from .unet_extract import extract_peaks
@@ -444,14 +443,9 @@ def extract_regions(candidates: CandidatePixels, config: UNetFinderConfig) -> Re
         )
         regions = regions.join(second.take(sure))
     if candidates.seed is not None and candidates.seed.any():
-        found = extract_peaks(candidates, seeds=True, **settings)
-        sure = (
-            found.sparse
-            & (found.significance >= config.second_cut_snr)
-            & (found.spill >= PHOTON_SPILL_SIGMA)
-            & found.local_max
-        )
-        regions = regions.join(found.take(sure))
+        # the seeds passed these tests already, on a background raised where their surroundings hold more
+        # (:func:`~braggml.ml.unet_extract.screen_seeds`), and are the brightest of their blocks
+        regions = regions.join(extract_peaks(candidates, seeds=True, **settings))
     return regions
 
 

@@ -233,14 +233,16 @@ def gather_candidates(
     bad_flat = np.asarray(bad, dtype=bool).reshape(-1)
     above = np.flatnonzero(prob.reshape(-1) > threshold)
     above = above[~bad_flat[above]].astype(np.int64)
-    seed_flags = None
     if seeds is not None and np.size(seeds):
         seeds = _sorted_unique(np.asarray(seeds, np.int64).reshape(-1))
         if seeds[0] < 0 or seeds[-1] >= h * w:
             raise ValueError(f"seeds must be flat indices of a frame of shape {(h, w)}")
         above = _sorted_unique(np.concatenate([above, seeds]))
+    else:
+        seeds = None
     index = _dilate(above, (h, w), int(reach))
-    if seeds is not None and np.size(seeds):
+    seed_flags = None
+    if seeds is not None:
         seed_flags = np.zeros(index.size, bool)
         seed_flags[np.searchsorted(index, seeds)] = True
 
@@ -381,25 +383,16 @@ def _seed_places_kernel(
     return bright[keep]
 
 
-def _offset(
-    row: NDArray[np.int64], col: NDArray[np.int64], dr: int, dc: int, h: int, w: int
-) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
-    """Whether the pixels shifted by ``(dr, dc)`` lie in the frame, and their flat indices (clipped to it)."""
-    r, c = row + dr, col + dc
-    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-    return inside, np.clip(r, 0, h - 1) * w + np.clip(c, 0, w - 1)
-
-
 def seed_blocks(index: NDArray[np.integer], shape: tuple[int, int]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
     """The (25, S) flat indices of the 5 x 5 blocks around the pixels ``index`` (raster order, the centre at row
     12; the pixel itself beyond the frame's edge) and whether each lies in the frame."""
     h, w = shape
     index = np.asarray(index, np.int64)
     row, col = np.divmod(index, w)
-    parts = [_offset(row, col, dr, dc, h, w) for dr in range(-2, 3) for dc in range(-2, 3)]
-    inside = np.stack([p[0] for p in parts]).reshape(25, -1)
-    at = np.where(inside, np.stack([p[1] for p in parts]).reshape(25, -1), index[None, :])
-    return at, inside
+    dr, dc = np.divmod(np.arange(25), 5)
+    r, c = row[None, :] + (dr - 2)[:, None], col[None, :] + (dc - 2)[:, None]
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    return np.where(inside, r * w + c, index[None, :]), inside
 
 
 #: Rows of a 5 x 5 block (:func:`seed_blocks`) that form the 3 x 3 block around its centre, and the ring around it.

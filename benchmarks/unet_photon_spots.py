@@ -1,17 +1,21 @@
-"""The U-Net's photon spots (``photon_spots``): what the Poisson rule for photon-counting frames adds.
+"""The U-Net's rules for photon-counting frames: what the photon spots (``photon_spots``) add, and what counting
+one photon per count with the stricter sparse test (:func:`braggml.ml.unet_finder.counting_gain`,
+:data:`~braggml.ml.unet_finder.COUNTING_SIGNIFICANCE_MARGIN`) changes.
 
 Simulated frames: those of ``unet_vs_peakfinder8.py`` (run seed 2026, every frame a hit, conditions ``weak`` and
 ``as-is``). The network runs once per frame; its probabilities are then cut with the rule off, and on with the
-spill it asks of the neighbours at 1, 1.5 (the default, :data:`braggml.ml.unet_finder.PHOTON_SPILL_SIGMA`) and
-2 sigmas. Rows: each preset and condition on ``--frames`` frames from ``--first-frame``, with the run's hot pixels
-masked as ``braggml find`` masks them in runs of 8 frames or more, and without (``--hot-pixels both``, the
-default). The rule runs on photon-counting frames only, so the ``jungfrau4m`` and ``test`` rows (float frames of
-an integrating detector) are the same both ways; they are there to show it. Truth and scoring as in
-``unet_vs_peakfinder8.py``.
+spill it asks of the neighbours at 1, 1.5 (the default, :data:`braggml.ml.unet_finder.PHOTON_SPILL_SIGMA`) and 2
+sigmas, and, as the column ``measured gain``, with the rule on but the peak tests counting the gain measured from
+the frame's clipped statistics and asking sparse regions for ``significance_snr`` alone. Rows: each preset and
+condition on ``--frames`` frames from ``--first-frame``, with the run's hot pixels masked as ``braggml find`` masks
+them in runs of 8 frames or more, and without (``--hot-pixels both``, the default). The rule runs on photon-
+counting frames only, so the ``jungfrau4m`` and ``test`` rows (float frames of an integrating detector) are the
+same both ways; they are there to show it. Truth and scoring as in ``unet_vs_peakfinder8.py``.
 
 Real frames (``../shared/data/real``, maps from ``classical_data.py``; ``--skip real`` leaves them out): the U-Net's
-peak counts with the rule off and on, whether the frame looks photon-counting, and how many of the peaks the
-rule adds lie within 2 px of a peak of default peakfinder8.
+peak counts with the rule off and on and at the measured gain, whether the frame looks photon-counting, how many
+of the peaks the rule adds lie within 2 px of a peak of default peakfinder8, and how many of the peaks found at
+the measured gain the default drops, and how many of those lie near one.
 
 Run: ``python benchmarks/unet_photon_spots.py [--presets eiger4m pilatus6m] [--frames 16] [--first-frame 0]
 [--hot-pixels both|masked|unmasked] [--skip real] [--out results.json]``.
@@ -20,6 +24,7 @@ Run: ``python benchmarks/unet_photon_spots.py [--presets eiger4m pilatus6m] [--f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import sys
@@ -38,6 +43,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unet_vs_peakfinder8 import CONDITIONS, PRESETS, run_mask, simulator, summary, truth_of  # noqa: E402
 
 SPILLS = (1.0, 1.5, 2.0)
+
+
+@contextlib.contextmanager
+def measured_gain():
+    """The peak tests as they were before the counting rules: the measured gain, no margin on sparse regions."""
+    saved = unet_finder.counting_gain, unet_finder.COUNTING_SIGNIFICANCE_MARGIN
+    unet_finder.counting_gain = lambda integer, gain, noise_correlation=1.0: (False, gain)
+    unet_finder.COUNTING_SIGNIFICANCE_MARGIN = 0.0
+    try:
+        yield
+    finally:
+        unet_finder.counting_gain, unet_finder.COUNTING_SIGNIFICANCE_MARGIN = saved
 
 
 def _near(a: PeakList, b: PeakList, radius: float = 2.0) -> np.ndarray:
@@ -73,6 +90,8 @@ def simulated(presets: list[str], n_frames: int, first: int, masks: list[str]) -
                     row[f"spill {spill:g}"] = score(on)
             finally:
                 unet_finder.PHOTON_SPILL_SIGMA = default_spill
+            with measured_gain():
+                row["measured gain"] = score(on)
             key = f"{preset}/{condition}/{masked} frames {first}-{first + n_frames - 1}"
             out[key] = row
             figures = " | ".join(f"{name} {r['f1']:.3f} (P {r['precision']:.3f} R {r['recall']:.3f})"
@@ -95,12 +114,17 @@ def real() -> dict:
     for fr in frames:
         prob, norm = on.probability(fr.image, fr.mask, maps=fr.maps)
         with_rule, without = on.peaks_from_probability(prob, norm), off.peaks_from_probability(prob, norm)
+        with measured_gain():
+            before = on.peaks_from_probability(prob, norm)
         added = with_rule.take(~_near(with_rule, without, 0.01))
+        dropped = before.take(~_near(before, with_rule, 0.01))
         pf8 = Peakfinder8().find(fr.image, fr.mask, maps=fr.maps)
         row = {
             "counting": photon_counting(norm.integer, norm.gain, norm.noise_correlation),
             "gain": round(norm.gain, 3), "off": len(without), "on": len(with_rule), "added": len(added),
             "added_near_peakfinder8": int(_near(added, pf8).sum()), "peakfinder8": len(pf8),
+            "measured_gain": len(before), "dropped": len(dropped),
+            "dropped_near_peakfinder8": int(_near(dropped, pf8).sum()),
         }
         out[fr.name] = row
         print(fr.name, row, flush=True)

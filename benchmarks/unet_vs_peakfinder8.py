@@ -37,9 +37,9 @@ The scored frames are one run of one detector, so, as ``braggml find`` does for 
 hot pixels found in them (:mod:`braggml.classical.hotpixels`) are masked for every finder, in the grid search
 too; ``--hot-pixels off`` scores each frame with the detector's mask alone.
 
-Run: ``python benchmarks/unet_vs_peakfinder8.py [--frames 4] [--grid-frames 8] [--model PATH] [--flips N]
-[--also flips4 backstop flips4+backstop] [--hot-pixels off] [--weaker-spots false] [--out results.json]
-[--pictures DIR] [--skip simulated speed real]``.
+Run: ``python benchmarks/unet_vs_peakfinder8.py [--presets eiger4m test] [--frames 4] [--grid-frames 8]
+[--model PATH] [--flips N] [--also flips4 backstop flips4+backstop] [--hot-pixels off] [--weaker-spots false]
+[--out results.json] [--pictures DIR] [--skip simulated speed real]``.
 """
 
 from __future__ import annotations
@@ -156,14 +156,14 @@ def grid_search(
 
 def simulated(
     unet: UNetFinder, n_frames: int, n_grid: int, hot_pixels: bool = True, optional: bool = True,
-    others: dict[str, UNetFinder] | None = None,
+    others: dict[str, UNetFinder] | None = None, presets: tuple[str, ...] = PRESETS,
 ) -> dict:
-    """Every row of presets and conditions; ``others`` are further U-Net finders (by name) scored at their own
+    """Every row of ``presets`` and conditions; ``others`` are further U-Net finders (by name) scored at their own
     settings beside ``unet`` on the same frames."""
     others = others or {}
     out: dict = {}
     tuned: dict[tuple[str, str], dict] = {}  # grid-searched settings of the trained presets, by (preset, condition)
-    for preset, condition in itertools.product(PRESETS, CONDITIONS):
+    for preset, condition in itertools.product(presets, CONDITIONS):
         sim = simulator(preset, condition)
         maps = sim.layout.pixel_maps(sim.wavelength_a)
         frames = [sim.frame(k) for k in range(n_frames)]
@@ -351,6 +351,9 @@ def pictures(model: str, folder: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS,
+                        help="simulated presets to score (the unseen ones are compared with peakfinder8 tuned on the"
+                             " trained presets only when those run too, first)")
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--grid-frames", type=int, default=8)
     parser.add_argument("--min-peaks", type=int, default=30)
@@ -383,7 +386,7 @@ def main() -> None:
     if "simulated" not in args.skip:
         results["simulated"] = simulated(
             unet, args.frames, args.grid_frames, args.hot_pixels == "auto", args.weaker_spots == "not-scored",
-            others,
+            others, tuple(args.presets),
         )
         save()
     if "speed" not in args.skip:

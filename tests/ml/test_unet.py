@@ -1171,6 +1171,37 @@ def test_a_noise_cluster_on_a_sparse_background_is_dropped_and_a_faint_sharp_spo
     assert "rejected peaks: not_significant 1" in RunSummary(n_frames=1, rejected=finder.last_rejections).lines()
 
 
+def test_counting_frames_count_a_photon_per_count_and_ask_more_of_sparse_regions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a sparse photon-counting frame the clipped statistics measure well under one count per photon; the peak
+    tests count one, and a region on that background must be a Poisson excess of ``significance_snr`` plus half
+    a sigma: a cluster of 15 photons that passes 5 sigmas but not 5.5 is dropped, a sharp spot of 19 kept."""
+    from braggml.ml import unet_finder
+
+    rng = np.random.default_rng(3)
+    image = rng.poisson(0.5, (128, 128)).astype(np.int32)
+    image[60:63, 60:63] = [[0, 2, 0], [2, 7, 2], [0, 2, 0]]
+    image[20:23, 100:103] = [[0, 3, 0], [1, 9, 5], [0, 1, 0]]
+    prob = np.zeros(image.shape, np.float32)
+    prob[60:63, 60:63] = prob[21, 101] = 1.0
+    norm = normalise_frame(image, np.zeros(image.shape, bool))
+    assert norm.integer and norm.gain < 0.75
+    assert unet_finder.counting_gain(norm.integer, norm.gain, norm.noise_correlation) == (True, 1.0)
+    finder = UNetFinder(device="cpu", reject_powder_rings=False)
+    peaks = finder.peaks_from_probability(prob, norm, 0.5)
+    assert len(peaks) == 1 and abs(peaks.row[0] - 21.0) < 0.5 and finder.last_rejections == {"not_significant": 1}
+    looser = UNetFinder(device="cpu", reject_powder_rings=False, significance_snr=4.5)
+    assert len(looser.peaks_from_probability(prob, norm, 0.5)) == 2
+    monkeypatch.setattr(unet_finder, "COUNTING_SIGNIFICANCE_MARGIN", 0.0)
+    assert len(finder.peaks_from_probability(prob, norm, 0.5)) == 2
+    monkeypatch.undo()
+    # counted at the measured gain, each count would be 1.6 photons: the cluster would pass even 5.5 sigmas
+    at_measured = dataclasses.replace(norm, integer=False)
+    assert len(UNetFinder(device="cpu", reject_powder_rings=False, significance_snr=5.5).peaks_from_probability(
+        prob, at_measured, 0.5)) == 2
+
+
 def test_a_region_of_pixels_no_higher_than_their_background_is_dropped() -> None:
     """On 5 photons per pixel (not sparse) a region needs only a 3-sigma excess: a faint spot of 40 photons is
     kept, a region the network marks on plain background is not."""

@@ -216,3 +216,29 @@ def test_photon_spots_are_seeded_alike_on_both_paths(monkeypatch: pytest.MonkeyP
     with BatchedUNetFinder(off, frames[0].shape, batch_size=2) as batched:
         monkeypatch.setattr(batched, "_probability", lambda inputs: torch.zeros(inputs.shape[0], *inputs.shape[2:]))
         assert sum(len(p) for p in batched.find_stream(frames)) == 0
+
+
+def test_counting_frames_are_tested_alike_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On sparse photon-counting frames both paths count a photon per count and ask the regions the network marks
+    for the counting margin: a 15-photon cluster that passes 5 sigmas but not 5.5 is dropped on each, a sharp
+    spot kept."""
+    frames = []
+    for seed in (3, 5):
+        image = np.random.default_rng(seed).poisson(0.5, (128, 128)).astype(np.int32)
+        image[60:63, 60:63] = [[0, 2, 0], [2, 7, 2], [0, 2, 0]]
+        image[20:23, 100:103] = [[0, 3, 0], [1, 9, 5], [0, 1, 0]]
+        frames.append(image)
+    prob = np.zeros((128, 128), np.float32)
+    prob[60:63, 60:63] = prob[21, 101] = 1.0
+    finder = UNetFinder(device="cpu", precision="float32", reject_powder_rings=False)
+    single = [finder.peaks_from_probability(prob, normalise_frame(f)) for f in frames]
+    with BatchedUNetFinder(finder, frames[0].shape, batch_size=2) as batched:
+        monkeypatch.setattr(batched, "_probability", lambda inputs: torch.as_tensor(prob).repeat(len(inputs), 1, 1))
+        streamed = list(batched.find_stream(frames))
+    spot, cluster = (
+        PeakList.from_columns(n_frames=1, row=np.array([r]), col=np.array([c])) for r, c in [(21, 101), (61, 61)]
+    )
+    assert _shared(single[0], cluster, 2.0) == 0
+    for a, b in zip(streamed, single):
+        assert _shared(b, spot, 1.0) == 1
+        assert len(a) == len(b) and _shared(a, b, 0.05) == len(b)

@@ -46,6 +46,7 @@ from .unet_extract import (
 from .unet_finder import (
     UNetFinder,
     UNetFinderConfig,
+    counting_gain,
     extract_regions,
     finish_peaks,
     gather_level,
@@ -99,6 +100,7 @@ class FramePixels:
 
     candidates: CandidatePixels
     rings: RingEvidence | None
+    counting: bool = False
 
 
 # -- host side: the same extraction and rules as UNetFinder ----------------------------------------------------
@@ -109,7 +111,8 @@ def peaks_from_pixels(
     resolution_a: NDArray | None,
 ) -> tuple[PeakList, dict[str, int]]:
     """The peaks of one frame from its near-peak pixels (see :func:`~braggml.ml.unet_finder.finish_peaks`)."""
-    return finish_peaks(extract_regions(frame.candidates, config), frame.rings, radius_px, resolution_a, config)
+    regions = extract_regions(frame.candidates, config)
+    return finish_peaks(regions, frame.rings, radius_px, resolution_a, config, counting=frame.counting)
 
 
 class BatchedUNetFinder:
@@ -253,7 +256,8 @@ class BatchedUNetFinder:
             prob.masked_fill_(norm.bad, 0.0)
             level = gather_level(self.config, self.threshold)
             marked = prob > level
-            seeds = self._photon_seeds(prob, marked, norm)
+            tested = [counting_gain(*frame) for frame in zip(norm.integer, norm.gains, norm.noise_correlation)]
+            seeds = self._photon_seeds(prob, marked, norm, [gain for _, gain in tested])
             above = (marked if seeds is None else marked | seeds).to(torch.float16)[:, None]
             k = 2 * self.reach + 1
             near = torch.nn.functional.max_pool2d(above, (1, k), stride=1, padding=(0, self.reach))
@@ -283,17 +287,20 @@ class BatchedUNetFinder:
                 bad=bad_px[s],
                 panel=panel[s],
                 threshold=self.threshold,
-                gain=norm.gains[j],
+                gain=tested[j][1],
                 seed=None if seed_px is None or not seed_px[s].any() else seed_px[s],
             )
             rings = norm.rings(j) if (self._want_rings and counts[j]) else None
-            out.append(FramePixels(cands, rings))
+            out.append(FramePixels(cands, rings, tested[j][0]))
         return out
 
-    def _photon_seeds(self, prob: torch.Tensor, marked: torch.Tensor, norm: TorchNormalised) -> torch.Tensor | None:
+    def _photon_seeds(
+        self, prob: torch.Tensor, marked: torch.Tensor, norm: TorchNormalised, gains: list[float]
+    ) -> torch.Tensor | None:
         """(B, H, W) photon seeds of the frames that get photon spots (those of
-        :func:`~braggml.ml.unet_extract.photon_seeds`), or None when no frame has any. The places worth testing
-        are found on the device; their 5 x 5 blocks are screened on the host, as on the CPU."""
+        :func:`~braggml.ml.unet_extract.photon_seeds`, at the frames' ``gains``: those of their peak tests), or
+        None when no frame has any. The places worth testing are found on the device; their 5 x 5 blocks are
+        screened on the host, as on the CPU."""
         wanted = [
             wants_photon_spots(self.config, whole, gain, corr)
             for whole, gain, corr in zip(norm.integer, norm.gains, norm.noise_correlation)
@@ -307,7 +314,7 @@ class BatchedUNetFinder:
         minus_inf = torch.tensor(float("-inf"), device=dev)
         places = []
         for j in np.flatnonzero(wanted):  # one frame at a time: a frame's worth of device memory at most
-            gain = float(norm.gains[j])
+            gain = float(gains[j])
             good = ~norm.bad[j]
             bright = good & (norm.residual[j] >= SEED_MIN_PHOTONS * gain)
             bright &= torch.maximum(norm.background[j] / gain, (norm.noise[j] / gain) ** 2) < SPARSE_PHOTONS
@@ -327,7 +334,7 @@ class BatchedUNetFinder:
             at_dev = torch.as_tensor(at, device=dev)
             values = [t[j].view(-1)[at_dev].cpu().numpy() for t in (norm.residual, norm.background, norm.noise)]
             good = inside & ~norm.bad[j].view(-1)[at_dev].cpu().numpy() & (panel[at] == panel[i][None, :])
-            keep = screen_seeds(*values, good, norm.gains[j], **tests)
+            keep = screen_seeds(*values, good, gains[j], **tests)
             if keep.any():
                 seeds[j, torch.as_tensor(i[keep], device=dev)] = True
         return seeds.view(b, h, w)

@@ -413,18 +413,20 @@ def photon_counting(integer: bool, gain: float, noise_correlation: float = 1.0) 
 
 
 def counting_gain(integer: bool, gain: float, noise_correlation: float = 1.0) -> tuple[bool, float]:
-    """Whether a frame is photon-counting (:func:`photon_counting`), and the counts per photon of its peak tests:
-    one there, where each count is a photon (the clipped statistics of a sparse frame measure less, 0.74-0.87 on
-    the simulated ``eiger4m`` frames, which would count each photon 1.15-1.35 times); the measured gain
-    otherwise.
+    """Whether a frame is photon-counting (:func:`photon_counting`), and the counts per photon of its peak tests.
+
+    On a photon-counting frame at least one: each count is a photon, and the clipped statistics of a sparse frame
+    measure less (the clipping takes the tail of the Poisson counts and part of their variance with it: 0.74-0.87
+    on the simulated ``eiger4m`` frames, which would count each photon 1.15-1.35 times). A measured gain above
+    one is kept, as clipping does not raise it. Other frames: the measured gain.
 
     Examples
     --------
-    >>> counting_gain(True, 0.8), counting_gain(True, 25.0), counting_gain(False, 0.8)
-    ((True, 1.0), (False, 25.0), (False, 0.8))
+    >>> counting_gain(True, 0.8), counting_gain(True, 1.4), counting_gain(True, 25.0), counting_gain(False, 0.8)
+    ((True, 1.0), (True, 1.4), (False, 25.0), (False, 0.8))
     """
     counting = photon_counting(integer, gain, noise_correlation)
-    return counting, 1.0 if counting else gain
+    return counting, max(gain, 1.0) if counting else gain
 
 
 def wants_photon_spots(config: UNetFinderConfig, integer: bool, gain: float, noise_correlation: float) -> bool:

@@ -20,7 +20,7 @@ from .errors import BraggMLError, ConfigError
 from .peaks import HIT_MIN_PEAKS
 
 if TYPE_CHECKING:
-    from .peaks import PeakList
+    from .peaks import FrameRef, PeakList
     from .pipeline import FindJob, PreparedRun
 
 log = logging.getLogger("braggml")
@@ -245,21 +245,23 @@ def _write_find_outputs(args: argparse.Namespace, run: PreparedRun, peaks: PeakL
         )
         import yaml
 
+        from .io.peaklists import peak_format
+
+        settings = {
+            "braggml": __version__,
+            "inputs": list(args.inputs),
+            "finder": run.job.finder,
+            run.job.finder: config_to_dict(run.finder.config),
+            "hot_pixels": {
+                "frames_looked_at": run.job.hot_pixel_frames,
+                "rowcol": run.hot_pixels.rowcol.tolist(),
+            },
+        }
+        if peak_format(args.output, args.format) == "refl" and peaks.frames is not None:
+            # a reflection table does not say which file each image came from: kept here, for a restart
+            settings["frames"] = _frame_runs(peaks.frames)
         with atomic_output(str(args.output) + ".yaml", mode="w") as fh:
-            yaml.safe_dump(
-                {
-                    "braggml": __version__,
-                    "inputs": list(args.inputs),
-                    "finder": run.job.finder,
-                    run.job.finder: config_to_dict(run.finder.config),
-                    "hot_pixels": {
-                        "frames_looked_at": run.job.hot_pixel_frames,
-                        "rowcol": run.hot_pixels.rowcol.tolist(),
-                    },
-                },
-                fh,
-                sort_keys=False,
-            )
+            yaml.safe_dump(settings, fh, sort_keys=False)
     if args.hot_pixel_mask_out:
         from .io.masks import write_mask
 
@@ -355,13 +357,37 @@ def _cmd_find(args: argparse.Namespace) -> int:
     return 1 if frame_failures and summary.n_frames == frame_failures else 0
 
 
+def _frame_runs(frames: Sequence[FrameRef]) -> list[dict[str, Any]]:
+    """Frame references as runs of consecutive indices of one dataset: ``{file, dataset, first, count}``."""
+    runs: list[dict[str, Any]] = []
+    for ref in frames:
+        last = runs[-1] if runs else None
+        same_dataset = last is not None and (last["file"], last["dataset"]) == (ref.file, ref.dataset)
+        if same_dataset and last["first"] + last["count"] == ref.index:
+            last["count"] += 1
+        else:
+            runs.append({"file": ref.file, "dataset": ref.dataset, "first": int(ref.index), "count": 1})
+    return runs
+
+
+def _frames_of_runs(runs: list[dict[str, Any]]) -> list[FrameRef]:
+    """The frame references of :func:`_frame_runs`."""
+    from .peaks import FrameRef
+
+    return [
+        FrameRef(str(r["file"]), str(r["dataset"]), int(r["first"]) + k) for r in runs for k in range(int(r["count"]))
+    ]
+
+
 def _earlier_output(args: argparse.Namespace, job: FindJob) -> PeakList | None:
     """The peaks an earlier ``--follow`` of the same run (same inputs, finder and settings, as its settings file
     beside the output says) wrote to ``-o``; None when there is none or it was another run."""
     import yaml
 
     from .config import config_to_dict
+    from .errors import DataFormatError
     from .io.peaklists import read_peaks
+    from .peaks import PeakList
 
     settings = Path(str(args.output) + ".yaml")
     if not (Path(args.output).is_file() and settings.is_file()):
@@ -373,8 +399,13 @@ def _earlier_output(args: argparse.Namespace, job: FindJob) -> PeakList | None:
             and recorded.get("finder") == job.finder
             and recorded.get(job.finder) == config_to_dict(job.make_finder().config)
         )
-        peaks = read_peaks(args.output, format=args.format) if same else None
-    except (OSError, yaml.YAMLError, AttributeError, BraggMLError) as exc:
+        peaks = read_peaks(args.output, format=args.format, dials_experiments=args.dials_expt) if same else None
+        if peaks is not None and peaks.frames is None and recorded.get("frames"):  # a .refl: the frames beside it
+            frames = _frames_of_runs(recorded["frames"])
+            if len(frames) < peaks.n_frames:
+                raise DataFormatError(f"its settings file lists {len(frames)} frames, it holds {peaks.n_frames}")
+            peaks = PeakList(**peaks.columns(), n_frames=len(frames), frames=tuple(frames))
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError, BraggMLError) as exc:
         log.warning("%s: not resumed from (%s)", args.output, exc)
         return None
     return peaks if peaks is not None and peaks.frames is not None else None

@@ -260,3 +260,28 @@ def test_find_follow_tries_a_file_again_until_it_can_be_read(tmp_path: Path, cap
     assert "run_master.h5 cannot be read yet" in caplog.text
     assert "failures" not in capsys.readouterr().out
     assert read_peaks(out).counts_per_frame().tolist() == [1, 1]
+
+
+def test_find_follow_resumes_a_dials_reflection_table(tmp_path: Path, capsys) -> None:
+    """A ``.refl`` table does not say which file each image came from: the settings file beside it does, so a
+    restart keeps its frames, frames without peaks at the end included, and does not read their files again."""
+    import yaml
+
+    np.save(tmp_path / "f_0.npy", _frames(0))
+    np.save(tmp_path / "f_1.npy", np.random.default_rng(5).poisson(10.0, (2, 64, 80)).astype(np.int32))  # no peak
+    out = tmp_path / "strong.refl"
+    argv = ["find", str(tmp_path / "f_*.npy"), "-o", str(out), "--follow", "--follow-poll", "0.1",
+            "--follow-idle", "0.3"]
+    assert main(argv) == 0
+    first = read_peaks(out)
+    assert first.frames is None and first.n_frames == 2 and len(first) > 0
+    recorded = yaml.safe_load(Path(str(out) + ".yaml").read_text())["frames"]
+    assert [(Path(r["file"]).name, r["first"], r["count"]) for r in recorded] == [("f_0.npy", 0, 2), ("f_1.npy", 0, 2)]
+    np.save(tmp_path / "f_2.npy", _frames(2))
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "resumed: 4 frames of 2 files" in printed and "+1 files: 2 frames" in printed
+    again = read_peaks(out)
+    assert np.array_equal(again.row[: len(first)], first.row) and set(again.frame[len(first):]) <= {4, 5}
+    assert len(yaml.safe_load(Path(str(out) + ".yaml").read_text())["frames"]) == 3

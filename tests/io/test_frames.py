@@ -653,8 +653,17 @@ def test_corrupt_packed_cbf(tmp_path: Path) -> None:
     data[start : start + 64] = bytes(64)  # the payload no longer matches its Content-MD5
     path.write_bytes(bytes(data))
     source = open_frames(path)
-    with pytest.raises(DataFormatError, match=r"t\.cbf: binary array 1 cannot be decoded"):
+    with pytest.raises(DataFormatError, match=r"t\.cbf: binary array 1 cannot be decoded \(its Content-MD5"):
         source.frame(0)
+
+
+def test_truncated_packed_cbf(tmp_path: Path) -> None:
+    # the payload ends before its X-Binary-Size: refused before CBFlib reads past it
+    path = write_packed_cbf(tmp_path / "t.cbf", [np.arange(2 * 20 * 20, dtype=np.int32).reshape(2, 20, 20) * 7])
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"\x0c\x1a\x04\xd5") + 4 + 30])
+    with pytest.raises(DataFormatError, match=r"t\.cbf: binary array 1 cannot be decoded \(truncated: 30 of"):
+        open_frames(path).frame(0)
 
 
 def test_packed_cbf_without_pycbf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

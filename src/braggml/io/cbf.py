@@ -10,8 +10,10 @@ which fabio cannot read, are decoded by CBFlib through pycbf. Both are optional 
 
 from __future__ import annotations
 
+import base64
 import bz2
 import gzip
+import hashlib
 import re
 import warnings
 from collections.abc import Mapping
@@ -441,43 +443,69 @@ def _read_all(path: Path) -> bytes:
         raise DataFormatError(f"{path}: cannot read as CBF ({' '.join(str(exc).split())})") from None
 
 
-def _section_dims(data: bytes, path: str) -> list[tuple[int, int, int]]:
-    """(fastest, second, third) dimensions of every binary section, from their MIME headers."""
-    dims: list[tuple[int, int, int]] = []
+def _mime_value(mime: str, key: str) -> str:
+    """The value of ``key`` in a binary section's MIME header ('' when absent)."""
+    m = re.search(rf"{key}\s*[:=]\s*\"?([^\"\r\n;]*)", mime, flags=re.IGNORECASE)
+    return m.group(1).strip() if m else ""
+
+
+def _binary_sections(data: bytes, path: str) -> list[tuple[str, int, int]]:
+    """(MIME header, payload start, payload size) of every binary section, in file order."""
+    sections: list[tuple[str, int, int]] = []
     pos = 0
     while True:
         marker = data.find(_BINARY_START, pos)
         if marker < 0:
-            break
+            return sections
         head_at = data.rfind(b"--CIF-BINARY-FORMAT-SECTION--", pos, marker)
         if head_at < 0:
-            raise DataFormatError(f"{path}: CBF binary section {len(dims) + 1} has no MIME header")
+            raise DataFormatError(f"{path}: CBF binary section {len(sections) + 1} has no MIME header")
         mime = data[head_at:marker].decode("latin-1")
-
-        def value(key: str, text: str = mime) -> str:
-            m = re.search(rf"{key}\s*[:=]\s*\"?([^\"\r\n;]*)", text, flags=re.IGNORECASE)
-            return m.group(1).strip() if m else ""
-
         try:
-            size = int(value("X-Binary-Size"))
+            size = int(_mime_value(mime, "X-Binary-Size"))
+        except ValueError:
+            raise DataFormatError(f"{path}: CBF binary section {len(sections) + 1} does not give its size") from None
+        start = marker + len(_BINARY_START)
+        sections.append((mime, start, size))
+        pos = start + max(size, 0)
+
+
+def _section_dims(data: bytes, path: str) -> list[tuple[int, int, int]]:
+    """(fastest, second, third) dimensions of every binary section, from their MIME headers."""
+    dims: list[tuple[int, int, int]] = []
+    for mime, _start, _size in _binary_sections(data, path):
+        try:
             dims.append(
                 (
-                    int(value("X-Binary-Size-Fastest-Dimension")),
-                    int(value("X-Binary-Size-Second-Dimension") or 1),
-                    int(value("X-Binary-Size-Third-Dimension") or 1),
+                    int(_mime_value(mime, "X-Binary-Size-Fastest-Dimension")),
+                    int(_mime_value(mime, "X-Binary-Size-Second-Dimension") or 1),
+                    int(_mime_value(mime, "X-Binary-Size-Third-Dimension") or 1),
                 )
             )
         except ValueError:
             raise DataFormatError(
                 f"{path}: CBF binary section {len(dims) + 1} does not give its size and dimensions"
             ) from None
-        pos = marker + len(_BINARY_START) + max(size, 0)
     if not dims:
         raise DataFormatError(f"{path}: CBF file has no binary image section (truncated?)")
     fast = {d[0] for d in dims}
     if len(fast) > 1:
         raise DataFormatError(f"{path}: CBF arrays differ in row length {sorted(fast)}; cannot stack them")
     return dims
+
+
+def _check_payloads(data: bytes, path: str) -> None:
+    """Every binary section holds its ``X-Binary-Size`` bytes, and they match its ``Content-MD5`` where it
+    gives one, before CBFlib decodes them: it may read past the end of a corrupt or truncated payload."""
+    for k, (mime, start, size) in enumerate(_binary_sections(data, path), 1):
+        payload = data[start : start + size]
+        if len(payload) < size:
+            raise DataFormatError(
+                f"{path}: binary array {k} cannot be decoded (truncated: {len(payload)} of {size} bytes)"
+            )
+        digest = _mime_value(mime, "Content-MD5")
+        if digest and base64.b64encode(hashlib.md5(payload).digest()).decode() != digest:
+            raise DataFormatError(f"{path}: binary array {k} cannot be decoded (its Content-MD5 does not match)")
 
 
 def _pycbf_handle(path: str | Path, data: bytes) -> Any:
@@ -517,6 +545,7 @@ def read_packed_frame(path: str | Path) -> NDArray:
         arrays of different row lengths).
     """
     data = _read_all(Path(path))
+    _check_payloads(data, str(path))
     handle = _pycbf_handle(path, data)
     parts: list[NDArray] = []
     try:

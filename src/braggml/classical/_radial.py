@@ -15,8 +15,6 @@ __all__ = [
     "candidates_above",
     "noise_floor",
     "estimate_gain_per_panel",
-    "photon_gain",
-    "COUNTING_GAIN",
     "background_rate",
     "classify_pixels",
     "PixelClasses",
@@ -1359,27 +1357,6 @@ def estimate_gain_per_panel(stats: RadialStats, *, min_count: int = 200) -> floa
         if g > 0:
             return g
     return estimate_gain(stats.offset, stats.sigma, stats.count, min_count=min_count)
-
-
-#: Whole-number frames that measure a gain within this range of counts per photon are photon-counting (the
-#: clipped statistics of sparse frames put it somewhat below one).
-COUNTING_GAIN = (0.5, 2.0)
-
-
-def photon_gain(stats: RadialStats, integer: bool) -> float:
-    """Detector units per photon of a frame, for the finders' photon tests.
-
-    The gain measured from the radial statistics (:func:`estimate_gain_per_panel`), with two exceptions for
-    whole-number frames: 1 where none can be measured (flat or empty backgrounds are photon counts), and at
-    least 1 on photon-counting frames (a measured gain within :data:`COUNTING_GAIN`). There each count is a
-    photon, and clipping the Poisson tail of a sparse background can only measure less (0.74-0.87 on sparse
-    simulated Eiger frames): counted at that gain, every photon would weigh 1.15-1.35, and a pixel of two counts
-    on an empty background would clear a two-photon cut or not by the noise of the estimate.
-    """
-    gain = estimate_gain_per_panel(stats)
-    if integer and (gain == 0 or COUNTING_GAIN[0] <= gain < 1.0):
-        return 1.0
-    return gain
 
 
 @numba.njit(cache=True, nogil=True)

@@ -26,7 +26,7 @@ from ._common import (
     rate_at_peaks,
     select_peaks,
 )
-from ._radial import background_rate, noise_floor, photon_gain, radial_statistics
+from ._radial import background_rate, estimate_gain_per_panel, noise_floor, radial_statistics
 from .rings import azimuth_sectors, ring_evidence
 
 __all__ = [
@@ -257,9 +257,9 @@ class DispersionConfig(SelectionConfig):
     significance_snr : float
         Spots must be unlikely to be background fluctuations at this many sigma, by the Poisson tail test
         of :func:`~braggml.classical._common.poisson_significant` with the photon gain measured from the
-        radial background (:func:`~braggml.classical._radial.photon_gain`; ``gain`` when given). It removes the
-        single photons, charge-shared photon pairs and textured-background spots that integrating detectors in
-        ADU give; 0 turns it off (DIALS has no such test).
+        radial background (``gain`` when given). It removes the single photons, charge-shared photon
+        pairs and textured-background spots that integrating detectors in ADU give; 0 turns it off
+        (DIALS has no such test).
     """
 
     gain: float | None = None
@@ -416,7 +416,7 @@ class DispersionFinder(ReportingFinder):
             return PeakList.empty(1)
         want_rings = cfg.reject_powder_rings or (cfg.ice_rings == "auto" and frame.maps.resolution_a is not None)
         rings = None
-        tested_gain = gain
+        photon_gain = gain
         if want_rings or cfg.significance_snr > 0:
             # the half-count floor of whole-number data keeps the gain fit off near-empty bins: on a photon-counting
             # frame of a few photons per thousand pixels their clipped variances are noise (a gain of 126, not 1)
@@ -431,7 +431,9 @@ class DispersionFinder(ReportingFinder):
                 )
                 rings = ring_evidence(frame.data, valid, stats, contrast=cfg.powder_ring_contrast, sectors=sectors)
             if cfg.gain is None:
-                tested_gain = photon_gain(stats, frame.integer)
+                photon_gain = estimate_gain_per_panel(stats)
+                if photon_gain == 0 and frame.integer:
+                    photon_gain = 1.0
         near_bad = None
         if self.extended and cfg.kernel_size > 1:
             # core pixels keep kernel_size pixels away from bad ones: count that margin as touching
@@ -453,14 +455,14 @@ class DispersionFinder(ReportingFinder):
         large = keep & (measured.n_pixels > cfg.max_spot_size)
         report.count("too_large", int(large.sum()))
         keep &= ~large
-        snr = measured.snr(tested_gain)
+        snr = measured.snr(photon_gain)
         if cfg.min_snr > 0:
             low = keep & ~(snr >= cfg.min_snr)
             report.count("low_snr", int(low.sum()))
             keep &= ~low
         if cfg.significance_snr > 0:
-            rate = rate_at_peaks(measured, stats.bin_index, background_rate(frame.data, valid, stats, tested_gain))
-            weak = keep & ~poisson_significant(measured, tested_gain, cfg.significance_snr, rate)
+            rate = rate_at_peaks(measured, stats.bin_index, background_rate(frame.data, valid, stats, photon_gain))
+            weak = keep & ~poisson_significant(measured, photon_gain, cfg.significance_snr, rate)
             report.count("not_significant", int(weak.sum()))
             keep &= ~weak
         return select_peaks(measured, keep, snr, frame, cfg, report, rings)

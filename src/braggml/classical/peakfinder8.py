@@ -25,7 +25,12 @@ from ._common import (
     rate_at_peaks,
     select_peaks,
 )
-from ._radial import classify_pixels, noise_floor, photon_gain, radial_statistics
+from ._radial import (
+    classify_pixels,
+    estimate_gain_per_panel,
+    noise_floor,
+    radial_statistics,
+)
 from .rings import azimuth_sectors, ring_evidence_from_counts, ring_levels, sector_counts
 
 __all__ = ["Peakfinder8", "Peakfinder8Config"]
@@ -57,8 +62,7 @@ class Peakfinder8Config(SelectionConfig):
         Detector units per photon, for the Poisson significance test and the shot-noise term of the
         reported SNR; estimated from the slope of the background variance against its mean over the
         radius bins (median over panels) when None. Integer frames where no slope can be measured
-        (flat or empty backgrounds) are taken as photon counts (gain 1), and photon-counting frames
-        count at least one unit per photon (:func:`~braggml.classical._radial.photon_gain`).
+        (flat or empty backgrounds) are taken as photon counts (gain 1).
     pixel_snr : float or None
         Candidate pixels lie ``pixel_snr`` background sigmas above their radius bin's mean; None uses
         ``minimum_snr`` as OM and CrystFEL do. A lower level than ``minimum_snr`` lets weak spots
@@ -183,7 +187,9 @@ class Peakfinder8(ReportingFinder):
             per_panel=cfg.per_panel_background,
             robust_start=cfg.robust_background_start,
         )
-        gain = cfg.gain if cfg.gain is not None else photon_gain(stats, counts_like)
+        gain = cfg.gain if cfg.gain is not None else estimate_gain_per_panel(stats)
+        if gain == 0 and cfg.gain is None and counts_like:
+            gain = 1.0
         pixel_snr = cfg.minimum_snr if cfg.pixel_snr is None else cfg.pixel_snr
         threshold = np.maximum(
             stats.offset + pixel_snr * np.maximum(stats.sigma, sigma_floor),

@@ -27,7 +27,7 @@ from ._common import (
     rate_at_peaks,
     select_peaks,
 )
-from ._radial import RadialStats, background_rate, noise_floor, photon_gain, radial_statistics
+from ._radial import RadialStats, background_rate, estimate_gain_per_panel, noise_floor, radial_statistics
 from .rings import azimuth_sectors, ring_evidence
 
 __all__ = ["ThresholdConfig", "ThresholdFinder"]
@@ -62,7 +62,7 @@ class ThresholdConfig(SelectionConfig):
     significance_snr : float
         Peaks must be unlikely to be background fluctuations at this many sigma, by the Poisson tail test
         of :func:`~braggml.classical._common.poisson_significant` with the photon gain measured from the
-        radial background (:func:`~braggml.classical._radial.photon_gain`); 0 turns it off.
+        radial background; 0 turns it off.
     min_pixel_photons : float
         In ``"sigma"`` mode, pixels must also stand this many photons (measured gain) above the
         background, so that isolated photons on a sparse background never count; 0 turns it off.
@@ -212,7 +212,9 @@ class ThresholdFinder(ReportingFinder):
         good = ~frame.bad
         radius = np.asarray(frame.maps.radius_px)
         bg, sigma, stats = self._background(frame.data, good, radius, frame.panel_id, frame.integer)
-        gain = photon_gain(stats, frame.integer)
+        gain = estimate_gain_per_panel(stats)
+        if gain == 0 and frame.integer:
+            gain = 1.0
         report.gain = gain
         if cfg.threshold_mode == "sigma":
             level = frame.data - bg

@@ -14,7 +14,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..classical._common import check_choice, check_non_negative, check_positive
-from ..classical._radial import COUNTING_GAIN
 from ..errors import ConfigError
 from ..finder import PeakFinder
 from ..geometry import PixelMaps
@@ -380,10 +379,11 @@ BACKSTOP_RADIUS_PX = 2.0
 #: make a peak of pixels that stand no higher than their background.
 SIGNIFICANCE_FLOOR = 3.0
 
-#: Photon-counting frames (:func:`photon_counting`) measure a gain within
-#: :data:`~braggml.classical._radial.COUNTING_GAIN` counts per photon and a noise correlation of 3 x 3 sums
-#: under this (:func:`braggml.ml.unet.noise_correlation`; independent pixels give about 1, a phosphor's spread
-#: more than 2).
+#: Photon-counting frames (:func:`photon_counting`) measure a gain within this range of counts per photon (the
+#: clipped statistics of sparse frames put it somewhat below one) ...
+COUNTING_GAIN = (0.5, 2.0)
+#: ... and a noise correlation of 3 x 3 sums under this (:func:`braggml.ml.unet.noise_correlation`; independent
+#: pixels give about 1, a phosphor's spread more than 2).
 COUNTING_MAX_CORRELATION = 1.5
 #: On photon-counting frames, where the Poisson model of the peak tests is exact, the sparse-background test
 #: (``significance_snr``) asks this many sigmas more. Of the local maxima of a 4.5-Mpixel frame of Poisson
